@@ -1,0 +1,1 @@
+//! Examples (being laid down).

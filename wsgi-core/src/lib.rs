@@ -1,0 +1,1 @@
+//! wsgi-core (being laid down).

@@ -1,0 +1,2 @@
+//! Head parsing throughput.
+fn main() {}

@@ -1,0 +1,1 @@
+//! wsgi-http (being laid down).

@@ -1,0 +1,1 @@
+//! wsgi-python (being laid down).

@@ -1,0 +1,2 @@
+//! The wsgi-server binary.
+fn main() {}

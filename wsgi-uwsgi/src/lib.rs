@@ -1,0 +1,1 @@
+//! wsgi-uwsgi (being laid down).
