@@ -1,0 +1,419 @@
+//! Data-driven environ cases: a request in, the CGI variables out.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Version};
+
+use super::*;
+
+fn conn() -> ConnInfo {
+    ConnInfo::tcp(
+        "10.1.2.3:51000".parse::<SocketAddr>().unwrap(),
+        "127.0.0.1:8000".parse::<SocketAddr>().unwrap(),
+    )
+}
+
+fn http(
+    target: &str,
+    headers: &[(&str, &[u8])],
+    conn: &ConnInfo,
+    options: &EnvironOptions,
+) -> Environ {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        map.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_bytes(value).unwrap(),
+        );
+    }
+    Environ::from_http(
+        &Method::GET,
+        Bytes::copy_from_slice(target.as_bytes()),
+        Version::HTTP_11,
+        &map,
+        conn,
+        options,
+    )
+}
+
+/// Asserts that every `KEY=value` of `expect` is in the environ, and that
+/// every `!KEY` is absent.
+fn check(environ: &Environ, expect: &[&str]) {
+    for line in expect {
+        if let Some(key) = line.strip_prefix('!') {
+            assert_eq!(environ.get(key), None, "{key} must be absent");
+            continue;
+        }
+        let (key, value) = line.split_once('=').unwrap();
+        let got = environ
+            .get(key)
+            .map(|got| String::from_utf8_lossy(got).into_owned());
+        assert_eq!(got.as_deref(), Some(value), "{key}");
+    }
+}
+
+#[test]
+fn simple_get() {
+    let environ = http(
+        "/hello/w%C3%B6rld?q=1&r=%20",
+        &[("host", b"example.com:8080"), ("user-agent", b"curl")],
+        &conn(),
+        &EnvironOptions::default(),
+    );
+    check(
+        &environ,
+        &[
+            "REQUEST_METHOD=GET",
+            "SCRIPT_NAME=",
+            "PATH_INFO=/hello/w\u{f6}rld",
+            "QUERY_STRING=q=1&r=%20",
+            "REQUEST_URI=/hello/w%C3%B6rld?q=1&r=%20",
+            "RAW_URI=/hello/w%C3%B6rld?q=1&r=%20",
+            "SERVER_PROTOCOL=HTTP/1.1",
+            "SERVER_NAME=example.com",
+            "SERVER_PORT=8080",
+            "REMOTE_ADDR=10.1.2.3",
+            "REMOTE_PORT=51000",
+            "HTTP_HOST=example.com:8080",
+            "HTTP_USER_AGENT=curl",
+            "!CONTENT_TYPE",
+            "!CONTENT_LENGTH",
+        ],
+    );
+    // Decoded octets, not UTF-8 text: the runtime shows them as latin-1.
+    assert_eq!(&environ.path_info[..], "/hello/w\u{f6}rld".as_bytes());
+    assert_eq!(environ.url_scheme, UrlScheme::Http);
+}
+
+#[test]
+fn content_headers_are_not_http_vars() {
+    let environ = http(
+        "/",
+        &[
+            ("content-type", b"text/plain"),
+            ("content-length", b"5"),
+            ("host", b"h"),
+        ],
+        &conn(),
+        &EnvironOptions::default(),
+    );
+    check(
+        &environ,
+        &[
+            "CONTENT_TYPE=text/plain",
+            "CONTENT_LENGTH=5",
+            "!HTTP_CONTENT_TYPE",
+            "!HTTP_CONTENT_LENGTH",
+            "SERVER_PORT=80",
+        ],
+    );
+}
+
+#[test]
+fn repeated_headers_are_joined() {
+    let environ = http(
+        "/",
+        &[
+            ("accept", b"text/html"),
+            ("cookie", b"a=1"),
+            ("accept", b"text/plain"),
+            ("cookie", b"b=2"),
+            ("x-custom-name", b"caf\xe9"),
+        ],
+        &conn(),
+        &EnvironOptions::default(),
+    );
+    check(
+        &environ,
+        &["HTTP_ACCEPT=text/html, text/plain", "HTTP_COOKIE=a=1; b=2"],
+    );
+    assert_eq!(environ.get("HTTP_X_CUSTOM_NAME"), Some(&b"caf\xe9"[..]));
+}
+
+#[test]
+fn underscore_headers_are_dropped_by_default() {
+    let headers: &[(&str, &[u8])] = &[("x_auth", b"spoofed"), ("x-auth", b"real")];
+    let environ = http("/", headers, &conn(), &EnvironOptions::default());
+    check(&environ, &["HTTP_X_AUTH=real"]);
+    let options = EnvironOptions {
+        allow_underscore_headers: true,
+        ..EnvironOptions::default()
+    };
+    let environ = http("/", headers, &conn(), &options);
+    check(&environ, &["HTTP_X_AUTH=spoofed, real"]);
+}
+
+#[test]
+fn script_name_from_options_matches_whole_segments() {
+    let options = EnvironOptions {
+        script_name: Bytes::from_static(b"/app/"),
+        ..EnvironOptions::default()
+    };
+    check(
+        &http("/app/x/y", &[], &conn(), &options),
+        &["SCRIPT_NAME=/app", "PATH_INFO=/x/y"],
+    );
+    check(
+        &http("/app", &[], &conn(), &options),
+        &["SCRIPT_NAME=/app", "PATH_INFO="],
+    );
+    check(
+        &http("/application", &[], &conn(), &options),
+        &["SCRIPT_NAME=/app", "PATH_INFO=/application"],
+    );
+}
+
+#[test]
+fn trusted_proxy_headers() {
+    let headers: &[(&str, &[u8])] = &[
+        ("script_name", b"/flasktodo"),
+        ("x-forwarded-proto", b"https"),
+        ("host", b"h"),
+    ];
+    let untrusted = http(
+        "/flasktodo/foobar",
+        headers,
+        &conn(),
+        &EnvironOptions::default(),
+    );
+    check(
+        &untrusted,
+        &[
+            "SCRIPT_NAME=",
+            "PATH_INFO=/flasktodo/foobar",
+            "SERVER_PORT=80",
+        ],
+    );
+    assert_eq!(untrusted.url_scheme, UrlScheme::Http);
+
+    let trusted_conn = ConnInfo {
+        trusted_proxy: true,
+        ..conn()
+    };
+    let trusted = http(
+        "/flasktodo/foobar",
+        headers,
+        &trusted_conn,
+        &EnvironOptions::default(),
+    );
+    check(
+        &trusted,
+        &[
+            "SCRIPT_NAME=/flasktodo",
+            "PATH_INFO=/foobar",
+            "SERVER_PORT=443",
+            "!HTTP_SCRIPT_NAME",
+        ],
+    );
+    assert_eq!(trusted.url_scheme, UrlScheme::Https);
+}
+
+#[test]
+fn target_forms() {
+    let options = EnvironOptions::default();
+    check(
+        &http(
+            "http://other.example:81/p%2Fq?x=1",
+            &[("host", b"ignored")],
+            &conn(),
+            &options,
+        ),
+        &[
+            "PATH_INFO=/p/q",
+            "QUERY_STRING=x=1",
+            "SERVER_NAME=other.example",
+            "SERVER_PORT=81",
+        ],
+    );
+    check(
+        &http("http://h", &[], &conn(), &options),
+        &["PATH_INFO=/", "SERVER_NAME=h"],
+    );
+    check(
+        &http("*", &[], &conn(), &options),
+        &["PATH_INFO=*", "QUERY_STRING="],
+    );
+    check(
+        &http("/a?b?c", &[("host", b"[::1]:9000")], &conn(), &options),
+        &[
+            "PATH_INFO=/a",
+            "QUERY_STRING=b?c",
+            "SERVER_NAME=[::1]",
+            "SERVER_PORT=9000",
+        ],
+    );
+    // No Host (HTTP/1.0): the listener's address.
+    check(
+        &http("/", &[], &conn(), &options),
+        &["SERVER_NAME=127.0.0.1", "SERVER_PORT=8000"],
+    );
+}
+
+#[test]
+fn percent_decoding() {
+    let cases: &[(&[u8], &[u8])] = &[
+        (b"/a%20b", b"/a b"),
+        (b"/%41%62", b"/Ab"),
+        (b"/100%", b"/100%"),
+        (b"/%4", b"/%4"),
+        (b"/%zz", b"/%zz"),
+        (b"/a+b", b"/a+b"),
+        (b"/%00", b"/\0"),
+        (b"/%ff%FE", b"/\xff\xfe"),
+    ];
+    for (input, expect) in cases {
+        assert_eq!(
+            &percent_decode(input)[..],
+            *expect,
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+}
+
+fn vars(pairs: &[(&str, &str)]) -> Vec<(Bytes, Bytes)> {
+    pairs
+        .iter()
+        .map(|(key, value)| {
+            (
+                Bytes::copy_from_slice(key.as_bytes()),
+                Bytes::copy_from_slice(value.as_bytes()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn nginx_uwsgi_params() {
+    let unix = ConnInfo {
+        peer: PeerAddr::Unix,
+        local: None,
+        scheme: UrlScheme::Http,
+        trusted_proxy: false,
+    };
+    let environ = Environ::from_cgi_vars(
+        vars(&[
+            ("QUERY_STRING", "a=1"),
+            ("REQUEST_METHOD", "POST"),
+            ("CONTENT_TYPE", "application/json"),
+            ("CONTENT_LENGTH", "2"),
+            ("REQUEST_URI", "/flasktodo/x%20y?a=1"),
+            ("PATH_INFO", "/flasktodo/x y"),
+            ("DOCUMENT_ROOT", "/usr/share/nginx/html"),
+            ("SERVER_PROTOCOL", "HTTP/1.1"),
+            ("REQUEST_SCHEME", "https"),
+            ("HTTPS", "on"),
+            ("REMOTE_ADDR", "192.0.2.7"),
+            ("REMOTE_PORT", "40000"),
+            ("SERVER_PORT", "443"),
+            ("SERVER_NAME", "example.org"),
+            ("SCRIPT_NAME", "/flasktodo"),
+            ("HTTP_HOST", "example.org"),
+            ("UWSGI_FILE", "/tmp/evil.py"),
+            ("UWSGI_SCHEME", "https"),
+        ]),
+        &unix,
+        &EnvironOptions::default(),
+    )
+    .unwrap();
+    check(
+        &environ,
+        &[
+            "REQUEST_METHOD=POST",
+            "SCRIPT_NAME=/flasktodo",
+            "PATH_INFO=/x y",
+            "QUERY_STRING=a=1",
+            "REQUEST_URI=/flasktodo/x%20y?a=1",
+            "CONTENT_TYPE=application/json",
+            "CONTENT_LENGTH=2",
+            "SERVER_NAME=example.org",
+            "SERVER_PORT=443",
+            "REMOTE_ADDR=192.0.2.7",
+            "REMOTE_PORT=40000",
+            "DOCUMENT_ROOT=/usr/share/nginx/html",
+            "HTTPS=on",
+            "REQUEST_SCHEME=https",
+            "HTTP_HOST=example.org",
+            "!UWSGI_FILE",
+            "!UWSGI_SCHEME",
+        ],
+    );
+    assert_eq!(environ.url_scheme, UrlScheme::Https);
+}
+
+#[test]
+fn cgi_vars_minimal_and_missing_method() {
+    let conn = conn();
+    let environ = Environ::from_cgi_vars(
+        vars(&[
+            ("REQUEST_METHOD", "GET"),
+            ("REQUEST_URI", "/p%41?q"),
+            ("CONTENT_LENGTH", ""),
+        ]),
+        &conn,
+        &EnvironOptions::default(),
+    )
+    .unwrap();
+    check(
+        &environ,
+        &[
+            "PATH_INFO=/pA",
+            "SERVER_PROTOCOL=HTTP/1.0",
+            "SERVER_NAME=127.0.0.1",
+            "SERVER_PORT=8000",
+            "REMOTE_ADDR=10.1.2.3",
+            "!CONTENT_LENGTH",
+        ],
+    );
+    assert_eq!(
+        Environ::from_cgi_vars(
+            vars(&[("PATH_INFO", "/")]),
+            &conn,
+            &EnvironOptions::default()
+        ),
+        Err(EnvironError::Missing("REQUEST_METHOD"))
+    );
+}
+
+#[test]
+fn from_parts_matches_from_http() {
+    let request = http::Request::builder()
+        .uri("/x?y=1")
+        .header("host", "h:1")
+        .body(())
+        .unwrap();
+    let (parts, ()) = request.into_parts();
+    let environ = Environ::from_parts(&parts, &conn(), &EnvironOptions::default());
+    check(
+        &environ,
+        &[
+            "PATH_INFO=/x",
+            "QUERY_STRING=y=1",
+            "SERVER_PORT=1",
+            "REQUEST_URI=/x?y=1",
+        ],
+    );
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn percent_encoding_round_trips(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let encoded: String = bytes.iter().map(|byte| format!("%{byte:02X}")).collect();
+            prop_assert_eq!(&percent_decode(encoded.as_bytes())[..], &bytes[..]);
+        }
+
+        #[test]
+        fn any_target_builds_an_environ(target in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let environ = Environ::from_http(
+                &Method::GET, Bytes::from(target.clone()), Version::HTTP_11,
+                &HeaderMap::new(), &conn(), &EnvironOptions::default(),
+            );
+            prop_assert_eq!(&environ.request_uri[..], &target[..]);
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! PEP 3333 response-head validation: the status line and headers an
+//! application gives `start_response`, checked before anything reaches the wire.
+
+use bytes::Bytes;
+
+use crate::error::HeadError;
+
+/// A validated response head, in the application's order and case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// The status code, 100 to 999.
+    pub status: u16,
+    /// The reason phrase as the application wrote it (may be empty).
+    pub reason: Bytes,
+    /// Header (name, value) pairs, validated by [`validate_header`].
+    pub headers: Vec<(Bytes, Bytes)>,
+    /// The application's `Content-Length`, parsed.
+    pub content_length: Option<u64>,
+}
+
+impl ResponseHead {
+    /// Validates a status line such as `b"200 OK"` and a list of headers.
+    ///
+    /// # Errors
+    /// [`HeadError`] naming the first offending part.
+    pub fn new(status_line: &[u8], headers: Vec<(Bytes, Bytes)>) -> Result<Self, HeadError> {
+        let (status, reason) = parse_status(status_line)?;
+        let mut content_length = None;
+        for (name, value) in &headers {
+            validate_header(name, value)?;
+            if name.eq_ignore_ascii_case(b"content-length") {
+                content_length = Some(parse_content_length(value)?);
+            }
+        }
+        Ok(ResponseHead {
+            status,
+            reason: Bytes::copy_from_slice(reason),
+            headers,
+            content_length,
+        })
+    }
+
+    /// Whether the application set this header (names compare ignoring case).
+    pub fn has_header(&self, name: &[u8]) -> bool {
+        self.headers
+            .iter()
+            .any(|(candidate, _)| candidate.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Splits `"NNN Reason"` into its code and reason phrase.
+///
+/// PEP 3333 asks for "a status code and a reason phrase, separated by a single
+/// space"; like gunicorn we also accept a bare `"NNN"`. The reason follows
+/// RFC 9112 §4: `*( HTAB / SP / VCHAR / obs-text )`.
+///
+/// # Errors
+/// [`HeadError::InvalidStatus`].
+pub fn parse_status(line: &[u8]) -> Result<(u16, &[u8]), HeadError> {
+    let invalid = || HeadError::InvalidStatus(String::from_utf8_lossy(line).into_owned());
+    if line.len() < 3 || !line[..3].iter().all(u8::is_ascii_digit) || line[0] == b'0' {
+        return Err(invalid());
+    }
+    let code = line[..3]
+        .iter()
+        .fold(0u16, |acc, digit| acc * 10 + u16::from(digit - b'0'));
+    let reason = match line.get(3) {
+        None => &line[3..],
+        Some(b' ') => &line[4..],
+        Some(_) => return Err(invalid()),
+    };
+    if reason.iter().any(|&byte| is_forbidden_in_text(byte)) {
+        return Err(invalid());
+    }
+    Ok((code, reason))
+}
+
+/// Checks one response header against PEP 3333 and RFC 9110.
+///
+/// # Errors
+/// A name that is not a token, a value with control characters, or a
+/// hop-by-hop header.
+pub fn validate_header(name: &[u8], value: &[u8]) -> Result<(), HeadError> {
+    if name.is_empty() || !name.iter().all(|&byte| is_token_byte(byte)) {
+        return Err(HeadError::InvalidHeaderName(
+            String::from_utf8_lossy(name).into_owned(),
+        ));
+    }
+    // RFC 9110 §5.5: field-value = *field-content; CR, LF and NUL are never
+    // allowed (they split or truncate the head: response splitting).
+    if value.iter().any(|&byte| is_forbidden_in_text(byte)) {
+        return Err(HeadError::InvalidHeaderValue {
+            name: String::from_utf8_lossy(name).into_owned(),
+        });
+    }
+    if is_hop_by_hop(name) {
+        return Err(HeadError::HopByHop(
+            String::from_utf8_lossy(name).into_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// The hop-by-hop headers PEP 3333 forbids to applications (RFC 2616 §13.5.1,
+/// the list PEP 3333 refers to; `wsgiref.util.is_hop_by_hop`).
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    const HOP_BY_HOP: [&[u8]; 8] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+    ];
+    HOP_BY_HOP
+        .iter()
+        .any(|candidate| candidate.eq_ignore_ascii_case(name))
+}
+
+fn parse_content_length(value: &[u8]) -> Result<u64, HeadError> {
+    let trimmed = value.trim_ascii();
+    let invalid = || HeadError::InvalidContentLength(String::from_utf8_lossy(value).into_owned());
+    if trimmed.is_empty() || !trimmed.iter().all(u8::is_ascii_digit) {
+        return Err(invalid());
+    }
+    trimmed.iter().try_fold(0u64, |acc, digit| {
+        acc.checked_mul(10)
+            .and_then(|acc| acc.checked_add(u64::from(digit - b'0')))
+            .ok_or_else(invalid)
+    })
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
+/// Control characters other than HTAB, and DEL.
+fn is_forbidden_in_text(byte: u8) -> bool {
+    (byte < 0x20 && byte != b'\t') || byte == 0x7f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(status: &str, headers: &[(&str, &str)]) -> Result<ResponseHead, HeadError> {
+        let headers = headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    Bytes::copy_from_slice(name.as_bytes()),
+                    Bytes::copy_from_slice(value.as_bytes()),
+                )
+            })
+            .collect();
+        ResponseHead::new(status.as_bytes(), headers)
+    }
+
+    #[test]
+    fn statuses() {
+        let cases: &[(&str, Option<(u16, &str)>)] = &[
+            ("200 OK", Some((200, "OK"))),
+            ("404 Not Found", Some((404, "Not Found"))),
+            (
+                "599 Custom reason, with words",
+                Some((599, "Custom reason, with words")),
+            ),
+            ("204", Some((204, ""))),
+            ("200 ", Some((200, ""))),
+            ("099 Low", None),
+            ("20 OK", None),
+            ("2000 OK", None),
+            ("200OK", None),
+            ("abc OK", None),
+            ("200 OK\r\nX: injected", None),
+            ("200 O\0K", None),
+            ("", None),
+        ];
+        for (input, expect) in cases {
+            let got = parse_status(input.as_bytes())
+                .ok()
+                .map(|(code, reason)| (code, String::from_utf8(reason.to_vec()).unwrap()));
+            let expect = expect.map(|(code, reason)| (code, reason.to_owned()));
+            assert_eq!(got, expect, "status {input:?}");
+        }
+    }
+
+    #[test]
+    fn headers() {
+        assert!(head("200 OK", &[("Content-Type", "text/plain"), ("X-A", "b\tc")]).is_ok());
+        let refused: &[(&str, &str)] = &[
+            ("Bad Name", "x"),
+            ("", "x"),
+            ("X:Y", "x"),
+            ("X-Evil", "a\r\nSet-Cookie: x"),
+            ("X-Evil", "a\nb"),
+            ("X-Evil", "a\0b"),
+            ("Connection", "close"),
+            ("transfer-encoding", "chunked"),
+            ("Keep-Alive", "timeout=5"),
+            ("Upgrade", "websocket"),
+            ("Content-Length", "-1"),
+            ("Content-Length", "1 2"),
+            ("Content-Length", "99999999999999999999999"),
+        ];
+        for (name, value) in refused {
+            assert!(
+                head("200 OK", &[(name, value)]).is_err(),
+                "{name}: {value:?} must be refused"
+            );
+        }
+    }
+
+    #[test]
+    fn content_length_is_parsed() {
+        let parsed = head("200 OK", &[("content-length", " 13 ")]).unwrap();
+        assert_eq!(parsed.content_length, Some(13));
+        assert!(parsed.has_header(b"Content-Length"));
+        assert!(!parsed.has_header(b"Date"));
+    }
+
+    #[test]
+    fn latin1_values_pass() {
+        let value = Bytes::from_static(b"caf\xe9");
+        assert!(ResponseHead::new(b"200 OK", vec![(Bytes::from_static(b"X-Name"), value)]).is_ok());
+    }
+}

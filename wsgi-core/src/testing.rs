@@ -1,0 +1,125 @@
+//! Pure-Rust applications for testing and measuring a server without Python.
+//!
+//! - `hello`: every request gets `200 OK`, `text/plain`, `Hello, World!`.
+//! - `echo`: `GET /big` streams 1 MiB in 64 KiB chunks; `POST /upload` reads
+//!   the body and answers its length (as the benchmark's `echo.py`); other
+//!   requests with a body get it back; `/fail` fails before the response,
+//!   `/fail-late` after its first chunk; `/environ` lists the CGI variables.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::app::{Application, Handler, HandlerApp, Request};
+use crate::error::AppError;
+use crate::response::ResponseHead;
+
+/// The names [`app_by_name`] knows.
+pub const APP_NAMES: [&str; 2] = ["hello", "echo"];
+
+/// A built-in application by name (`hello`, `echo`).
+pub fn app_by_name(name: &str) -> Option<Arc<dyn Application>> {
+    match name {
+        "hello" => Some(Arc::new(HandlerApp(Hello))),
+        "echo" => Some(Arc::new(HandlerApp(Echo))),
+        _ => None,
+    }
+}
+
+/// Answers `Hello, World!` to everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Hello;
+
+impl Handler for Hello {
+    fn call(&self, request: &mut Request) -> Result<(), AppError> {
+        const BODY: &[u8] = b"Hello, World!";
+        let head = text_head(BODY.len());
+        request.output.start(head)?;
+        request.output.send(Bytes::from_static(BODY))?;
+        request.output.finish()?;
+        Ok(())
+    }
+}
+
+/// Echoes bodies, streams, and fails on demand (see the module docs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Echo;
+
+impl Handler for Echo {
+    fn call(&self, request: &mut Request) -> Result<(), AppError> {
+        let path = request.environ.path_info.clone();
+        let output = &mut request.output;
+        match &path[..] {
+            b"/big" => {
+                let head = ResponseHead::new(
+                    b"200 OK",
+                    vec![(
+                        Bytes::from_static(b"Content-Type"),
+                        Bytes::from_static(b"application/octet-stream"),
+                    )],
+                )
+                .map_err(|error| AppError::new(error.to_string()))?;
+                output.start(head)?;
+                let block = Bytes::from(vec![b'x'; 64 * 1024]);
+                for _ in 0..16 {
+                    output.send(block.clone())?;
+                    if output.must_wait() {
+                        output.wait()?;
+                    }
+                }
+            }
+            b"/fail" => return Err(AppError::new("failure requested by /fail")),
+            b"/fail-late" => {
+                let head = ResponseHead::new(b"200 OK", Vec::new())
+                    .map_err(|error| AppError::new(error.to_string()))?;
+                output.start(head)?;
+                output.send(Bytes::from_static(b"partial"))?;
+                return Err(AppError::new("failure requested by /fail-late"));
+            }
+            b"/environ" => {
+                let mut listing = Vec::new();
+                for (key, value) in request.environ.cgi_vars() {
+                    listing.extend_from_slice(key);
+                    listing.push(b'=');
+                    listing.extend_from_slice(value);
+                    listing.push(b'\n');
+                }
+                output.start(text_head(listing.len()))?;
+                output.send(Bytes::from(listing))?;
+            }
+            _ => {
+                let body = request
+                    .input
+                    .read_to_end_blocking(usize::MAX)
+                    .map_err(|error| AppError::new(format!("reading the body: {error}")))?;
+                let body = if &path[..] == b"/upload" {
+                    body.len().to_string().into_bytes()
+                } else {
+                    body
+                };
+                request.output.start(text_head(body.len()))?;
+                request.output.send(Bytes::from(body))?;
+            }
+        }
+        request.output.finish()?;
+        Ok(())
+    }
+}
+
+fn text_head(length: usize) -> ResponseHead {
+    ResponseHead {
+        status: 200,
+        reason: Bytes::from_static(b"OK"),
+        headers: vec![
+            (
+                Bytes::from_static(b"Content-Type"),
+                Bytes::from_static(b"text/plain"),
+            ),
+            (
+                Bytes::from_static(b"Content-Length"),
+                Bytes::from(length.to_string()),
+            ),
+        ],
+        content_length: Some(length as u64),
+    }
+}
