@@ -194,15 +194,24 @@ impl ChunkedDecoder {
                     None if self.digits == 0 => return Err(ParseError::ChunkSize),
                     None => match b {
                         b'\r' => self.state = ChunkedState::SizeLf,
-                        b';' => self.state = ChunkedState::Extension,
+                        b';' => {
+                            self.count_extension(config)?;
+                            self.state = ChunkedState::Extension;
+                        }
                         // RFC 9112 §7.1.1: BWS is allowed before ";".
-                        b' ' | b'\t' => self.state = ChunkedState::SizeWhitespace,
+                        b' ' | b'\t' => {
+                            self.count_extension(config)?;
+                            self.state = ChunkedState::SizeWhitespace;
+                        }
                         _ => return Err(ParseError::ChunkSize),
                     },
                 },
                 ChunkedState::SizeWhitespace => match b {
                     b' ' | b'\t' => self.count_extension(config)?,
-                    b';' => self.state = ChunkedState::Extension,
+                    b';' => {
+                        self.count_extension(config)?;
+                        self.state = ChunkedState::Extension;
+                    }
                     b'\r' => self.state = ChunkedState::SizeLf,
                     _ => return Err(ParseError::ChunkSize),
                 },

@@ -37,7 +37,7 @@ use crate::error::{EncodeError, ParseError};
 use crate::head::{parse_head, BodyLength, HeadScanner, RequestHead};
 
 /// What `decode` produced.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A request head. Followed by zero or more `Data` and one `End`.
     Head(RequestHead),

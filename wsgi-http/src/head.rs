@@ -30,7 +30,7 @@ impl BodyLength {
 }
 
 /// A decoded request head.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
     /// The request method.
     pub method: Method,
@@ -206,6 +206,10 @@ impl HeadScanner {
         // unfold it; we reject.
         if matches!(line.first(), Some(b' ' | b'\t')) {
             return Err(ParseError::ObsFold);
+        }
+        // "\r\r\n" would otherwise look like a field line still arriving.
+        if line.first() == Some(&b'\r') {
+            return Err(ParseError::NewLine);
         }
         if line.len() > config.max_field_size {
             return Err(ParseError::HeaderFieldTooLong);
