@@ -984,10 +984,13 @@ const HEAD11: &[u8] = b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n";
 const GET10: &[u8] = b"GET / HTTP/1.0\r\n\r\n";
 const GET10KA: &[u8] = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
 
+/// Request, response head, body writes, expected bytes.
+type EncodeCase<'a> = (&'a [u8], ResponseHead<'a>, &'a [&'a [u8]], &'a str);
+
 #[test]
 fn encode_responses() {
     let ct: &[(&[u8], &[u8])] = &[(b"Content-Type", b"text/plain"), (b"Content-Length", b"5")];
-    let cases: &[(&[u8], ResponseHead<'_>, &[&[u8]], &str)] = &[
+    let cases: &[EncodeCase<'_>] = &[
         (
             GET11,
             response(200, ct),
