@@ -1,0 +1,87 @@
+//! Small bridges between Rust bytes and Python objects: latin-1 strings
+//! (PEP 3333 "bytes-as-unicode") and traceback formatting.
+
+use std::os::raw::c_char;
+
+use bytes::Bytes;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString};
+
+/// Decodes raw bytes as latin-1 into a Python `str`: every byte maps to the
+/// code point of the same value, so nothing is lost or replaced
+/// (PEP 3333 §"Unicode Issues").
+pub(crate) fn latin1_str<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    let len = ffi::Py_ssize_t::try_from(bytes.len())
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("value too long"))?;
+    // SAFETY: the pointer and length describe `bytes`, which outlives the
+    // call; `errors` may be NULL (strict). The GIL is held (`py`).
+    // PyUnicode_DecodeLatin1 returns a new reference or NULL with an
+    // exception set, which `from_owned_ptr_or_err` turns into a `PyErr`.
+    unsafe {
+        let object =
+            ffi::PyUnicode_DecodeLatin1(bytes.as_ptr().cast::<c_char>(), len, std::ptr::null());
+        Ok(Bound::from_owned_ptr_or_err(py, object)?.cast_into_unchecked())
+    }
+}
+
+/// Decodes as [`latin1_str`] and interns the result (for dict keys).
+pub(crate) fn latin1_interned<'py>(
+    py: Python<'py>,
+    bytes: &[u8],
+) -> PyResult<Bound<'py, PyString>> {
+    let string = latin1_str(py, bytes)?;
+    let mut pointer = string.into_ptr();
+    // SAFETY: `pointer` is an owned reference to an exact `str` (we just
+    // created it); PyUnicode_InternInPlace replaces it with the interned
+    // string, consuming our reference and giving us one to the result.
+    unsafe {
+        ffi::PyUnicode_InternInPlace(&mut pointer);
+        Ok(Bound::from_owned_ptr(py, pointer).cast_into_unchecked())
+    }
+}
+
+/// Encodes a `str` as latin-1 (PEP 3333: header names and values, status).
+///
+/// # Errors
+/// `UnicodeEncodeError` (a `ValueError`) for code points above U+00FF.
+pub(crate) fn latin1_bytes(string: &Bound<'_, PyString>) -> PyResult<Bytes> {
+    // Fast path: ASCII text (almost every header) is its own encoding, and
+    // CPython hands out the UTF-8 of a compact ASCII string without copying.
+    if let Ok(text) = string.to_str() {
+        if text.is_ascii() {
+            return Ok(Bytes::copy_from_slice(text.as_bytes()));
+        }
+    }
+    let py = string.py();
+    // SAFETY: `string` is a live `str` and the GIL is held; the function
+    // returns a new reference to a `bytes` object, or NULL with an exception.
+    let encoded = unsafe {
+        Bound::from_owned_ptr_or_err(py, ffi::PyUnicode_AsLatin1String(string.as_ptr()))?
+            .cast_into_unchecked::<PyBytes>()
+    };
+    Ok(Bytes::copy_from_slice(encoded.as_bytes()))
+}
+
+/// The full traceback of `error`, as Python prints it.
+pub(crate) fn format_traceback(py: Python<'_>, error: &PyErr) -> String {
+    let formatted = py.import("traceback").and_then(|traceback| {
+        let lines = traceback.call_method1("format_exception", (error.value(py),))?;
+        PyString::new(py, "")
+            .call_method1("join", (lines,))?
+            .extract::<String>()
+    });
+    match formatted {
+        Ok(text) => text,
+        Err(_) => format!("{error}\n"),
+    }
+}
+
+/// The type name of an object, for error messages.
+pub(crate) fn type_name(object: &Bound<'_, PyAny>) -> String {
+    object
+        .get_type()
+        .name()
+        .map(|name| name.to_string())
+        .unwrap_or_else(|_| "?".to_owned())
+}

@@ -1,0 +1,371 @@
+//! [`PyApplication`]: a loaded WSGI callable serving requests on the
+//! server's executor threads (PEP 3333 §"The Server/Gateway Side").
+//!
+//! # Theory of operation
+//! `serve_thread` attaches the thread to the interpreter once and keeps it
+//! attached (so `threading.local` survives between requests), releasing the
+//! GIL only to wait: for the next request, for body bytes, for a full
+//! response queue. Per request:
+//!
+//! 1. the environ dict is copied from the thread's template and filled in;
+//! 2. `app(environ, start_response)` is called; `start_response` stores the
+//!    head, which is committed at the first non-empty chunk;
+//! 3. the result is sent: `[b"body"]` in one piece with a `Content-Length`,
+//!    our `FileWrapper` over a regular file with `sendfile(2)`, anything else
+//!    chunk by chunk;
+//! 4. the response ends (`finish`, or `abort` after an application error);
+//! 5. the result's `close()` is called whatever happened, and the request's
+//!    body and sink are detached from the Python objects an application may
+//!    have kept.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+use wsgi_core::{AppError, Application, Environ, ErrorLog, Request, RequestSource, SinkError};
+
+use crate::environ::EnvironBuilder;
+use crate::file_wrapper::PyFileWrapper;
+use crate::input::PyInput;
+use crate::load::{self, LoadError};
+use crate::pyutil::{format_traceback, type_name};
+use crate::response::{PyStartResponse, ResponseState, SendError};
+
+/// How the application is run, for the constant environ keys.
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    /// `wsgi.multithread`: more than one executor thread per process.
+    pub multithread: bool,
+    /// `wsgi.multiprocess`: more than one worker process.
+    pub multiprocess: bool,
+    /// Where `wsgi.errors` and tracebacks go.
+    pub error_log: Arc<dyn ErrorLog>,
+}
+
+/// A WSGI application loaded into the interpreter; implements
+/// [`wsgi_core::Application`].
+#[derive(Debug)]
+pub struct PyApplication {
+    app: Py<PyAny>,
+    options: AppOptions,
+}
+
+impl PyApplication {
+    /// Loads an application from a gunicorn-style spec: `module:callable`
+    /// (dotted attributes allowed, `pkg.mod:obj.app`), `module` alone
+    /// (meaning `module:application`), `module:factory()` or
+    /// `module:factory('literal', debug=True)` (literal arguments only), or a
+    /// file path `app.py` / `dir/app.py:callable`.
+    ///
+    /// Call after the interpreter is initialized, from any thread.
+    ///
+    /// # Errors
+    /// [`LoadError`] with a message meant for the user.
+    pub fn load(spec: &str, options: AppOptions) -> Result<PyApplication, LoadError> {
+        Python::attach(|py| PyApplication::load_with(py, spec, options))
+    }
+
+    /// [`PyApplication::load`] for a caller already attached to the interpreter.
+    ///
+    /// # Errors
+    /// As [`PyApplication::load`].
+    pub fn load_with(
+        py: Python<'_>,
+        spec: &str,
+        options: AppOptions,
+    ) -> Result<PyApplication, LoadError> {
+        let app = load::load(py, spec)?;
+        Ok(PyApplication {
+            app: app.unbind(),
+            options,
+        })
+    }
+
+    /// Wraps a WSGI callable the caller already has (an extension module's
+    /// entry point).
+    pub fn from_callable(app: Py<PyAny>, options: AppOptions) -> PyApplication {
+        PyApplication { app, options }
+    }
+
+    /// The WSGI callable.
+    pub fn callable(&self) -> &Py<PyAny> {
+        &self.app
+    }
+
+    fn log(&self, text: &str) {
+        self.options.error_log.write(text);
+    }
+}
+
+impl Application for PyApplication {
+    fn serve_thread(&self, requests: &mut dyn RequestSource) {
+        Python::attach(|py| {
+            let mut builder = match EnvironBuilder::new(py, &self.options) {
+                Ok(builder) => Some(builder),
+                Err(error) => {
+                    self.log(&format!(
+                        "wsgi-python: cannot prepare the environ template:\n{}",
+                        format_traceback(py, &error)
+                    ));
+                    None
+                }
+            };
+            while let Some(request) = py.detach(|| requests.next_request()) {
+                match builder.as_mut() {
+                    Some(builder) => self.serve_request(py, builder, request),
+                    None => {
+                        let mut output = request.output;
+                        output.abort(&AppError::new("the Python runtime is not usable"));
+                    }
+                }
+                requests.request_done();
+            }
+            // The template and the key cache are dropped here, attached.
+            drop(builder);
+        });
+    }
+}
+
+/// How serving a request ended, before `close()`.
+enum Outcome {
+    /// The whole result was queued.
+    Done,
+    /// The application (or its iterable) raised.
+    Failed(PyErr),
+    /// The result had a chunk that is not bytes.
+    NotBytes(String),
+    /// The sink refused more.
+    Send(SendError),
+}
+
+/// Identifies a request in log lines.
+fn describe(environ: &Environ) -> String {
+    format!(
+        "{} {}",
+        String::from_utf8_lossy(&environ.request_method),
+        String::from_utf8_lossy(&environ.request_uri)
+    )
+}
+
+impl PyApplication {
+    fn serve_request(&self, py: Python<'_>, builder: &mut EnvironBuilder, request: Request) {
+        let Request {
+            environ,
+            input,
+            output,
+        } = request;
+        let response = Arc::new(ResponseState::new(output));
+        let input = match Bound::new(py, PyInput::new(input)) {
+            Ok(input) => input,
+            Err(error) => {
+                self.fail(py, &environ, &response, "creating wsgi.input", &error);
+                return;
+            }
+        };
+        let mut result: Option<Bound<'_, PyAny>> = None;
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let dict = match builder.build(py, &environ, &input) {
+                Ok(dict) => dict,
+                Err(error) => return Outcome::Failed(error),
+            };
+            let start_response =
+                match Bound::new(py, PyStartResponse::new(Arc::clone(&response))) {
+                    Ok(start_response) => start_response,
+                    Err(error) => return Outcome::Failed(error),
+                };
+            match self.app.bind(py).call1((dict, start_response)) {
+                Ok(iterable) => send_result(py, result.insert(iterable), &response),
+                Err(error) => Outcome::Failed(error),
+            }
+        }));
+        match outcome {
+            Ok(Outcome::Done) => match response.finish(py) {
+                Ok(()) | Err(SendError::Sink(SinkError::Disconnected)) => {}
+                Err(SendError::NotStarted) => {
+                    let message = "the application returned without calling start_response()";
+                    self.log(&format!(
+                        "wsgi-python: error handling request {}: {message}\n",
+                        describe(&environ)
+                    ));
+                    response.abort(py, &AppError::new(message));
+                }
+                Err(error) => self.end_after_send_error(py, &environ, &response, error),
+            },
+            Ok(Outcome::Failed(error)) => {
+                let input_failed = input.get().failed();
+                if response.disconnected(py) || input_failed {
+                    // The client went away and the application saw it as an
+                    // exception from write() or wsgi.input: not its fault.
+                    response.abort(py, &AppError::new("client disconnected"));
+                } else {
+                    self.fail(py, &environ, &response, "in the application", &error);
+                }
+            }
+            Ok(Outcome::NotBytes(kind)) => {
+                let message =
+                    format!("the application's response must yield bytes, but it yielded {kind}");
+                self.log(&format!(
+                    "wsgi-python: error handling request {}: TypeError: {message}\n",
+                    describe(&environ)
+                ));
+                response.abort(py, &AppError::new(message));
+            }
+            Ok(Outcome::Send(error)) => self.end_after_send_error(py, &environ, &response, error),
+            Err(panic) => {
+                let message = panic_message(&*panic);
+                self.log(&format!(
+                    "wsgi-python: panic while handling request {}: {message}\n",
+                    describe(&environ)
+                ));
+                response.abort(py, &AppError::new(format!("panic: {message}")));
+            }
+        }
+        if let Some(result) = result {
+            self.close(py, &environ, &result);
+        }
+        // The application may keep environ or start_response: detach them
+        // from this request's body and sink, which go back to the server.
+        drop(input.get().detach(py));
+        if let Some(mut sink) = response.take_sink() {
+            sink.abort(&AppError::new("response not finished"));
+        }
+    }
+
+    /// Ends the response after the sink refused output.
+    fn end_after_send_error(
+        &self,
+        py: Python<'_>,
+        environ: &Environ,
+        response: &ResponseState,
+        error: SendError,
+    ) {
+        let message = match error {
+            // The client went away: stop quietly.
+            SendError::Sink(SinkError::Disconnected) | SendError::Over => {
+                response.abort(py, &AppError::new("client disconnected"));
+                return;
+            }
+            SendError::NotStarted => {
+                "the application sent body data before calling start_response()".to_owned()
+            }
+            SendError::Sink(error) => error.to_string(),
+        };
+        self.log(&format!(
+            "wsgi-python: error handling request {}: {message}\n",
+            describe(environ)
+        ));
+        response.abort(py, &AppError::new(message));
+    }
+
+    /// Logs an application exception with its traceback, and aborts.
+    fn fail(
+        &self,
+        py: Python<'_>,
+        environ: &Environ,
+        response: &ResponseState,
+        context: &str,
+        error: &PyErr,
+    ) {
+        self.log(&format!(
+            "wsgi-python: error handling request {} ({context}):\n{}",
+            describe(environ),
+            format_traceback(py, error)
+        ));
+        response.abort(py, &AppError::new(error.to_string()));
+    }
+
+    /// Calls the result's `close()` if it has one (PEP 3333: always, whatever
+    /// happened); its exception is logged, not propagated.
+    fn close(&self, py: Python<'_>, environ: &Environ, result: &Bound<'_, PyAny>) {
+        let closed = catch_unwind(AssertUnwindSafe(|| {
+            let close = pyo3::intern!(py, "close");
+            match result.getattr_opt(close) {
+                Ok(Some(close)) => close.call0().map(drop),
+                Ok(None) => Ok(()),
+                Err(error) => Err(error),
+            }
+        }));
+        match closed {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => self.log(&format!(
+                "wsgi-python: error in close() of the response to {}:\n{}",
+                describe(environ),
+                format_traceback(py, &error)
+            )),
+            Err(panic) => self.log(&format!(
+                "wsgi-python: panic in close() of the response to {}: {}\n",
+                describe(environ),
+                panic_message(&*panic)
+            )),
+        }
+    }
+}
+
+/// Sends what the application returned.
+fn send_result(py: Python<'_>, result: &Bound<'_, PyAny>, response: &ResponseState) -> Outcome {
+    let sent = if let Some(body) = single_bytes(result) {
+        response.send_whole(py, body.as_bytes())
+    } else if let Some(region) = result
+        .cast::<PyFileWrapper>()
+        .ok()
+        .and_then(|wrapper| wrapper.get().file_region(py))
+    {
+        let (region, remaining) = region;
+        response.send_file(py, region, remaining)
+    } else {
+        return iterate(py, result, response);
+    };
+    match sent {
+        Ok(()) => Outcome::Done,
+        Err(error) => Outcome::Send(error),
+    }
+}
+
+/// `[b"..."]` or `(b"...",)`: the common "whole body at once" result.
+fn single_bytes<'py>(result: &Bound<'py, PyAny>) -> Option<Bound<'py, PyBytes>> {
+    let item = if let Ok(list) = result.cast_exact::<PyList>() {
+        (list.len() == 1).then(|| list.get_item(0).ok())??
+    } else if let Ok(tuple) = result.cast_exact::<PyTuple>() {
+        (tuple.len() == 1).then(|| tuple.get_item(0).ok())??
+    } else {
+        return None;
+    };
+    item.cast_into::<PyBytes>().ok()
+}
+
+/// Pulls the iterable, sending each non-empty chunk as it comes.
+fn iterate(py: Python<'_>, result: &Bound<'_, PyAny>, response: &ResponseState) -> Outcome {
+    let iterator = match result.try_iter() {
+        Ok(iterator) => iterator,
+        Err(error) => return Outcome::Failed(error),
+    };
+    for item in iterator {
+        let item = match item {
+            Ok(item) => item,
+            Err(error) => return Outcome::Failed(error),
+        };
+        let Ok(chunk) = item.cast::<PyBytes>() else {
+            return Outcome::NotBytes(type_name(&item));
+        };
+        let bytes = chunk.as_bytes();
+        if bytes.is_empty() {
+            continue;
+        }
+        if let Err(error) = response.send(py, Bytes::copy_from_slice(bytes)) {
+            return Outcome::Send(error);
+        }
+    }
+    Outcome::Done
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(message) = panic.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = panic.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "unknown panic".to_owned()
+    }
+}
