@@ -1,1 +1,15 @@
-//! wsgi-server (being laid down).
+//! The WSGI application server: listeners, connections, timers, the
+//! application thread pool, signals, configuration and logging. The only
+//! crate of the workspace that does I/O; the reference binary is `main.rs`.
+#![deny(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod connection;
+pub mod date;
+pub mod exchange;
+pub mod listener;
+pub mod log;
+pub mod pool;
+pub mod server;
+pub mod uwsgi;

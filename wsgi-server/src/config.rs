@@ -1,0 +1,126 @@
+//! The typed configuration model. Every source (the gunicorn-style command
+//! line today; uWSGI ini/json, PasteDeploy and environment variables later)
+//! fills this one structure, and the server reads only this.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use wsgi_core::EnvironOptions;
+
+use crate::listener::BindSpec;
+
+/// Which application to serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppSource {
+    /// A Python WSGI app spec, as gunicorn reads it (`module:app`, `app.py`, ...).
+    Python(String),
+    /// A built-in pure-Rust application (`hello`, `echo`): no Python at all.
+    Rust(String),
+}
+
+/// Embedded-interpreter settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PythonSettings {
+    /// `--virtualenv/-H`, or `VIRTUAL_ENV`.
+    pub virtualenv: Option<PathBuf>,
+    /// `--chdir`: change directory before loading the app.
+    pub chdir: Option<PathBuf>,
+    /// `--pythonpath`: prepended to `sys.path`.
+    pub pythonpath: Vec<PathBuf>,
+}
+
+/// Timeouts of connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// How long an idle keep-alive connection waits for its next request.
+    pub keep_alive: Duration,
+    /// How long a client may take to send a whole request head once it
+    /// started (slowloris defence).
+    pub header: Duration,
+    /// How long a request body may stall while the application waits for it.
+    pub body: Duration,
+    /// How long a graceful stop lets in-flight requests finish.
+    pub graceful: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            keep_alive: Duration::from_secs(5),
+            header: Duration::from_secs(30),
+            body: Duration::from_secs(60),
+            graceful: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The whole server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The application.
+    pub app: AppSource,
+    /// Every listener.
+    pub binds: Vec<BindSpec>,
+    /// `listen(2)` backlog.
+    pub backlog: i32,
+    /// Mode of unix sockets we create (`--chmod-socket`).
+    pub unix_socket_mode: Option<u32>,
+    /// Application threads per process.
+    pub threads: usize,
+    /// Requests parsed and waiting for an application thread, per process;
+    /// when full, connections stop reading new requests (backpressure).
+    pub queue_size: usize,
+    /// Codec limits.
+    pub http_limits: wsgi_http::Config,
+    /// Largest request body (413 above it); `None` is unlimited.
+    pub max_body_size: Option<u64>,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// How the environ is shaped.
+    pub environ: EnvironOptions,
+    /// Peers whose proxy headers are believed (`--forwarded-allow-ips`);
+    /// `*` trusts everyone.
+    pub forwarded_allow_ips: Vec<String>,
+    /// Interpreter settings.
+    pub python: PythonSettings,
+    /// Error log path (`None`: standard error).
+    pub error_log: Option<PathBuf>,
+    /// Log level.
+    pub log_level: crate::log::Level,
+}
+
+impl ServerConfig {
+    /// A configuration with the defaults, serving `app` on `binds`.
+    pub fn new(app: AppSource, binds: Vec<BindSpec>) -> Self {
+        ServerConfig {
+            app,
+            binds,
+            backlog: 2048,
+            unix_socket_mode: None,
+            threads: 4,
+            queue_size: 64,
+            http_limits: wsgi_http::Config::default(),
+            max_body_size: None,
+            timeouts: Timeouts::default(),
+            environ: EnvironOptions::default(),
+            forwarded_allow_ips: vec!["127.0.0.1".into(), "::1".into()],
+            python: PythonSettings::default(),
+            error_log: None,
+            log_level: crate::log::Level::Info,
+        }
+    }
+
+    /// Whether a peer is a trusted proxy.
+    pub fn is_trusted_proxy(&self, peer: &wsgi_core::PeerAddr) -> bool {
+        match peer {
+            // A unix socket is reachable only by local processes (nginx).
+            wsgi_core::PeerAddr::Unix => true,
+            wsgi_core::PeerAddr::Tcp(address) => {
+                let ip = address.ip().to_string();
+                self.forwarded_allow_ips
+                    .iter()
+                    .any(|allowed| allowed == "*" || *allowed == ip)
+            }
+        }
+    }
+}

@@ -1,0 +1,757 @@
+//! One client connection: read requests with the codec, hand each to the
+//! application threads through an [`Exchange`], and write the response.
+//!
+//! # Theory of operation (HTTP)
+//! ```text
+//!   Idle ──bytes──▶ Head ──head──▶ Serving ──finished──▶ Drain ──▶ Idle (keep-alive)
+//!    │  keep-alive   │ header        │ select: output ⟷ body    │ unread body > limit
+//!    ▼  timeout      ▼ timeout/400   ▼ write error               ▼
+//!  close           close           close                       close
+//! ```
+//! While serving, the task waits on two things at once: output from the
+//! application (head, chunks, end) and, while the application may still read
+//! the body, more body bytes from the socket. The head and the first chunk
+//! leave in one write; a response that finished before the connection saw it
+//! gets a `Content-Length` even if the application gave none.
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
+use tokio::sync::watch;
+use tokio::time::{timeout_at, Instant};
+use wsgi_core::{ConnInfo, Environ, EnvironOptions, Request};
+use wsgi_http::{BodyLength, EncodeError, Event, ResponseEncoder, ServerConn};
+
+use crate::date::with_http_date;
+use crate::exchange::{AppBody, AppOutput, Exchange, IoBatch, OutItem};
+use crate::pool::JobQueue;
+
+/// Chunks at least this large are written with `writev` instead of being
+/// copied into the write buffer.
+const COPY_LIMIT: usize = 16 * 1024;
+/// Unread request-body bytes we discard to keep a connection alive; more
+/// than this and the connection is closed instead.
+const DRAIN_LIMIT: u64 = 1024 * 1024;
+
+/// What every connection of a process shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// HTTP codec limits.
+    pub limits: wsgi_http::Config,
+    /// uwsgi codec limits.
+    pub uwsgi_limits: wsgi_uwsgi::Config,
+    /// Timeouts.
+    pub timeouts: crate::config::Timeouts,
+    /// Environ shaping.
+    pub environ: EnvironOptions,
+    /// Trusted proxies.
+    pub forwarded_allow_ips: Vec<String>,
+    /// The application threads' queue.
+    pub queue: Arc<JobQueue>,
+    /// Becomes `true` when the server stops gracefully.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    fn is_trusted(&self, peer: &wsgi_core::PeerAddr) -> bool {
+        match peer {
+            wsgi_core::PeerAddr::Unix => true,
+            wsgi_core::PeerAddr::Tcp(address) => {
+                let ip = address.ip().to_string();
+                self.forwarded_allow_ips
+                    .iter()
+                    .any(|allowed| allowed == "*" || *allowed == ip)
+            }
+        }
+    }
+
+    fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+/// A stream we can serve on: tokio's TCP and unix streams.
+pub trait Transport: AsyncRead + AsyncWrite + AsRawFd + Unpin {
+    /// Waits until the socket is writable.
+    fn writable(&self) -> impl std::future::Future<Output = io::Result<()>>;
+    /// Runs a non-blocking write syscall, clearing readiness on `WouldBlock`.
+    fn try_write_io<R>(&self, call: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
+}
+
+impl Transport for tokio::net::TcpStream {
+    async fn writable(&self) -> io::Result<()> {
+        tokio::net::TcpStream::writable(self).await
+    }
+    fn try_write_io<R>(&self, call: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        self.try_io(Interest::WRITABLE, call)
+    }
+}
+
+impl Transport for tokio::net::UnixStream {
+    async fn writable(&self) -> io::Result<()> {
+        tokio::net::UnixStream::writable(self).await
+    }
+    fn try_write_io<R>(&self, call: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        self.try_io(Interest::WRITABLE, call)
+    }
+}
+
+/// The response framing both protocols share ([`ServerConn`] for HTTP,
+/// a bare [`ResponseEncoder`] for uwsgi).
+pub trait Framer {
+    /// Encodes the head.
+    fn encode_head(
+        &mut self,
+        head: &wsgi_http::ResponseHead<'_>,
+        dst: &mut BytesMut,
+    ) -> Result<(), EncodeError>;
+    /// Frames `len` body bytes.
+    fn frame_data(&mut self, len: u64) -> Result<wsgi_http::Frame, EncodeError>;
+    /// Ends the body.
+    fn encode_end(&mut self, dst: &mut BytesMut) -> Result<(), EncodeError>;
+}
+
+impl Framer for ServerConn {
+    fn encode_head(
+        &mut self,
+        head: &wsgi_http::ResponseHead<'_>,
+        dst: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        ServerConn::encode_head(self, head, dst)
+    }
+    fn frame_data(&mut self, len: u64) -> Result<wsgi_http::Frame, EncodeError> {
+        ServerConn::frame_data(self, len)
+    }
+    fn encode_end(&mut self, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        ServerConn::encode_end(self, dst)
+    }
+}
+
+impl Framer for ResponseEncoder {
+    fn encode_head(
+        &mut self,
+        head: &wsgi_http::ResponseHead<'_>,
+        dst: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        ResponseEncoder::encode_head(self, head, dst)
+    }
+    fn frame_data(&mut self, len: u64) -> Result<wsgi_http::Frame, EncodeError> {
+        ResponseEncoder::frame_data(self, len)
+    }
+    fn encode_end(&mut self, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        ResponseEncoder::encode_end(self, dst)
+    }
+}
+
+/// Request-body decoding both protocols share.
+pub trait BodyDecoder {
+    /// Next body event from buffered bytes; `Ok(None)` needs more bytes.
+    ///
+    /// # Errors
+    /// A malformed body, described.
+    fn decode_body(&mut self, src: &mut BytesMut) -> Result<Option<BodyEvent>, String>;
+    /// The peer closed: whatever the buffered bytes still give.
+    ///
+    /// # Errors
+    /// The body was cut short.
+    fn decode_body_eof(&mut self, src: &mut BytesMut) -> Result<Option<BodyEvent>, String>;
+    /// Writes `100 Continue` (HTTP only).
+    fn encode_continue(&mut self, _dst: &mut BytesMut) {}
+}
+
+/// A piece of request body.
+#[derive(Debug)]
+pub enum BodyEvent {
+    /// Bytes.
+    Data(Bytes),
+    /// The end of the body.
+    End,
+}
+
+fn body_event(event: Option<Event>) -> Option<BodyEvent> {
+    match event {
+        Some(Event::Data(data)) => Some(BodyEvent::Data(data)),
+        Some(Event::End) => Some(BodyEvent::End),
+        Some(Event::Head(_)) | None => None,
+    }
+}
+
+impl BodyDecoder for ServerConn {
+    fn decode_body(&mut self, src: &mut BytesMut) -> Result<Option<BodyEvent>, String> {
+        self.decode(src)
+            .map(body_event)
+            .map_err(|error| error.to_string())
+    }
+    fn decode_body_eof(&mut self, src: &mut BytesMut) -> Result<Option<BodyEvent>, String> {
+        self.decode_eof(src)
+            .map(body_event)
+            .map_err(|error| error.to_string())
+    }
+    fn encode_continue(&mut self, dst: &mut BytesMut) {
+        ServerConn::encode_continue(self, dst);
+    }
+}
+
+/// How a response ended, for the connection's next step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Complete; the connection may be reused if the framing allows.
+    Complete,
+    /// The connection must be closed (cut response, short body, write error).
+    Close,
+}
+
+/// The request body's progress on the connection side.
+#[derive(Debug)]
+pub struct BodyState {
+    /// The decoder returned `End` (or failed).
+    pub done: bool,
+    /// The body was malformed or cut: the connection cannot be reused.
+    pub failed: bool,
+    /// `100 Continue` was sent, or not needed.
+    pub continue_sent: bool,
+}
+
+impl BodyState {
+    /// A body of the given kind.
+    pub fn new(empty: bool, expect_continue: bool) -> Self {
+        BodyState {
+            done: empty,
+            failed: false,
+            continue_sent: !expect_continue,
+        }
+    }
+
+    /// Decodes whatever body bytes are buffered into the exchange.
+    pub fn feed(
+        &mut self,
+        decoder: &mut impl BodyDecoder,
+        src: &mut BytesMut,
+        exchange: &Exchange,
+    ) {
+        while !self.done {
+            match decoder.decode_body(src) {
+                Ok(Some(BodyEvent::Data(data))) => exchange.push_body(data),
+                Ok(Some(BodyEvent::End)) => {
+                    self.done = true;
+                    exchange.end_body(None);
+                }
+                Ok(None) => return,
+                Err(message) => self.fail(exchange, io::ErrorKind::InvalidData, message),
+            }
+        }
+    }
+
+    fn feed_eof(
+        &mut self,
+        decoder: &mut impl BodyDecoder,
+        src: &mut BytesMut,
+        exchange: &Exchange,
+    ) {
+        while !self.done {
+            match decoder.decode_body_eof(src) {
+                Ok(Some(BodyEvent::Data(data))) => exchange.push_body(data),
+                Ok(Some(BodyEvent::End)) => {
+                    self.done = true;
+                    exchange.end_body(None);
+                }
+                Ok(None) => self.fail(
+                    exchange,
+                    io::ErrorKind::UnexpectedEof,
+                    "the client closed the connection before the end of the body".into(),
+                ),
+                Err(message) => self.fail(exchange, io::ErrorKind::UnexpectedEof, message),
+            }
+        }
+    }
+
+    fn fail(&mut self, exchange: &Exchange, kind: io::ErrorKind, message: String) {
+        self.done = true;
+        self.failed = true;
+        exchange.end_body(Some((kind, message)));
+    }
+}
+
+/// Serves an HTTP/1.x connection until it closes.
+pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc<Shared>) {
+    let mut codec = ServerConn::new(shared.limits.clone());
+    let mut read_buf = BytesMut::with_capacity(8 * 1024);
+    let mut write_buf = BytesMut::with_capacity(8 * 1024);
+    let mut shutdown = shared.shutdown.clone();
+    let conn = ConnInfo {
+        trusted_proxy: shared.is_trusted(&conn.peer),
+        ..conn
+    };
+    loop {
+        let head = match read_head(
+            &mut stream,
+            &mut codec,
+            &mut read_buf,
+            &shared,
+            &mut shutdown,
+        )
+        .await
+        {
+            HeadRead::Head(head) => head,
+            HeadRead::Closed => return,
+            HeadRead::Refused(status) => {
+                write_error(&mut stream, status, &mut write_buf).await;
+                return;
+            }
+        };
+        let environ = Environ::from_http(
+            &head.method,
+            head.target.clone(),
+            head.version,
+            &head.headers,
+            &conn,
+            &shared.environ,
+        );
+        let mut body = BodyState::new(matches!(head.body, BodyLength::Empty), head.expect_continue);
+        drop(head);
+        let close = shared.is_shutting_down();
+        let outcome = serve_request(
+            &mut stream,
+            &mut codec,
+            &mut read_buf,
+            &mut write_buf,
+            environ,
+            &mut body,
+            &shared,
+            close,
+        )
+        .await;
+        if outcome == Outcome::Close || body.failed || !codec.keep_alive() {
+            return;
+        }
+        if !body.done {
+            // The application did not read its whole body. Without `100
+            // Continue` the client may never send it: close. Otherwise read
+            // and discard a bounded amount so the next request can be parsed.
+            if !body.continue_sent
+                || !drain_body(&mut stream, &mut codec, &mut read_buf, &shared).await
+            {
+                return;
+            }
+        }
+        if codec.start_next_cycle().is_err() || shared.is_shutting_down() {
+            return;
+        }
+    }
+}
+
+/// Hands one request to the application and writes its response. Shared by
+/// both protocols.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
+    stream: &mut S,
+    protocol: &mut P,
+    read_buf: &mut BytesMut,
+    write_buf: &mut BytesMut,
+    environ: Environ,
+    body: &mut BodyState,
+    shared: &Shared,
+    close: bool,
+) -> Outcome {
+    let exchange = Exchange::new(body.done, shared.timeouts.body);
+    if !body.done && body.continue_sent {
+        // Body bytes that came with the head go over before the application
+        // starts, so small bodies never make it wait.
+        body.feed(protocol, read_buf, &exchange);
+    }
+    let request = Request {
+        environ,
+        input: Box::new(AppBody::new(Arc::clone(&exchange))),
+        output: Box::new(AppOutput::new(Arc::clone(&exchange))),
+    };
+    if shared.queue.submit(request).await.is_err() {
+        write_error(stream, 503, write_buf).await;
+        return Outcome::Close;
+    }
+    let mut writer = ResponseWriter {
+        head_written: false,
+        close,
+    };
+    let outcome = loop {
+        let read_more = !body.done && body.continue_sent && exchange.wants_more_body();
+        tokio::select! {
+            batch = poll_fn(|context| exchange.poll_batch(context)) => {
+                match writer.write_batch(stream, protocol, write_buf, batch, body).await {
+                    Ok(None) => {}
+                    Ok(Some(outcome)) => break outcome,
+                    Err(_) => break Outcome::Close,
+                }
+            }
+            read = read_some(stream, read_buf), if read_more => match read {
+                Ok(0) => body.feed_eof(protocol, read_buf, &exchange),
+                Ok(_) => body.feed(protocol, read_buf, &exchange),
+                Err(error) => body.fail(&exchange, error.kind(), error.to_string()),
+            },
+        }
+    };
+    exchange.disconnect();
+    outcome
+}
+
+/// Reads more bytes, growing the buffer when it is nearly full.
+pub async fn read_some<S: Transport>(stream: &mut S, read_buf: &mut BytesMut) -> io::Result<usize> {
+    if read_buf.capacity() - read_buf.len() < 4096 {
+        read_buf.reserve(64 * 1024);
+    }
+    stream.read_buf(read_buf).await
+}
+
+/// Writes what the application produced.
+#[derive(Debug)]
+struct ResponseWriter {
+    head_written: bool,
+    close: bool,
+}
+
+impl ResponseWriter {
+    /// Returns `Some(outcome)` when the response is over.
+    async fn write_batch<S: Transport, P: Framer + BodyDecoder>(
+        &mut self,
+        stream: &mut S,
+        protocol: &mut P,
+        write_buf: &mut BytesMut,
+        batch: IoBatch,
+        body: &mut BodyState,
+    ) -> io::Result<Option<Outcome>> {
+        if batch.body_wanted && !body.continue_sent && !self.head_written {
+            // RFC 9110 §10.1.1: `100 Continue` once the application reads.
+            protocol.encode_continue(write_buf);
+            body.continue_sent = true;
+        }
+        if let Some(head) = &batch.head {
+            let known_length =
+                if head.content_length.is_none() && batch.finished && batch.aborted.is_none() {
+                    batch.items.iter().try_fold(0u64, |total, item| match item {
+                        OutItem::Data(data) => Some(total + data.len() as u64),
+                        OutItem::File(_) => None,
+                    })
+                } else {
+                    None
+                };
+            let headers: Vec<(&[u8], &[u8])> = head
+                .headers
+                .iter()
+                .map(|(name, value)| (&name[..], &value[..]))
+                .collect();
+            let encoded = with_http_date(|date| {
+                protocol.encode_head(
+                    &wsgi_http::ResponseHead {
+                        status: head.status,
+                        reason: &head.reason,
+                        headers: &headers,
+                        date: Some(date),
+                        content_length: known_length,
+                        close: self.close,
+                    },
+                    write_buf,
+                )
+            });
+            if let Err(error) = encoded {
+                crate::log!(Error, "cannot encode the response head: {error}");
+                return Ok(Some(Outcome::Close));
+            }
+            self.head_written = true;
+        }
+        for item in batch.items {
+            match item {
+                OutItem::Data(data) => self.write_data(stream, protocol, write_buf, data).await?,
+                OutItem::File(region) => {
+                    self.write_file(stream, protocol, write_buf, region).await?
+                }
+            }
+        }
+        if let Some(message) = batch.aborted {
+            if self.head_written {
+                // PEP 3333: an error after the head was sent can only cut the
+                // connection, so the client sees an incomplete response.
+                flush(stream, write_buf).await?;
+                crate::log!(Debug, "response cut after an application error: {message}");
+                return Ok(Some(Outcome::Close));
+            }
+            write_buf.clear();
+            let body_text: &[u8] = b"Internal Server Error";
+            let encoded = with_http_date(|date| {
+                protocol.encode_head(
+                    &wsgi_http::ResponseHead {
+                        status: 500,
+                        reason: b"Internal Server Error",
+                        headers: &[(b"Content-Type", b"text/plain")],
+                        date: Some(date),
+                        content_length: Some(body_text.len() as u64),
+                        close: self.close,
+                    },
+                    write_buf,
+                )
+            });
+            if encoded.is_err() {
+                return Ok(Some(Outcome::Close));
+            }
+            write_buf.extend_from_slice(body_text);
+            self.head_written = true;
+        }
+        if batch.finished {
+            let ended = protocol.encode_end(write_buf);
+            flush(stream, write_buf).await?;
+            if let Err(error) = ended {
+                crate::log!(Warning, "{error}; closing the connection");
+                return Ok(Some(Outcome::Close));
+            }
+            return Ok(Some(Outcome::Complete));
+        }
+        flush(stream, write_buf).await?;
+        Ok(None)
+    }
+
+    async fn write_data<S: Transport, P: Framer>(
+        &mut self,
+        stream: &mut S,
+        protocol: &mut P,
+        write_buf: &mut BytesMut,
+        data: Bytes,
+    ) -> io::Result<()> {
+        let frame = frame(protocol, data.len() as u64)?;
+        let data = &data[..frame.len as usize];
+        if data.is_empty() {
+            return Ok(());
+        }
+        write_buf.extend_from_slice(frame.prefix.as_ref());
+        if data.len() < COPY_LIMIT {
+            write_buf.extend_from_slice(data);
+            write_buf.extend_from_slice(frame.suffix);
+            return Ok(());
+        }
+        // Large chunk: one writev of what is buffered and the chunk itself.
+        write_all_vectored(stream, &mut [write_buf.as_ref(), data]).await?;
+        write_buf.clear();
+        write_buf.extend_from_slice(frame.suffix);
+        Ok(())
+    }
+
+    async fn write_file<S: Transport, P: Framer>(
+        &mut self,
+        stream: &mut S,
+        protocol: &mut P,
+        write_buf: &mut BytesMut,
+        region: wsgi_core::FileRegion,
+    ) -> io::Result<()> {
+        let file_len = region.file.metadata()?.len();
+        let available = file_len.saturating_sub(region.offset);
+        let wanted = region.len.map_or(available, |len| len.min(available));
+        let frame = frame(protocol, wanted)?;
+        if frame.len == 0 {
+            return Ok(());
+        }
+        write_buf.extend_from_slice(frame.prefix.as_ref());
+        flush(stream, write_buf).await?;
+        send_file(stream, region.file.as_raw_fd(), region.offset, frame.len).await?;
+        write_buf.extend_from_slice(frame.suffix);
+        Ok(())
+    }
+}
+
+fn frame<P: Framer>(protocol: &mut P, len: u64) -> io::Result<wsgi_http::Frame> {
+    protocol
+        .frame_data(len)
+        .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error.to_string()))
+}
+
+async fn flush<S: Transport>(stream: &mut S, write_buf: &mut BytesMut) -> io::Result<()> {
+    if !write_buf.is_empty() {
+        stream.write_all(write_buf).await?;
+        write_buf.clear();
+    }
+    Ok(())
+}
+
+async fn write_all_vectored<S: Transport>(stream: &mut S, parts: &mut [&[u8]]) -> io::Result<()> {
+    let mut first = 0;
+    while first < parts.len() {
+        if parts[first].is_empty() {
+            first += 1;
+            continue;
+        }
+        let slices: Vec<IoSlice<'_>> = parts[first..]
+            .iter()
+            .map(|part| IoSlice::new(part))
+            .collect();
+        let mut written = stream.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 && first < parts.len() {
+            let take = written.min(parts[first].len());
+            parts[first] = &parts[first][take..];
+            written -= take;
+            if parts[first].is_empty() {
+                first += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `sendfile(2)` of `len` bytes from `offset`, on a non-blocking socket.
+async fn send_file<S: Transport>(stream: &S, file: RawFd, offset: u64, len: u64) -> io::Result<()> {
+    let socket = stream.as_raw_fd();
+    let mut offset = offset as libc::off_t;
+    let mut remaining = len;
+    while remaining > 0 {
+        stream.writable().await?;
+        let step = remaining.min(1 << 30) as usize;
+        let result = stream.try_write_io(|| {
+            // SAFETY: both descriptors are open for the duration of the call
+            // and `offset` is a valid pointer to a local.
+            let sent = unsafe { libc::sendfile(socket, file, &mut offset, step) };
+            if sent < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(sent as u64)
+            }
+        });
+        match result {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file is shorter than its announced length",
+                ))
+            }
+            Ok(sent) => remaining -= sent,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+enum HeadRead {
+    Head(Box<wsgi_http::RequestHead>),
+    Closed,
+    Refused(u16),
+}
+
+/// Waits for the next request head: the keep-alive timeout while nothing
+/// has arrived, the header timeout once the first byte has. A graceful stop
+/// closes an idle connection at once.
+async fn read_head<S: Transport>(
+    stream: &mut S,
+    codec: &mut ServerConn,
+    read_buf: &mut BytesMut,
+    shared: &Shared,
+    shutdown: &mut watch::Receiver<bool>,
+) -> HeadRead {
+    let mut deadline: Option<Instant> = None;
+    loop {
+        match codec.decode(read_buf) {
+            Ok(Some(Event::Head(head))) => return HeadRead::Head(Box::new(head)),
+            Ok(Some(_)) => return HeadRead::Closed,
+            Ok(None) => {}
+            Err(error) => {
+                crate::log!(Debug, "bad request: {error}");
+                return HeadRead::Refused(error.status().as_u16());
+            }
+        }
+        let idle = read_buf.is_empty();
+        if idle && *shutdown.borrow() {
+            return HeadRead::Closed;
+        }
+        let limit = match deadline {
+            Some(limit) if !idle => limit,
+            _ => {
+                let wait = if idle {
+                    shared.timeouts.keep_alive
+                } else {
+                    shared.timeouts.header
+                };
+                let limit = Instant::now() + wait;
+                if !idle {
+                    deadline = Some(limit);
+                }
+                limit
+            }
+        };
+        let read = tokio::select! {
+            read = timeout_at(limit, read_some(stream, read_buf)) => read,
+            _ = shutdown.changed(), if idle => return HeadRead::Closed,
+        };
+        match read {
+            Ok(Ok(0)) => {
+                return match codec.decode_eof(read_buf) {
+                    Ok(Some(Event::Head(head))) => HeadRead::Head(Box::new(head)),
+                    _ => HeadRead::Closed,
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return HeadRead::Closed,
+            Err(_elapsed) if idle => return HeadRead::Closed,
+            // A head that takes too long: 408 (RFC 9110 §15.5.9).
+            Err(_elapsed) => return HeadRead::Refused(408),
+        }
+    }
+}
+
+/// Reads and discards the rest of an unread body, up to [`DRAIN_LIMIT`].
+/// Returns whether the connection can be reused.
+async fn drain_body<S: Transport>(
+    stream: &mut S,
+    codec: &mut ServerConn,
+    read_buf: &mut BytesMut,
+    shared: &Shared,
+) -> bool {
+    let mut discarded = 0u64;
+    let deadline = Instant::now() + shared.timeouts.header;
+    loop {
+        match codec.decode(read_buf) {
+            Ok(Some(Event::Data(data))) => {
+                discarded += data.len() as u64;
+                if discarded > DRAIN_LIMIT {
+                    return false;
+                }
+            }
+            Ok(Some(Event::End)) => return true,
+            Ok(Some(Event::Head(_))) | Err(_) => return false,
+            Ok(None) => match timeout_at(deadline, read_some(stream, read_buf)).await {
+                Ok(Ok(read)) if read > 0 => {}
+                _ => return false,
+            },
+        }
+    }
+}
+
+/// Answers a request we refuse (400, 408, 413, 414, 431, 503...) and lets
+/// the caller close the connection.
+pub async fn write_error<S: Transport>(stream: &mut S, status: u16, write_buf: &mut BytesMut) {
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|code| code.canonical_reason())
+        .unwrap_or("Error");
+    let mut encoder = ResponseEncoder::new(http::Version::HTTP_11, false, false);
+    write_buf.clear();
+    let encoded = with_http_date(|date| {
+        encoder.encode_head(
+            &wsgi_http::ResponseHead {
+                status,
+                reason: reason.as_bytes(),
+                headers: &[(b"Content-Type", b"text/plain")],
+                date: Some(date),
+                content_length: Some(reason.len() as u64),
+                close: true,
+            },
+            write_buf,
+        )
+    });
+    if encoded.is_ok() {
+        write_buf.extend_from_slice(reason.as_bytes());
+        let _ = stream.write_all(write_buf).await;
+        let _ = stream.shutdown().await;
+    }
+    write_buf.clear();
+}

@@ -1,0 +1,425 @@
+//! One request's meeting point between its connection task (on the I/O
+//! thread) and the application thread serving it.
+//!
+//! # Theory of operation
+//! The connection pushes request-body bytes in, the application pushes the
+//! response out, both through one mutex-guarded [`State`]. The application
+//! side blocks only in `wait` (on a condvar), the connection side never
+//! blocks: it polls with an [`AtomicWaker`]. Wake-ups are sent only on
+//! transitions that matter (output queue became non-empty, the response
+//! finished, the application started waiting for body bytes), so a small
+//! response costs one wake-up of the I/O thread.
+//!
+//! Budgets bound memory: the connection reads ahead at most
+//! [`BODY_READ_AHEAD`] body bytes the application has not asked for, and the
+//! application may queue [`OUTPUT_BUDGET`] bytes before `must_wait` says to
+//! wait for the client.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use futures::task::AtomicWaker;
+use wsgi_core::{AppError, BodyReader, FileRegion, ResponseHead, ResponseSink, SinkError};
+
+/// Body bytes buffered ahead of the application's reads.
+pub const BODY_READ_AHEAD: usize = 256 * 1024;
+/// Response bytes an application may queue before it waits for the client.
+pub const OUTPUT_BUDGET: usize = 512 * 1024;
+
+/// A piece of response body.
+#[derive(Debug)]
+pub enum OutItem {
+    /// Bytes.
+    Data(Bytes),
+    /// A file region (sendfile).
+    File(FileRegion),
+}
+
+/// How the request body stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BodyEnd {
+    Open,
+    Complete,
+    Failed(io::ErrorKind, String),
+}
+
+#[derive(Debug)]
+struct State {
+    body: VecDeque<Bytes>,
+    body_buffered: usize,
+    body_end: BodyEnd,
+    /// The application is blocked waiting for body bytes.
+    body_wanted: bool,
+    /// The application has asked for the body at least once (`100 Continue`).
+    body_requested: bool,
+    /// The application changed something the connection must re-examine
+    /// (body room freed, body wanted) without producing output.
+    kick: bool,
+
+    head: Option<ResponseHead>,
+    output: VecDeque<OutItem>,
+    output_bytes: usize,
+    finished: bool,
+    aborted: Option<String>,
+
+    /// The connection is gone: every application call fails from now on.
+    disconnected: bool,
+}
+
+/// The shared half; both sides hold an `Arc`.
+#[derive(Debug)]
+pub struct Exchange {
+    state: Mutex<State>,
+    app_wakeup: Condvar,
+    io_waker: AtomicWaker,
+    body_timeout: Duration,
+}
+
+/// What the connection should do next.
+#[derive(Debug, Default)]
+pub struct IoBatch {
+    /// The response head, the first time.
+    pub head: Option<ResponseHead>,
+    /// Body items to write.
+    pub items: Vec<OutItem>,
+    /// The response is complete (after `items`).
+    pub finished: bool,
+    /// The application failed; the message is for the log.
+    pub aborted: Option<String>,
+    /// The application is waiting for body bytes.
+    pub body_wanted: bool,
+    /// The application has asked for the body at least once.
+    pub body_requested: bool,
+}
+
+impl Exchange {
+    /// A new exchange; `body_complete` when the request has no body.
+    pub fn new(body_complete: bool, body_timeout: Duration) -> Arc<Exchange> {
+        Arc::new(Exchange {
+            state: Mutex::new(State {
+                body: VecDeque::new(),
+                body_buffered: 0,
+                body_end: if body_complete {
+                    BodyEnd::Complete
+                } else {
+                    BodyEnd::Open
+                },
+                body_wanted: false,
+                body_requested: false,
+                kick: false,
+                head: None,
+                output: VecDeque::new(),
+                output_bytes: 0,
+                finished: false,
+                aborted: None,
+                disconnected: false,
+            }),
+            app_wakeup: Condvar::new(),
+            io_waker: AtomicWaker::new(),
+            body_timeout,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent data (every update
+        // is a few field writes), so poisoning is ignored.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    // ---- the connection's side ----
+
+    /// Adds body bytes.
+    pub fn push_body(&self, data: Bytes) {
+        let mut state = self.lock();
+        state.body_buffered += data.len();
+        state.body.push_back(data);
+        if state.body_wanted {
+            state.body_wanted = false;
+            self.app_wakeup.notify_all();
+        }
+    }
+
+    /// Marks the body complete (`None`) or failed.
+    pub fn end_body(&self, failure: Option<(io::ErrorKind, String)>) {
+        let mut state = self.lock();
+        state.body_end = match failure {
+            None => BodyEnd::Complete,
+            Some((kind, message)) => BodyEnd::Failed(kind, message),
+        };
+        state.body_wanted = false;
+        self.app_wakeup.notify_all();
+    }
+
+    /// Whether the connection should read more body bytes now.
+    pub fn wants_more_body(&self) -> bool {
+        let state = self.lock();
+        state.body_end == BodyEnd::Open && state.body_buffered < BODY_READ_AHEAD
+    }
+
+    /// Takes what the application produced; `Pending` (with the waker
+    /// registered) when there is nothing new.
+    pub fn poll_batch(&self, context: &mut Context<'_>) -> Poll<IoBatch> {
+        self.io_waker.register(context.waker());
+        let mut state = self.lock();
+        if state.head.is_none() && state.output.is_empty() && !state.finished && !state.kick {
+            return Poll::Pending;
+        }
+        state.kick = false;
+        let items: Vec<OutItem> = state.output.drain(..).collect();
+        if state.output_bytes > 0 {
+            state.output_bytes = 0;
+            self.app_wakeup.notify_all();
+        }
+        let finished = state.finished;
+        Poll::Ready(IoBatch {
+            head: state.head.take(),
+            items,
+            finished,
+            aborted: if finished { state.aborted.take() } else { None },
+            body_wanted: state.body_wanted,
+            body_requested: state.body_requested,
+        })
+    }
+
+    /// The connection is gone (or done with this request): fail the
+    /// application's calls from now on.
+    pub fn disconnect(&self) {
+        let mut state = self.lock();
+        state.disconnected = true;
+        self.app_wakeup.notify_all();
+    }
+
+    // ---- the application's side ----
+
+    fn wake_io(&self) {
+        self.io_waker.wake();
+    }
+}
+
+/// The application's view of the request body.
+#[derive(Debug)]
+pub struct AppBody {
+    exchange: Arc<Exchange>,
+    current: Bytes,
+}
+
+impl AppBody {
+    /// The body reader of an exchange.
+    pub fn new(exchange: Arc<Exchange>) -> Self {
+        AppBody {
+            exchange,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl BodyReader for AppBody {
+    fn fill_buf(&mut self) -> io::Result<Option<&[u8]>> {
+        if self.current.is_empty() {
+            let mut state = self.exchange.lock();
+            match state.body.pop_front() {
+                Some(chunk) => {
+                    state.body_buffered -= chunk.len();
+                    let was_full = state.body_buffered + chunk.len() >= BODY_READ_AHEAD;
+                    state.kick |= was_full;
+                    drop(state);
+                    if was_full {
+                        // The connection stopped reading at the read-ahead
+                        // limit; there is room again.
+                        self.exchange.wake_io();
+                    }
+                    self.current = chunk;
+                }
+                None => match &state.body_end {
+                    BodyEnd::Complete => return Ok(Some(&[])),
+                    BodyEnd::Failed(kind, message) => {
+                        return Err(io::Error::new(*kind, message.clone()))
+                    }
+                    BodyEnd::Open if state.disconnected => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            "client disconnected",
+                        ))
+                    }
+                    BodyEnd::Open => return Ok(None),
+                },
+            }
+        }
+        Ok(Some(&self.current))
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.current.advance(amount.min(self.current.len()));
+    }
+
+    fn wait(&mut self) -> io::Result<()> {
+        let exchange = &*self.exchange;
+        let mut state = exchange.lock();
+        state.body_requested = true;
+        let ready = |state: &State| {
+            !state.body.is_empty() || state.body_end != BodyEnd::Open || state.disconnected
+        };
+        if ready(&state) {
+            return Ok(());
+        }
+        state.body_wanted = true;
+        state.kick = true;
+        drop(state);
+        exchange.wake_io();
+        let state = exchange.lock();
+        let (state, timeout) = exchange
+            .app_wakeup
+            .wait_timeout_while(state, exchange.body_timeout, |state| !ready(state))
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if timeout.timed_out() && !ready(&state) {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "timed out waiting for the request body",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The application's view of the response.
+#[derive(Debug)]
+pub struct AppOutput {
+    exchange: Arc<Exchange>,
+    started: bool,
+    ended: bool,
+}
+
+impl AppOutput {
+    /// The response sink of an exchange.
+    pub fn new(exchange: Arc<Exchange>) -> Self {
+        AppOutput {
+            exchange,
+            started: false,
+            ended: false,
+        }
+    }
+
+    fn push(&mut self, item: OutItem, size: usize) -> Result<(), SinkError> {
+        if !self.started {
+            return Err(SinkError::Misuse("body before the response head"));
+        }
+        if self.ended {
+            return Err(SinkError::Misuse("body after the end of the response"));
+        }
+        let mut state = self.exchange.lock();
+        if state.disconnected {
+            return Err(SinkError::Disconnected);
+        }
+        let was_idle = state.output.is_empty();
+        state.output.push_back(item);
+        state.output_bytes += size;
+        drop(state);
+        if was_idle {
+            self.exchange.wake_io();
+        }
+        Ok(())
+    }
+}
+
+impl ResponseSink for AppOutput {
+    fn start(&mut self, head: ResponseHead) -> Result<(), SinkError> {
+        if self.started {
+            return Err(SinkError::Misuse("the response head was already sent"));
+        }
+        let mut state = self.exchange.lock();
+        if state.disconnected {
+            return Err(SinkError::Disconnected);
+        }
+        state.head = Some(head);
+        self.started = true;
+        // No wake-up: the head alone is not worth a trip; it leaves with the
+        // first body chunk or the end, in one write.
+        Ok(())
+    }
+
+    fn send(&mut self, chunk: Bytes) -> Result<(), SinkError> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let size = chunk.len();
+        self.push(OutItem::Data(chunk), size)
+    }
+
+    fn send_file(&mut self, region: FileRegion) -> Result<(), SinkError> {
+        // Files count as a full budget: the app waits until it is written,
+        // so the file handle is not closed under the sender's feet early.
+        self.push(OutItem::File(region), OUTPUT_BUDGET + 1)
+    }
+
+    fn must_wait(&self) -> bool {
+        self.exchange.lock().output_bytes > OUTPUT_BUDGET
+    }
+
+    fn wait(&mut self) -> Result<(), SinkError> {
+        let exchange = &*self.exchange;
+        let state = exchange.lock();
+        let state = exchange
+            .app_wakeup
+            .wait_while(state, |state| {
+                state.output_bytes > OUTPUT_BUDGET && !state.disconnected
+            })
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if state.disconnected {
+            return Err(SinkError::Disconnected);
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        if self.ended {
+            return Ok(());
+        }
+        if !self.started {
+            return Err(SinkError::Misuse("finish before the response head"));
+        }
+        self.ended = true;
+        let mut state = self.exchange.lock();
+        state.finished = true;
+        let disconnected = state.disconnected;
+        drop(state);
+        self.exchange.wake_io();
+        if disconnected {
+            return Err(SinkError::Disconnected);
+        }
+        Ok(())
+    }
+
+    fn abort(&mut self, error: &AppError) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        let mut state = self.exchange.lock();
+        state.finished = true;
+        state.aborted = Some(error.message.clone());
+        drop(state);
+        self.exchange.wake_io();
+    }
+
+    fn is_started(&self) -> bool {
+        self.started
+    }
+}
+
+impl Drop for AppOutput {
+    fn drop(&mut self) {
+        // A runtime that forgets to end its response must not hang the
+        // connection.
+        if !self.ended {
+            self.abort(&AppError::new(
+                "the application did not finish its response",
+            ));
+        }
+    }
+}

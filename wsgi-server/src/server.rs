@@ -1,0 +1,181 @@
+//! Runs one serving process: the I/O thread (a single-threaded tokio
+//! runtime) accepting on every listener, the application thread pool, and a
+//! graceful stop.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{mpsc, watch};
+use wsgi_core::{Application, ConnInfo, PeerAddr, UrlScheme};
+
+use crate::config::ServerConfig;
+use crate::connection::{serve_http, Shared};
+use crate::listener::{BoundListener, Protocol};
+use crate::pool::AppPool;
+
+/// How a stop was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Stop accepting, close idle connections, let in-flight requests finish
+    /// up to the graceful timeout (TERM, INT).
+    Graceful,
+    /// Close everything now (QUIT).
+    Immediate,
+}
+
+/// Serves on `listeners` until `stop` resolves, then stops as it says.
+/// Blocks the calling thread (which becomes the I/O thread).
+///
+/// # Errors
+/// The runtime or the application threads could not start.
+pub fn run(
+    listeners: Vec<BoundListener>,
+    app: Arc<dyn Application>,
+    config: &ServerConfig,
+    stop: impl std::future::Future<Output = Stop>,
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let pool = AppPool::start(app, config.threads, config.queue_size)?;
+    let (shutdown_sender, shutdown) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        limits: wsgi_http::Config {
+            max_body_size: config.max_body_size,
+            ..config.http_limits.clone()
+        },
+        uwsgi_limits: wsgi_uwsgi::Config {
+            max_body_size: config.max_body_size,
+            ..wsgi_uwsgi::Config::default()
+        },
+        timeouts: config.timeouts,
+        environ: config.environ.clone(),
+        forwarded_allow_ips: config.forwarded_allow_ips.clone(),
+        queue: pool.queue(),
+        shutdown,
+    });
+    let graceful = config.timeouts.graceful;
+    // One I/O thread: connection tasks need not be `Send`.
+    let local = tokio::task::LocalSet::new();
+    let how = local.block_on(&runtime, async {
+        // Every connection task holds a sender; when all are dropped the
+        // receiver sees the end (mini-redis's shutdown-complete pattern).
+        let (alive_sender, mut alive) = mpsc::channel::<()>(1);
+        let mut accept_tasks = Vec::new();
+        for listener in listeners {
+            let shared = Arc::clone(&shared);
+            let alive_sender = alive_sender.clone();
+            accept_tasks.push(tokio::task::spawn_local(accept_loop(
+                listener,
+                shared,
+                alive_sender,
+            )));
+        }
+        drop(alive_sender);
+        let how = stop.await;
+        let _ = shutdown_sender.send(true);
+        for task in &accept_tasks {
+            task.abort();
+        }
+        if how == Stop::Graceful {
+            let _ = tokio::time::timeout(graceful, alive.recv()).await;
+        }
+        how
+    });
+    // Dropping the runtime drops every connection task still running.
+    drop(local);
+    drop(runtime);
+    let wait = match how {
+        Stop::Graceful => Duration::from_secs(1),
+        Stop::Immediate => Duration::from_millis(100),
+    };
+    if !pool.shutdown(wait) {
+        crate::log!(Warning, "application threads still busy at exit");
+    }
+    Ok(())
+}
+
+/// Accepts connections on one listener until aborted.
+async fn accept_loop(listener: BoundListener, shared: Arc<Shared>, alive: mpsc::Sender<()>) {
+    let protocol = listener.spec.protocol;
+    let is_unix = listener.is_unix();
+    let fd: OwnedFd = listener.fd;
+    if is_unix {
+        let std_listener = std::os::unix::net::UnixListener::from(fd);
+        let listener = match UnixListener::from_std(std_listener) {
+            Ok(listener) => listener,
+            Err(error) => {
+                crate::log!(Error, "cannot use unix listener: {error}");
+                return;
+            }
+        };
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let conn = ConnInfo {
+                        peer: PeerAddr::Unix,
+                        local: None,
+                        scheme: UrlScheme::Http,
+                        trusted_proxy: false,
+                    };
+                    spawn_connection(stream, conn, protocol, &shared, &alive);
+                }
+                Err(error) => accept_backoff(error).await,
+            }
+        }
+    } else {
+        let std_listener = std::net::TcpListener::from(fd);
+        let local = std_listener.local_addr().ok();
+        let listener = match TcpListener::from_std(std_listener) {
+            Ok(listener) => listener,
+            Err(error) => {
+                crate::log!(Error, "cannot use TCP listener: {error}");
+                return;
+            }
+        };
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    // We coalesce writes ourselves; Nagle would only delay
+                    // the last segment of each response.
+                    let _ = stream.set_nodelay(true);
+                    let conn = ConnInfo {
+                        peer: PeerAddr::Tcp(peer),
+                        local: stream.local_addr().ok().or(local),
+                        scheme: UrlScheme::Http,
+                        trusted_proxy: false,
+                    };
+                    spawn_connection(stream, conn, protocol, &shared, &alive);
+                }
+                Err(error) => accept_backoff(error).await,
+            }
+        }
+    }
+}
+
+fn spawn_connection<S: crate::connection::Transport + 'static>(
+    stream: S,
+    conn: ConnInfo,
+    protocol: Protocol,
+    shared: &Arc<Shared>,
+    alive: &mpsc::Sender<()>,
+) {
+    let shared = Arc::clone(shared);
+    let alive = alive.clone();
+    tokio::task::spawn_local(async move {
+        match protocol {
+            Protocol::Http => serve_http(stream, conn, shared).await,
+            Protocol::Uwsgi => crate::uwsgi::serve_uwsgi(stream, conn, shared).await,
+        }
+        drop(alive);
+    });
+}
+
+/// Accept errors (EMFILE, ENFILE, ENOBUFS, ECONNABORTED) are transient:
+/// log and pause briefly instead of spinning.
+async fn accept_backoff(error: std::io::Error) {
+    crate::log!(Warning, "accept failed: {error}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
