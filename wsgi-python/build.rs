@@ -19,6 +19,8 @@ fn main() {
         println!("cargo::metadata=libdir={lib_dir}");
         // For this crate's own test binaries and examples.
         println!("cargo::rustc-link-arg=-Wl,-rpath,{lib_dir}");
+        // Lets tests check which libpython the process really mapped.
+        println!("cargo::rustc-env=WSGI_PYTHON_LIBDIR={lib_dir}");
     }
 
     let base = config

@@ -66,7 +66,12 @@ pub(crate) fn latin1_bytes(string: &Bound<'_, PyString>) -> PyResult<Bytes> {
 /// The full traceback of `error`, as Python prints it.
 pub(crate) fn format_traceback(py: Python<'_>, error: &PyErr) -> String {
     let formatted = py.import("traceback").and_then(|traceback| {
-        let lines = traceback.call_method1("format_exception", (error.value(py),))?;
+        // The three-argument form: on 3.11 the value's `__traceback__` may not
+        // be set yet, the error carries the traceback separately.
+        let lines = traceback.call_method1(
+            "format_exception",
+            (error.get_type(py), error.value(py), error.traceback(py)),
+        )?;
         PyString::new(py, "")
             .call_method1("join", (lines,))?
             .extract::<String>()

@@ -1,0 +1,669 @@
+//! Serving requests through a real embedded CPython: environ, start_response
+//! (`exc_info`, `write`), iteration, `close()`, `wsgi.input`,
+//! `wsgi.file_wrapper`, errors, and `wsgiref.validate`.
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::*;
+
+fn app(name: &str, source: &str) -> (Arc<wsgi_python::PyApplication>, Arc<TestLog>) {
+    let (app, log) = load(name, source);
+    (Arc::new(app), log)
+}
+
+fn get(path: &str) -> wsgi_core::Environ {
+    environ("GET", path)
+}
+
+#[test]
+fn simple_app_gets_content_length() {
+    let (app, log) = app(
+        "t_simple",
+        r#"
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"Hello, World!"]
+"#,
+    );
+    let record = serve(&app, get("/"), vec![]);
+    assert_eq!(record.status(), 200);
+    assert_eq!(record.body_str(), "Hello, World!");
+    assert_eq!(record.header("content-length").as_deref(), Some("13"));
+    assert_eq!(record.head.as_ref().unwrap().content_length, Some(13));
+    assert!(record.finished);
+    assert_eq!(record.aborted, None);
+    assert_eq!(log.text(), "");
+}
+
+#[test]
+fn several_requests_on_one_thread_keep_thread_locals() {
+    let (app, _) = app(
+        "t_threadlocal",
+        r#"
+import threading
+local = threading.local()
+def app(environ, start_response):
+    local.count = getattr(local, "count", 0) + 1
+    start_response("200 OK", [])
+    return [str(local.count).encode()]
+"#,
+    );
+    let records = serve_all(
+        &app,
+        (0..3)
+            .map(|_| (get("/"), vec![], TestSink::new().0))
+            .collect(),
+    );
+    let bodies: Vec<String> = records
+        .iter()
+        .map(|record| record.lock().unwrap().body_str())
+        .collect();
+    assert_eq!(bodies, ["1", "2", "3"]);
+}
+
+#[test]
+fn environ_keys_and_latin1_values() {
+    let (app, _) = app(
+        "t_environ",
+        r#"
+import json, os
+def app(environ, start_response):
+    start_response("200 OK", [])
+    out = {k: v for k, v in environ.items() if isinstance(v, (str, bool, int, tuple))}
+    out["input_type"] = type(environ["wsgi.input"]).__name__
+    out["errors_has_write"] = hasattr(environ["wsgi.errors"], "write")
+    out["wrapper_callable"] = callable(environ["wsgi.file_wrapper"])
+    out["os_environ_merged"] = any(k in environ for k in ("PATH", "HOME", "PYENV_ROOT"))
+    return [json.dumps(out).encode()]
+"#,
+    );
+    let mut environ = environ("POST", "/caf%C3%A9/x?a=1&b=%20");
+    environ.path_info = Bytes::from_static(b"/caf\xc3\xa9/x");
+    environ.content_type = Some(Bytes::from_static(b"text/plain"));
+    environ.content_length = Some(Bytes::from_static(b"0"));
+    environ.headers = vec![
+        (Bytes::from_static(b"HTTP_HOST"), Bytes::from_static(b"example.com")),
+        (Bytes::from_static(b"HTTP_X_NAME"), Bytes::from_static(b"caf\xe9")),
+    ];
+    environ.extra = vec![(Bytes::from_static(b"DOCUMENT_ROOT"), Bytes::from_static(b"/srv"))];
+    environ.url_scheme = wsgi_core::UrlScheme::Https;
+    let record = serve(&app, environ, vec![]);
+    let body = record.body_str();
+    let expect = [
+        r#""REQUEST_METHOD": "POST""#,
+        r#""SCRIPT_NAME": """#,
+        // The UTF-8 bytes of "é" as two latin-1 characters (PEP 3333).
+        r#""PATH_INFO": "/caf\u00c3\u00a9/x""#,
+        r#""QUERY_STRING": "a=1&b=%20""#,
+        r#""REQUEST_URI": "/caf%C3%A9/x?a=1&b=%20""#,
+        r#""RAW_URI": "/caf%C3%A9/x?a=1&b=%20""#,
+        r#""SERVER_PROTOCOL": "HTTP/1.1""#,
+        r#""SERVER_NAME": "localhost""#,
+        r#""SERVER_PORT": "8000""#,
+        r#""REMOTE_ADDR": "127.0.0.1""#,
+        r#""REMOTE_PORT": "54321""#,
+        r#""CONTENT_TYPE": "text/plain""#,
+        r#""CONTENT_LENGTH": "0""#,
+        r#""HTTP_HOST": "example.com""#,
+        // Byte 0xE9 arrives as 'é'.
+        r#""HTTP_X_NAME": "caf\u00e9""#,
+        r#""DOCUMENT_ROOT": "/srv""#,
+        r#""wsgi.url_scheme": "https""#,
+        r#""wsgi.version": [1, 0]"#,
+        r#""wsgi.multithread": true"#,
+        r#""wsgi.multiprocess": false"#,
+        r#""wsgi.run_once": false"#,
+        r#""wsgi.input_terminated": true"#,
+        r#""SERVER_SOFTWARE": "wsgi-server/"#,
+        r#""input_type": "Input""#,
+        r#""errors_has_write": true"#,
+        r#""wrapper_callable": true"#,
+        r#""os_environ_merged": false"#,
+    ];
+    for needle in expect {
+        assert!(body.contains(needle), "{needle} not in {body}");
+    }
+}
+
+#[test]
+fn content_type_and_length_absent_when_not_sent() {
+    let (app, _) = app(
+        "t_no_ct",
+        r#"
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [repr(("CONTENT_TYPE" in environ, "CONTENT_LENGTH" in environ)).encode()]
+"#,
+    );
+    assert_eq!(serve(&app, get("/"), vec![]).body_str(), "(False, False)");
+}
+
+#[test]
+fn exc_info_before_the_head_replaces_it() {
+    let (app, log) = app(
+        "t_excinfo_before",
+        r#"
+import sys
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    try:
+        raise RuntimeError("oops")
+    except RuntimeError:
+        start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
+    return [b"error page"]
+"#,
+    );
+    let record = serve(&app, get("/"), vec![]);
+    assert_eq!(record.status(), 500);
+    assert_eq!(record.body_str(), "error page");
+    assert_eq!(log.text(), "");
+}
+
+#[test]
+fn exc_info_after_the_head_reraises() {
+    let (app, _) = app(
+        "t_excinfo_after",
+        r#"
+import sys
+def app(environ, start_response):
+    write = start_response("200 OK", [])
+    write(b"first;")
+    try:
+        raise KeyError("original")
+    except KeyError as error:
+        original = error
+        try:
+            start_response("500 Error", [], sys.exc_info())
+        except KeyError as reraised:
+            same = reraised is original and reraised.__traceback__ is not None
+            return [b"reraised:" + repr(same).encode()]
+    return [b"not reraised"]
+"#,
+    );
+    let record = serve(&app, get("/"), vec![]);
+    assert_eq!(record.status(), 200);
+    assert_eq!(record.body_str(), "first;reraised:True");
+}
+
+#[test]
+fn start_response_twice_without_exc_info_raises() {
+    let (app, _) = app(
+        "t_twice",
+        r#"
+def app(environ, start_response):
+    start_response("200 OK", [])
+    try:
+        start_response("201 Created", [])
+    except AssertionError as error:
+        return [str(error).encode()]
+    return [b"no error"]
+"#,
+    );
+    let record = serve(&app, get("/"), vec![]);
+    assert_eq!(record.status(), 200);
+    assert_eq!(
+        record.body_str(),
+        "start_response called twice without exc_info"
+    );
+}
+
+#[test]
+fn write_callable_sends_before_the_iterable() {
+    let (app, _) = app(
+        "t_write",
+        r#"
+def app(environ, start_response):
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    write(b"a")
+    write(b"")
+    write(b"b")
+    try:
+        write("text")
+    except TypeError:
+        write(b"!")
+    return [b"c"]
+"#,
+    );
+    let (mut sink, _) = TestSink::new();
+    sink.always_wait = true;
+    let record = serve_with(&app, get("/"), vec![], sink);
+    assert_eq!(record.chunks, ["a", "b", "!", "c"]);
+    // The head went out with write(): no Content-Length was invented.
+    assert_eq!(record.header("content-length"), None);
+    assert_eq!(record.waits, 4);
+    assert!(record.finished);
+}
+
+#[test]
+fn generators_stream_and_delay_the_head() {
+    let (app, _) = app(
+        "t_generator",
+        r#"
+def app(environ, start_response):
+    def body():
+        yield b""
+        # PEP 3333: start_response may be called lazily, until the first
+        # non-empty chunk.
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"one,"
+        yield b""
+        yield b"two,"
+        yield b"three"
+    return body()
+"#,
+    );
+    let (mut sink, _) = TestSink::new();
+    sink.always_wait = true;
+    let record = serve_with(&app, get("/"), vec![], sink);
+    assert_eq!(record.chunks, ["one,", "two,", "three"]);
+    assert_eq!(record.header("content-length"), None);
+    assert_eq!(record.waits, 3);
+    assert!(record.finished);
+}
+
+#[test]
+fn empty_body_gets_content_length_zero() {
+    let (app, _) = app(
+        "t_empty",
+        r#"
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/204":
+        start_response("204 No Content", [])
+    else:
+        start_response("200 OK", [])
+    return []
+"#,
+    );
+    let record = serve(&app, get("/"), vec![]);
+    assert_eq!(record.header("content-length").as_deref(), Some("0"));
+    assert!(record.chunks.is_empty() && record.finished);
+    let record = serve(&app, get("/204"), vec![]);
+    assert_eq!(record.status(), 204);
+    assert_eq!(record.header("content-length"), None);
+}
+
+const CLOSING: &str = r#"
+events = []
+
+class Body:
+    def __init__(self, chunks, fail=False):
+        self.chunks = chunks
+        self.fail = fail
+    def __iter__(self):
+        for chunk in self.chunks:
+            yield chunk
+        if self.fail:
+            raise ValueError("failed mid-body")
+    def close(self):
+        events.append("closed")
+
+def app(environ, start_response):
+    start_response("200 OK", [])
+    path = environ["PATH_INFO"]
+    if path == "/ok":
+        return Body([b"a", b"b"])
+    if path == "/fail":
+        return Body([b"a"], fail=True)
+    if path == "/endless":
+        return Body(iter(lambda: b"x" * 10, None))
+    if path == "/bad-close":
+        class BadClose(Body):
+            def close(self):
+                events.append("bad close")
+                raise OSError("close failed")
+        return BadClose([b"a"])
+"#;
+
+#[test]
+fn close_is_called_on_success_error_and_disconnect() {
+    let (app, log) = app("t_close", CLOSING);
+
+    let record = serve(&app, get("/ok"), vec![]);
+    assert_eq!(record.body_str(), "ab");
+    assert_eq!(eval_in("t_close", "events"), "['closed']");
+
+    let record = serve(&app, get("/fail"), vec![]);
+    assert_eq!(record.aborted.as_deref(), Some("ValueError: failed mid-body"));
+    assert!(!record.finished);
+    assert_eq!(eval_in("t_close", "events"), "['closed', 'closed']");
+    let text = log.text();
+    assert!(text.contains("GET /fail"), "{text}");
+    assert!(text.contains("Traceback"), "{text}");
+    assert!(text.contains("ValueError: failed mid-body"), "{text}");
+
+    let before = log.text().len();
+    let (mut sink, _) = TestSink::new();
+    sink.disconnect_after = Some(3);
+    let record = serve_with(&app, get("/endless"), vec![], sink);
+    assert_eq!(record.chunks.len(), 3);
+    assert!(!record.finished);
+    assert_eq!(
+        eval_in("t_close", "events"),
+        "['closed', 'closed', 'closed']"
+    );
+    assert_eq!(&log.text()[before..], "", "no traceback for a gone client");
+
+    let record = serve(&app, get("/bad-close"), vec![]);
+    assert!(record.finished, "an exception in close() is only logged");
+    assert!(log.text().contains("OSError: close failed"));
+}
+
+#[test]
+fn write_to_a_gone_client_stops_the_app_quietly() {
+    let (app, log) = app(
+        "t_write_gone",
+        r#"
+seen = []
+def app(environ, start_response):
+    write = start_response("200 OK", [])
+    try:
+        for _ in range(100):
+            write(b"x")
+    except OSError as error:
+        seen.append(type(error).__name__)
+        raise
+    return []
+"#,
+    );
+    let (mut sink, _) = TestSink::new();
+    sink.disconnect_after = Some(2);
+    let record = serve_with(&app, get("/"), vec![], sink);
+    assert_eq!(record.chunks.len(), 2);
+    assert_eq!(eval_in("t_write_gone", "seen"), "['ConnectionAbortedError']");
+    assert_eq!(log.text(), "");
+}
+
+const INPUT_APP: &str = r#"
+kept = []
+
+def app(environ, start_response):
+    stream = environ["wsgi.input"]
+    how = environ["PATH_INFO"]
+    if how == "/read":
+        result = [stream.read()]
+    elif how == "/read-none":
+        result = [stream.read(None)]
+    elif how == "/read-n":
+        result = []
+        while True:
+            block = stream.read(4)
+            if not block:
+                break
+            result.append(block)
+    elif how == "/readline":
+        result = [stream.readline(), stream.readline(), stream.readline(), stream.readline()]
+    elif how == "/readline-limit":
+        result = [stream.readline(3), stream.readline(3), stream.readline(100), stream.readline(0)]
+    elif how == "/readlines":
+        result = stream.readlines()
+    elif how == "/readlines-hint":
+        result = stream.readlines(7)
+    elif how == "/iterate":
+        result = list(stream)
+    elif how == "/keep":
+        kept.append(environ)
+        result = [stream.read(3)]
+    elif how == "/error":
+        try:
+            stream.read()
+        except OSError as error:
+            result = [type(error).__name__.encode()]
+    start_response("200 OK", [])
+    return [repr(result).encode()]
+"#;
+
+fn pieces() -> Vec<Piece> {
+    vec![
+        Piece::Pending,
+        Piece::Data(b"line1\nli"),
+        Piece::Pending,
+        Piece::Data(b"ne2\n"),
+        Piece::Data(b"line3"),
+        Piece::Pending,
+    ]
+}
+
+#[test]
+fn wsgi_input_reads() {
+    let (app, _) = app("t_input", INPUT_APP);
+    let cases: &[(&str, &str)] = &[
+        ("/read", r"[b'line1\nline2\nline3']"),
+        ("/read-none", r"[b'line1\nline2\nline3']"),
+        ("/read-n", r"[b'line', b'1\nli', b'ne2\n', b'line', b'3']"),
+        ("/readline", r"[b'line1\n', b'line2\n', b'line3', b'']"),
+        ("/readline-limit", r"[b'lin', b'e1\n', b'line2\n', b'']"),
+        ("/readlines", r"[b'line1\n', b'line2\n', b'line3']"),
+        ("/readlines-hint", r"[b'line1\n', b'line2\n']"),
+        ("/iterate", r"[b'line1\n', b'line2\n', b'line3']"),
+    ];
+    for (path, expect) in cases {
+        let record = serve(&app, environ("POST", path), pieces());
+        assert_eq!(record.body_str(), *expect, "{path}");
+    }
+}
+
+#[test]
+fn wsgi_input_after_the_request_reads_nothing() {
+    let (app, _) = app("t_input_keep", INPUT_APP);
+    let record = serve(&app, environ("POST", "/keep"), vec![Piece::Data(b"abcdef")]);
+    assert_eq!(record.body_str(), "[b'abc']");
+    assert_eq!(
+        eval_in("t_input_keep", "(kept[0]['wsgi.input'].read(), kept[0]['wsgi.input'].readline())"),
+        "(b'', b'')"
+    );
+}
+
+#[test]
+fn wsgi_input_io_error_is_oserror() {
+    let (app, log) = app("t_input_error", INPUT_APP);
+    let record = serve(
+        &app,
+        environ("POST", "/error"),
+        vec![Piece::Data(b"ab"), Piece::Error],
+    );
+    assert_eq!(record.body_str(), "[b'ConnectionResetError']");
+    assert_eq!(log.text(), "");
+}
+
+#[test]
+fn invalid_heads_raise_in_the_application() {
+    let (app, log) = app(
+        "t_invalid_head",
+        r#"
+def app(environ, start_response):
+    attempts = [
+        ("200OK", []),
+        ("200 OK", [("Bad Name", "x")]),
+        ("200 OK", [("X-Evil", "a\r\nSet-Cookie: x")]),
+        ("200 OK", [("Connection", "close")]),
+        ("200 OK", [("X-Snowman", "\u2603")]),
+        (b"200 OK", []),
+        ("200 OK", (("X", "y"),)),
+        ("200 OK", [("X", b"y")]),
+        ("200 OK", [("X", "y", "z")]),
+    ]
+    seen = []
+    for status, headers in attempts:
+        try:
+            start_response(status, headers)
+        except ValueError:
+            seen.append("ValueError")
+        except TypeError:
+            seen.append("TypeError")
+        else:
+            seen.append("accepted")
+    start_response("200 OK", [("X-Latin", "caf\u00e9")])
+    return [", ".join(seen).encode()]
+"#,
+    );
+    let record = serve(&app, get("/"), vec![]);
+    assert_eq!(
+        record.body_str(),
+        "ValueError, ValueError, ValueError, ValueError, ValueError, \
+         TypeError, TypeError, TypeError, TypeError"
+    );
+    let head = record.head.unwrap();
+    let latin = head
+        .headers
+        .iter()
+        .find(|(name, _)| &name[..] == b"X-Latin")
+        .unwrap();
+    assert_eq!(&latin.1[..], b"caf\xe9");
+    assert_eq!(log.text(), "");
+}
+
+#[test]
+fn non_bytes_chunks_abort() {
+    let (app, log) = app(
+        "t_not_bytes",
+        r#"
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return ["text"]
+"#,
+    );
+    let record = serve(&app, get("/"), vec![]);
+    assert!(record.head.is_none());
+    assert!(record.aborted.is_some());
+    assert!(log.text().contains("TypeError"), "{}", log.text());
+    assert!(log.text().contains("str"), "{}", log.text());
+}
+
+#[test]
+fn application_errors_abort_with_a_traceback() {
+    let (app, log) = app(
+        "t_raises",
+        r#"
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/no-start":
+        return [b"x"]
+    if environ["PATH_INFO"] == "/no-start-empty":
+        return []
+    raise ZeroDivisionError("nope")
+"#,
+    );
+    let record = serve(&app, get("/boom"), vec![]);
+    assert!(record.head.is_none());
+    assert_eq!(record.aborted.as_deref(), Some("ZeroDivisionError: nope"));
+    let text = log.text();
+    assert!(text.contains("GET /boom"), "{text}");
+    assert!(text.contains("Traceback (most recent call last)"), "{text}");
+    assert!(text.contains("ZeroDivisionError: nope"), "{text}");
+
+    for path in ["/no-start", "/no-start-empty"] {
+        let record = serve(&app, get(path), vec![]);
+        assert!(record.head.is_none(), "{path}");
+        assert!(record.aborted.is_some(), "{path}");
+    }
+    assert!(log.text().contains("start_response"));
+}
+
+const FILES: &str = r#"
+import io
+opened = []
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    path = environ["QUERY_STRING"]
+    wrapper = environ["wsgi.file_wrapper"]
+    if path:
+        f = open(path, "rb")
+        f.read(5)
+        opened.append(f)
+        return wrapper(f)
+    return wrapper(io.BytesIO(b"0123456789"), 4)
+"#;
+
+#[test]
+fn file_wrapper_over_a_regular_file_uses_a_file_region() {
+    let (app, _) = app("t_files", FILES);
+    let path = app_dir().join("t_files_data.bin");
+    std::fs::write(&path, b"0123456789abcdef").unwrap();
+    let record = serve(
+        &app,
+        get(&format!("/?{}", path.display())),
+        vec![],
+    );
+    assert!(record.chunks.is_empty());
+    assert_eq!(record.files.len(), 1);
+    let (offset, len, content) = &record.files[0];
+    assert_eq!(*offset, 5, "the file's position after f.read(5)");
+    assert_eq!(*len, None);
+    assert_eq!(&content[..], b"56789abcdef", "the same file, from the offset");
+    assert_eq!(record.header("content-length").as_deref(), Some("11"));
+    assert!(record.finished);
+    assert_eq!(eval_in("t_files", "opened[-1].closed"), "True");
+}
+
+#[test]
+fn file_wrapper_over_bytesio_iterates_blocks() {
+    let (app, _) = app("t_files_bytesio", FILES);
+    let record = serve(&app, get("/"), vec![]);
+    assert!(record.files.is_empty());
+    assert_eq!(record.chunks, ["0123", "4567", "89"]);
+    assert!(record.finished);
+}
+
+#[test]
+fn wsgiref_validator_is_satisfied() {
+    let (app, log) = app(
+        "t_validated",
+        r#"
+import warnings
+from wsgiref.validate import validator, WSGIWarning
+warnings.simplefilter("error", WSGIWarning)
+
+def inner(environ, start_response):
+    path = environ["PATH_INFO"]
+    stream = environ["wsgi.input"]
+    environ["wsgi.errors"].write("")
+    environ["wsgi.errors"].writelines([])
+    environ["wsgi.errors"].flush()
+    if path == "/input":
+        body = stream.read(int(environ.get("CONTENT_LENGTH") or 0))
+        line = stream.readline()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body, line]
+    if path == "/lines":
+        lines = stream.readlines()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return lines
+    if path == "/write":
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written;")
+        return [b"returned"]
+    if path == "/stream":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return (chunk for chunk in [b"a", b"b", b"c"])
+    if path == "/file":
+        import io
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return environ["wsgi.file_wrapper"](io.BytesIO(b"filebody"), 3)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+app = validator(inner)
+"#,
+    );
+    let mut input = environ("POST", "/input");
+    input.content_length = Some(Bytes::from_static(b"5"));
+    input.content_type = Some(Bytes::from_static(b"text/plain"));
+    let cases: Vec<(wsgi_core::Environ, Vec<Piece>, &str)> = vec![
+        (get("/"), vec![], "hello"),
+        (input, vec![Piece::Pending, Piece::Data(b"hel"), Piece::Pending, Piece::Data(b"lo")], "hello"),
+        (environ("POST", "/lines"), pieces(), "line1\nline2\nline3"),
+        (get("/write"), vec![], "written;returned"),
+        (get("/stream"), vec![], "abc"),
+        (get("/file"), vec![], "filebody"),
+    ];
+    for (environ, script, expect) in cases {
+        let record = serve(&app, environ, script);
+        assert_eq!(record.aborted, None, "{}", log.text());
+        assert_eq!(record.body_str(), expect);
+        assert!(record.finished);
+    }
+    assert_eq!(log.text(), "");
+}
