@@ -97,7 +97,9 @@ impl EnvironBuilder {
         dict.set_item(intern!(py, "REQUEST_URI"), &uri)?;
         dict.set_item(intern!(py, "RAW_URI"), &uri)?;
         match &environ.server_protocol[..] {
-            b"HTTP/1.1" => dict.set_item(intern!(py, "SERVER_PROTOCOL"), intern!(py, "HTTP/1.1"))?,
+            b"HTTP/1.1" => {
+                dict.set_item(intern!(py, "SERVER_PROTOCOL"), intern!(py, "HTTP/1.1"))?
+            }
             protocol => set(intern!(py, "SERVER_PROTOCOL"), protocol)?,
         }
         set(intern!(py, "SERVER_NAME"), &environ.server_name)?;

@@ -165,11 +165,7 @@ impl PyInput {
 
     /// `readline(size=-1)`: one line including its `\n`, at most `size` bytes.
     #[pyo3(signature = (size = -1))]
-    fn readline<'py>(
-        &self,
-        py: Python<'py>,
-        size: Option<isize>,
-    ) -> PyResult<Bound<'py, PyBytes>> {
+    fn readline<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
         self.with_reader(py, |reader| readline(py, reader, size_limit(size)))
     }
 

@@ -91,7 +91,14 @@ fn list_names(names: &[String]) -> String {
         return "it has no public names".to_owned();
     }
     let mut text = String::from("its public names are: ");
-    text.push_str(&names.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", "));
+    text.push_str(
+        &names
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
     if names.len() > SHOWN {
         let _ = write!(text, ", ... ({} more)", names.len() - SHOWN);
     }
@@ -215,9 +222,8 @@ pub(crate) fn load<'py>(py: Python<'py>, spec: &str) -> Result<Bound<'py, PyAny>
 
     let is_path = module_part.ends_with(".py") || module_part.contains('/');
     let module = if is_path {
-        let path = std::path::absolute(Path::new(module_part)).map_err(|error| {
-            bad(&format!("cannot resolve the path {module_part:?}: {error}"))
-        })?;
+        let path = std::path::absolute(Path::new(module_part))
+            .map_err(|error| bad(&format!("cannot resolve the path {module_part:?}: {error}")))?;
         if !path.is_file() {
             return Err(LoadError::FileNotFound { path });
         }

@@ -285,10 +285,7 @@ fn reraise(exc_info: &Bound<'_, PyAny>) -> PyErr {
 /// status, a `list` of `(str, str)` tuples, latin-1 encodable.
 fn convert_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<ResponseHead> {
     let status = status.cast::<PyString>().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "status must be a str, not {}",
-            type_name(status)
-        ))
+        PyTypeError::new_err(format!("status must be a str, not {}", type_name(status)))
     })?;
     let status = latin1_bytes(status)?;
     let list = headers.cast::<PyList>().map_err(|_| {

@@ -170,11 +170,10 @@ impl PyApplication {
                 Ok(dict) => dict,
                 Err(error) => return Outcome::Failed(error),
             };
-            let start_response =
-                match Bound::new(py, PyStartResponse::new(Arc::clone(&response))) {
-                    Ok(start_response) => start_response,
-                    Err(error) => return Outcome::Failed(error),
-                };
+            let start_response = match Bound::new(py, PyStartResponse::new(Arc::clone(&response))) {
+                Ok(start_response) => start_response,
+                Err(error) => return Outcome::Failed(error),
+            };
             match self.app.bind(py).call1((dict, start_response)) {
                 Ok(iterable) => send_result(py, result.insert(iterable), &response),
                 Err(error) => Outcome::Failed(error),

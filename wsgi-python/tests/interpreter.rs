@@ -37,14 +37,21 @@ fn initialize_with_a_virtualenv() {
     // A virtualenv of another Python version is refused before start-up.
     let fake = root.join("old-venv");
     std::fs::create_dir_all(fake.join("bin")).unwrap();
-    std::fs::write(fake.join("pyvenv.cfg"), "home = /usr/bin\nversion = 2.7.18\n").unwrap();
+    std::fs::write(
+        fake.join("pyvenv.cfg"),
+        "home = /usr/bin\nversion = 2.7.18\n",
+    )
+    .unwrap();
     std::fs::write(fake.join("bin/python"), "").unwrap();
     let error = initialize(&PythonConfig {
         virtualenv: Some(fake),
         ..PythonConfig::default()
     })
     .unwrap_err();
-    assert!(matches!(error, InitError::VersionMismatch { .. }), "{error:?}");
+    assert!(
+        matches!(error, InitError::VersionMismatch { .. }),
+        "{error:?}"
+    );
     assert!(error.to_string().contains("2.7.18"), "{error}");
 
     let error = initialize(&PythonConfig {
@@ -52,7 +59,10 @@ fn initialize_with_a_virtualenv() {
         ..PythonConfig::default()
     })
     .unwrap_err();
-    assert!(matches!(error, InitError::BadVirtualenv { .. }), "{error:?}");
+    assert!(
+        matches!(error, InitError::BadVirtualenv { .. }),
+        "{error:?}"
+    );
 
     // A real one, made by the Python we link against.
     let venv = root.join("venv");
@@ -87,7 +97,10 @@ fn initialize_with_a_virtualenv() {
     assert_eq!(Path::new(&info.prefix), venv);
     assert_eq!(info.virtualenv.as_deref(), Some(info.prefix.as_str()));
     assert_eq!(info.base_prefix, python_base_prefix());
-    assert!(info.executable.starts_with(&venv.display().to_string()), "{info:?}");
+    assert!(
+        info.executable.starts_with(&venv.display().to_string()),
+        "{info:?}"
+    );
     assert!(info.version.starts_with("3.11"), "{info:?}");
 
     // Only once.
@@ -100,12 +113,27 @@ fn initialize_with_a_virtualenv() {
     let from_thread = std::thread::spawn(|| python("sys.prefix")).join().unwrap();
     assert_eq!(Path::new(&from_thread), venv);
 
-    assert_eq!(canonical(Path::new(&python("os.getcwd()"))), canonical(&workdir));
+    assert_eq!(
+        canonical(Path::new(&python("os.getcwd()"))),
+        canonical(&workdir)
+    );
     assert_eq!(python("sys.path[0]"), workdir.display().to_string());
     assert_eq!(python("sys.path[1]"), extra.display().to_string());
     assert_eq!(python("sys.argv"), "['wsgi-server', 'app:app']");
-    assert_eq!(python(&format!("{:?} in sys.path", site_packages.display().to_string())), "True");
-    assert_eq!(python(&format!("{:?} in sys.path", pth_target.display().to_string())), "True");
+    assert_eq!(
+        python(&format!(
+            "{:?} in sys.path",
+            site_packages.display().to_string()
+        )),
+        "True"
+    );
+    assert_eq!(
+        python(&format!(
+            "{:?} in sys.path",
+            pth_target.display().to_string()
+        )),
+        "True"
+    );
     // sys.executable is a real Python that starts in the same virtualenv
     // (what multiprocessing's spawn and Celery do).
     assert_eq!(

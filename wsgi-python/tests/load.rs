@@ -175,7 +175,10 @@ fn bad_specs_are_refused_before_any_import() {
     ];
     for spec in refused {
         let error = try_load(spec).unwrap_err();
-        assert!(matches!(error, LoadError::BadSpec { .. }), "{spec}: {error:?}");
+        assert!(
+            matches!(error, LoadError::BadSpec { .. }),
+            "{spec}: {error:?}"
+        );
     }
     let error = try_load("l_bad:factory(x)").unwrap_err().to_string();
     assert!(error.contains("literals"), "{error}");

@@ -85,10 +85,19 @@ def app(environ, start_response):
     environ.content_type = Some(Bytes::from_static(b"text/plain"));
     environ.content_length = Some(Bytes::from_static(b"0"));
     environ.headers = vec![
-        (Bytes::from_static(b"HTTP_HOST"), Bytes::from_static(b"example.com")),
-        (Bytes::from_static(b"HTTP_X_NAME"), Bytes::from_static(b"caf\xe9")),
+        (
+            Bytes::from_static(b"HTTP_HOST"),
+            Bytes::from_static(b"example.com"),
+        ),
+        (
+            Bytes::from_static(b"HTTP_X_NAME"),
+            Bytes::from_static(b"caf\xe9"),
+        ),
     ];
-    environ.extra = vec![(Bytes::from_static(b"DOCUMENT_ROOT"), Bytes::from_static(b"/srv"))];
+    environ.extra = vec![(
+        Bytes::from_static(b"DOCUMENT_ROOT"),
+        Bytes::from_static(b"/srv"),
+    )];
     environ.url_scheme = wsgi_core::UrlScheme::Https;
     let record = serve(&app, environ, vec![]);
     let body = record.body_str();
@@ -326,7 +335,10 @@ fn close_is_called_on_success_error_and_disconnect() {
     assert_eq!(eval_in("t_close", "events"), "['closed']");
 
     let record = serve(&app, get("/fail"), vec![]);
-    assert_eq!(record.aborted.as_deref(), Some("ValueError: failed mid-body"));
+    assert_eq!(
+        record.aborted.as_deref(),
+        Some("ValueError: failed mid-body")
+    );
     assert!(!record.finished);
     assert_eq!(eval_in("t_close", "events"), "['closed', 'closed']");
     let text = log.text();
@@ -372,7 +384,10 @@ def app(environ, start_response):
     sink.disconnect_after = Some(2);
     let record = serve_with(&app, get("/"), vec![], sink);
     assert_eq!(record.chunks.len(), 2);
-    assert_eq!(eval_in("t_write_gone", "seen"), "['ConnectionAbortedError']");
+    assert_eq!(
+        eval_in("t_write_gone", "seen"),
+        "['ConnectionAbortedError']"
+    );
     assert_eq!(log.text(), "");
 }
 
@@ -451,7 +466,10 @@ fn wsgi_input_after_the_request_reads_nothing() {
     let record = serve(&app, environ("POST", "/keep"), vec![Piece::Data(b"abcdef")]);
     assert_eq!(record.body_str(), "[b'abc']");
     assert_eq!(
-        eval_in("t_input_keep", "(kept[0]['wsgi.input'].read(), kept[0]['wsgi.input'].readline())"),
+        eval_in(
+            "t_input_keep",
+            "(kept[0]['wsgi.input'].read(), kept[0]['wsgi.input'].readline())"
+        ),
         "(b'', b'')"
     );
 }
@@ -582,17 +600,17 @@ fn file_wrapper_over_a_regular_file_uses_a_file_region() {
     let (app, _) = app("t_files", FILES);
     let path = app_dir().join("t_files_data.bin");
     std::fs::write(&path, b"0123456789abcdef").unwrap();
-    let record = serve(
-        &app,
-        get(&format!("/?{}", path.display())),
-        vec![],
-    );
+    let record = serve(&app, get(&format!("/?{}", path.display())), vec![]);
     assert!(record.chunks.is_empty());
     assert_eq!(record.files.len(), 1);
     let (offset, len, content) = &record.files[0];
     assert_eq!(*offset, 5, "the file's position after f.read(5)");
     assert_eq!(*len, None);
-    assert_eq!(&content[..], b"56789abcdef", "the same file, from the offset");
+    assert_eq!(
+        &content[..],
+        b"56789abcdef",
+        "the same file, from the offset"
+    );
     assert_eq!(record.header("content-length").as_deref(), Some("11"));
     assert!(record.finished);
     assert_eq!(eval_in("t_files", "opened[-1].closed"), "True");
@@ -653,7 +671,16 @@ app = validator(inner)
     input.content_type = Some(Bytes::from_static(b"text/plain"));
     let cases: Vec<(wsgi_core::Environ, Vec<Piece>, &str)> = vec![
         (get("/"), vec![], "hello"),
-        (input, vec![Piece::Pending, Piece::Data(b"hel"), Piece::Pending, Piece::Data(b"lo")], "hello"),
+        (
+            input,
+            vec![
+                Piece::Pending,
+                Piece::Data(b"hel"),
+                Piece::Pending,
+                Piece::Data(b"lo"),
+            ],
+            "hello",
+        ),
         (environ("POST", "/lines"), pieces(), "line1\nline2\nline3"),
         (get("/write"), vec![], "written;returned"),
         (get("/stream"), vec![], "abc"),

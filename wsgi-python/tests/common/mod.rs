@@ -96,7 +96,10 @@ pub struct Record {
 
 impl Record {
     pub fn body(&self) -> Vec<u8> {
-        self.chunks.iter().flat_map(|chunk| chunk.to_vec()).collect()
+        self.chunks
+            .iter()
+            .flat_map(|chunk| chunk.to_vec())
+            .collect()
     }
 
     pub fn body_str(&self) -> String {
@@ -149,7 +152,10 @@ impl ResponseSink for TestSink {
     fn send(&mut self, chunk: Bytes) -> Result<(), SinkError> {
         assert!(self.started, "body before head");
         let mut record = self.record.lock().unwrap();
-        if self.disconnect_after.is_some_and(|limit| record.chunks.len() >= limit) {
+        if self
+            .disconnect_after
+            .is_some_and(|limit| record.chunks.len() >= limit)
+        {
             return Err(SinkError::Disconnected);
         }
         assert!(!chunk.is_empty(), "empty chunk sent");
