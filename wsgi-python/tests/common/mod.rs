@@ -378,3 +378,44 @@ pub fn read_file(path: &PathBuf) -> String {
         .unwrap();
     text
 }
+
+/// A sink whose `wait` sleeps (GIL released), to interleave threads.
+#[derive(Debug)]
+pub struct SlowSink {
+    pub inner: TestSink,
+    pub delay: std::time::Duration,
+    pub log: Arc<Mutex<Vec<String>>>,
+    pub name: &'static str,
+}
+
+impl ResponseSink for SlowSink {
+    fn start(&mut self, head: ResponseHead) -> Result<(), SinkError> {
+        self.inner.start(head)
+    }
+    fn send(&mut self, chunk: Bytes) -> Result<(), SinkError> {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{}:{}", self.name, String::from_utf8_lossy(&chunk)));
+        self.inner.send(chunk)
+    }
+    fn send_file(&mut self, region: FileRegion) -> Result<(), SinkError> {
+        self.inner.send_file(region)
+    }
+    fn must_wait(&self) -> bool {
+        true
+    }
+    fn wait(&mut self) -> Result<(), SinkError> {
+        std::thread::sleep(self.delay);
+        self.inner.wait()
+    }
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.inner.finish()
+    }
+    fn abort(&mut self, error: &AppError) {
+        self.inner.abort(error)
+    }
+    fn is_started(&self) -> bool {
+        self.inner.is_started()
+    }
+}
