@@ -4,7 +4,8 @@
 //! - `echo`: `GET /big` streams 1 MiB in 64 KiB chunks; `POST /upload` reads
 //!   the body and answers its length (as the benchmark's `echo.py`); other
 //!   requests with a body get it back; `/fail` fails before the response,
-//!   `/fail-late` after its first chunk; `/environ` lists the CGI variables.
+//!   `/fail-late` after its first chunk; `/environ` lists the CGI variables;
+//!   `/slow?MS` answers `slow` after MS milliseconds (default 1000).
 
 use std::sync::Arc;
 
@@ -67,6 +68,15 @@ impl Handler for Echo {
                         output.wait()?;
                     }
                 }
+            }
+            b"/slow" => {
+                let millis = std::str::from_utf8(&request.environ.query_string)
+                    .ok()
+                    .and_then(|query| query.parse::<u64>().ok())
+                    .unwrap_or(1000);
+                std::thread::sleep(std::time::Duration::from_millis(millis));
+                output.start(text_head(4))?;
+                output.send(Bytes::from_static(b"slow"))?;
             }
             b"/fail" => return Err(AppError::new("failure requested by /fail")),
             b"/fail-late" => {

@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::sync::watch;
 use tokio::time::{timeout_at, Instant};
 use wsgi_core::{ConnInfo, Environ, EnvironOptions, Request};
-use wsgi_http::{BodyLength, EncodeError, Event, ResponseEncoder, ServerConn};
+use wsgi_http::{EncodeError, Event, ResponseEncoder, ServerConn};
 
 use crate::date::with_http_date;
 use crate::exchange::{AppBody, AppOutput, Exchange, IoBatch, OutItem};
@@ -152,13 +152,13 @@ pub trait BodyDecoder {
     /// Next body event from buffered bytes; `Ok(None)` needs more bytes.
     ///
     /// # Errors
-    /// A malformed body, described.
-    fn decode_body(&mut self, src: &mut BytesMut) -> Result<Option<BodyEvent>, String>;
+    /// A malformed body: the status it deserves and a description.
+    fn decode_body(&mut self, src: &mut BytesMut) -> Result<Option<BodyEvent>, (u16, String)>;
     /// The peer closed: whatever the buffered bytes still give.
     ///
     /// # Errors
     /// The body was cut short.
-    fn decode_body_eof(&mut self, src: &mut BytesMut) -> Result<Option<BodyEvent>, String>;
+    fn decode_body_eof(&mut self, src: &mut BytesMut) -> Result<Option<BodyEvent>, (u16, String)>;
     /// Writes `100 Continue` (HTTP only).
     fn encode_continue(&mut self, _dst: &mut BytesMut) {}
 }
@@ -181,15 +181,15 @@ fn body_event(event: Option<Event>) -> Option<BodyEvent> {
 }
 
 impl BodyDecoder for ServerConn {
-    fn decode_body(&mut self, src: &mut BytesMut) -> Result<Option<BodyEvent>, String> {
+    fn decode_body(&mut self, src: &mut BytesMut) -> Result<Option<BodyEvent>, (u16, String)> {
         self.decode(src)
             .map(body_event)
-            .map_err(|error| error.to_string())
+            .map_err(|error| (error.status().as_u16(), error.to_string()))
     }
-    fn decode_body_eof(&mut self, src: &mut BytesMut) -> Result<Option<BodyEvent>, String> {
+    fn decode_body_eof(&mut self, src: &mut BytesMut) -> Result<Option<BodyEvent>, (u16, String)> {
         self.decode_eof(src)
             .map(body_event)
-            .map_err(|error| error.to_string())
+            .map_err(|error| (error.status().as_u16(), error.to_string()))
     }
     fn encode_continue(&mut self, dst: &mut BytesMut) {
         ServerConn::encode_continue(self, dst);
@@ -212,6 +212,9 @@ pub struct BodyState {
     pub done: bool,
     /// The body was malformed or cut: the connection cannot be reused.
     pub failed: bool,
+    /// The status a malformed body deserves (400, 413), for the answer if
+    /// the application fails because of it.
+    pub error_status: Option<u16>,
     /// `100 Continue` was sent, or not needed.
     pub continue_sent: bool,
 }
@@ -222,6 +225,7 @@ impl BodyState {
         BodyState {
             done: empty,
             failed: false,
+            error_status: None,
             continue_sent: !expect_continue,
         }
     }
@@ -241,7 +245,10 @@ impl BodyState {
                     exchange.end_body(None);
                 }
                 Ok(None) => return,
-                Err(message) => self.fail(exchange, io::ErrorKind::InvalidData, message),
+                Err((status, message)) => {
+                    self.error_status = Some(status);
+                    self.fail(exchange, io::ErrorKind::InvalidData, message);
+                }
             }
         }
     }
@@ -264,7 +271,7 @@ impl BodyState {
                     io::ErrorKind::UnexpectedEof,
                     "the client closed the connection before the end of the body".into(),
                 ),
-                Err(message) => self.fail(exchange, io::ErrorKind::UnexpectedEof, message),
+                Err((_, message)) => self.fail(exchange, io::ErrorKind::UnexpectedEof, message),
             }
         }
     }
@@ -311,9 +318,10 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
             &conn,
             &shared.environ,
         );
-        let mut body = BodyState::new(matches!(head.body, BodyLength::Empty), head.expect_continue);
+        // Even an empty body ends with the codec's `End` event, which the
+        // first `feed` consumes (the codec pauses until it has been seen).
+        let mut body = BodyState::new(false, head.expect_continue);
         drop(head);
-        let close = shared.is_shutting_down();
         let outcome = serve_request(
             &mut stream,
             &mut codec,
@@ -322,7 +330,7 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
             environ,
             &mut body,
             &shared,
-            close,
+            false,
         )
         .await;
         if outcome == Outcome::Close || body.failed || !codec.keep_alive() {
@@ -375,6 +383,7 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
     let mut writer = ResponseWriter {
         head_written: false,
         close,
+        shutdown: shared.shutdown.clone(),
     };
     let outcome = loop {
         let read_more = !body.done && body.continue_sent && exchange.wants_more_body();
@@ -409,7 +418,10 @@ pub async fn read_some<S: Transport>(stream: &mut S, read_buf: &mut BytesMut) ->
 #[derive(Debug)]
 struct ResponseWriter {
     head_written: bool,
+    /// The protocol closes after every response (uwsgi).
     close: bool,
+    /// A graceful stop adds `Connection: close` to responses that start after it.
+    shutdown: watch::Receiver<bool>,
 }
 
 impl ResponseWriter {
@@ -427,6 +439,7 @@ impl ResponseWriter {
             protocol.encode_continue(write_buf);
             body.continue_sent = true;
         }
+        let close = self.close || *self.shutdown.borrow();
         if let Some(head) = &batch.head {
             let known_length =
                 if head.content_length.is_none() && batch.finished && batch.aborted.is_none() {
@@ -450,7 +463,7 @@ impl ResponseWriter {
                         headers: &headers,
                         date: Some(date),
                         content_length: known_length,
-                        close: self.close,
+                        close,
                     },
                     write_buf,
                 )
@@ -478,16 +491,23 @@ impl ResponseWriter {
                 return Ok(Some(Outcome::Close));
             }
             write_buf.clear();
-            let body_text: &[u8] = b"Internal Server Error";
+            // A malformed or oversized body made the application fail: the
+            // client gets the codec's status (400, 413), not a 500.
+            let status = body.error_status.unwrap_or(500);
+            let reason = http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|code| code.canonical_reason())
+                .unwrap_or("Internal Server Error");
+            let body_text: &'static [u8] = reason.as_bytes();
             let encoded = with_http_date(|date| {
                 protocol.encode_head(
                     &wsgi_http::ResponseHead {
-                        status: 500,
-                        reason: b"Internal Server Error",
+                        status,
+                        reason: body_text,
                         headers: &[(b"Content-Type", b"text/plain")],
                         date: Some(date),
                         content_length: Some(body_text.len() as u64),
-                        close: self.close,
+                        close,
                     },
                     write_buf,
                 )
@@ -495,8 +515,9 @@ impl ResponseWriter {
             if encoded.is_err() {
                 return Ok(Some(Outcome::Close));
             }
-            write_buf.extend_from_slice(body_text);
             self.head_written = true;
+            self.write_data(stream, protocol, write_buf, Bytes::from_static(body_text))
+                .await?;
         }
         if batch.finished {
             let ended = protocol.encode_end(write_buf);

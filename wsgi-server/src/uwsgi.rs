@@ -23,20 +23,20 @@ struct UwsgiProtocol {
 }
 
 impl BodyDecoder for UwsgiProtocol {
-    fn decode_body(&mut self, src: &mut BytesMut) -> Result<Option<BodyEvent>, String> {
+    fn decode_body(&mut self, src: &mut BytesMut) -> Result<Option<BodyEvent>, (u16, String)> {
         match self.decoder.decode(src) {
             Ok(Some(Event::Data(data))) => Ok(Some(BodyEvent::Data(data))),
             Ok(Some(Event::End)) => Ok(Some(BodyEvent::End)),
             Ok(Some(Event::Head(_))) | Ok(None) => Ok(None),
-            Err(error) => Err(error.to_string()),
+            Err(error) => Err((error.status_hint(), error.to_string())),
         }
     }
-    fn decode_body_eof(&mut self, src: &mut BytesMut) -> Result<Option<BodyEvent>, String> {
+    fn decode_body_eof(&mut self, src: &mut BytesMut) -> Result<Option<BodyEvent>, (u16, String)> {
         match self.decoder.decode_eof(src) {
             Ok(Some(Event::Data(data))) => Ok(Some(BodyEvent::Data(data))),
             Ok(Some(Event::End)) => Ok(Some(BodyEvent::End)),
             Ok(Some(Event::Head(_))) | Ok(None) => Ok(None),
-            Err(error) => Err(error.to_string()),
+            Err(error) => Err((error.status_hint(), error.to_string())),
         }
     }
 }
@@ -61,7 +61,7 @@ impl Framer for UwsgiProtocol {
 /// closes the connection without an answer and never reaches the
 /// application: the peer is a proxy, not a person.
 pub async fn serve_uwsgi<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc<Shared>) {
-    let mut decoder = Decoder::new(shared.uwsgi_limits.clone());
+    let mut decoder = Decoder::new(shared.uwsgi_limits);
     let mut read_buf = BytesMut::with_capacity(8 * 1024);
     let mut write_buf = BytesMut::with_capacity(8 * 1024);
     let deadline = Instant::now() + shared.timeouts.header;

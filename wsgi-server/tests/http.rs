@@ -1,0 +1,381 @@
+//! The HTTP server end to end, over 127.0.0.1 with the pure-Rust test
+//! application: exact response bytes for keep-alive, pipelining, chunked
+//! uploads, 100-continue, HEAD, refusals, application errors, timeouts and
+//! graceful stops.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use support::{exchange, is_closed, read_response, read_to_close, TestServer};
+use wsgi_server::server::Stop;
+
+fn hello_response(extra: &str) -> String {
+    format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n{extra}\r\nHello, World!")
+}
+
+#[test]
+fn keep_alive_serves_several_requests_on_one_connection() {
+    let server = TestServer::start("hello", |_| {});
+    let mut stream = server.connect();
+    for _ in 0..3 {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_response(&mut stream), hello_response(""));
+    }
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let server = TestServer::start("echo", |_| {});
+    let mut stream = server.connect();
+    stream
+        .write_all(
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\none\
+              POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\ntwo\
+              POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nthree",
+        )
+        .unwrap();
+    let expect = |body: &str, extra: &str| {
+        format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{extra}\r\n{body}", body.len())
+    };
+    assert_eq!(read_response(&mut stream), expect("one", ""));
+    assert_eq!(read_response(&mut stream), expect("two", ""));
+    assert_eq!(
+        read_response(&mut stream),
+        expect("three", "Connection: close\r\n")
+    );
+    assert!(is_closed(&mut stream));
+}
+
+#[test]
+fn chunked_upload_is_dechunked() {
+    let server = TestServer::start("echo", |_| {});
+    let response = exchange(
+        &server,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n",
+    );
+    assert_eq!(
+        response,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 12\r\n\r\nhello, world"
+    );
+}
+
+#[test]
+fn large_upload_streams_through() {
+    let server = TestServer::start("echo", |_| {});
+    let body = vec![b'z'; 3 * 1024 * 1024 + 7];
+    let mut stream = server.connect();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&body).unwrap();
+    let response = read_response(&mut stream);
+    assert!(
+        response.ends_with(&format!("\r\n\r\n{}", body.len())),
+        "{response}"
+    );
+}
+
+#[test]
+fn expect_100_continue_is_sent_when_the_app_reads() {
+    let server = TestServer::start("echo", |_| {});
+    let mut stream = server.connect();
+    stream
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .unwrap();
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(b"data").unwrap();
+    assert_eq!(
+        read_response(&mut stream),
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\ndata"
+    );
+}
+
+#[test]
+fn no_100_continue_when_the_app_does_not_read() {
+    let server = TestServer::start("hello", |_| {});
+    let mut stream = server.connect();
+    stream
+        .write_all(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .unwrap();
+    // The final response comes without an interim one, and the connection
+    // closes since the client may or may not send the body now.
+    assert_eq!(
+        read_response(&mut stream),
+        hello_response("Connection: close\r\n")
+    );
+    assert!(is_closed(&mut stream));
+}
+
+#[test]
+fn head_gets_headers_without_body() {
+    let server = TestServer::start("hello", |_| {});
+    let mut stream = server.connect();
+    stream
+        .write_all(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut expected_head = hello_response("");
+    expected_head.truncate(expected_head.len() - 13);
+    let mut head = vec![0u8; expected_head.len() + "Date: Sat, 21 Nov 2026 15:35:01 GMT\r\n".len()];
+    stream.read_exact(&mut head).unwrap();
+    assert_eq!(
+        support::strip_date(&String::from_utf8_lossy(&head)),
+        expected_head
+    );
+    // The next response follows at once: no body bytes were sent for HEAD.
+    assert_eq!(read_response(&mut stream), hello_response(""));
+}
+
+#[test]
+fn streamed_response_without_length_is_chunked() {
+    let server = TestServer::start("echo", |_| {});
+    let response = exchange(&server, b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(response.starts_with(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ));
+    assert_eq!(
+        response.len() - response.find("\r\n\r\n").unwrap() - 4,
+        1024 * 1024
+    );
+}
+
+#[test]
+fn http_10_streamed_response_is_close_delimited() {
+    let server = TestServer::start("echo", |_| {});
+    let mut stream = server.connect();
+    stream.write_all(b"GET /big HTTP/1.0\r\n\r\n").unwrap();
+    let all = read_to_close(&mut stream);
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{}", &text[..100]);
+    assert!(text.contains("Connection: close\r\n"));
+    assert!(!text.contains("Transfer-Encoding"));
+    assert_eq!(all.len() - text.find("\r\n\r\n").unwrap() - 4, 1024 * 1024);
+}
+
+#[test]
+fn http_10_keep_alive_is_honoured() {
+    let server = TestServer::start("hello", |_| {});
+    let mut stream = server.connect();
+    for _ in 0..2 {
+        stream
+            .write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .unwrap();
+        assert_eq!(
+            read_response(&mut stream),
+            hello_response("Connection: keep-alive\r\n")
+        );
+    }
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    assert_eq!(
+        read_response(&mut stream),
+        hello_response("Connection: close\r\n")
+    );
+    assert!(is_closed(&mut stream));
+}
+
+fn refusal(status: &str) -> String {
+    let reason = status.split_once(' ').unwrap().1;
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reason}",
+        reason.len()
+    )
+}
+
+#[test]
+fn malformed_requests_get_their_status_and_a_close() {
+    let server = TestServer::start("echo", |config| {
+        config.max_body_size = Some(100);
+        config.http_limits.max_request_line = 200;
+    });
+    let long_target = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(300));
+    let long_header = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(9000)
+    );
+    let many_headers = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        "X-A: 1\r\n".repeat(101)
+    );
+    let cases: &[(&[u8], &str)] = &[
+        (b"GARBAGE\r\n\r\n", "400 Bad Request"),
+        (b"GET / HTTP/1.1\r\n\r\n", "400 Bad Request"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", "400 Bad Request"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "400 Bad Request"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n folded\r\n\r\n", "400 Bad Request"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n", "400 Bad Request"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "400 Bad Request"),
+        (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", "505 HTTP Version Not Supported"),
+        (long_target.as_bytes(), "414 URI Too Long"),
+        (long_header.as_bytes(), "431 Request Header Fields Too Large"),
+        (many_headers.as_bytes(), "431 Request Header Fields Too Large"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n", "413 Payload Too Large"),
+    ];
+    for (request, status) in cases {
+        let mut stream = server.connect();
+        stream.write_all(request).unwrap();
+        assert_eq!(
+            read_response(&mut stream),
+            refusal(status),
+            "{}",
+            String::from_utf8_lossy(request)
+        );
+        assert!(is_closed(&mut stream));
+    }
+    // And the server serves on.
+    assert!(exchange(&server, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 200 OK"));
+}
+
+#[test]
+fn chunked_body_over_the_limit_fails_the_request() {
+    let server = TestServer::start("echo", |config| config.max_body_size = Some(10));
+    let mut stream = server.connect();
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n")
+        .unwrap();
+    // The application's read fails because of the body: 413, and a close.
+    let response = read_response(&mut stream);
+    assert!(
+        response.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
+        "{response}"
+    );
+    assert!(is_closed(&mut stream));
+}
+
+#[test]
+fn application_error_gives_500_and_the_connection_serves_on() {
+    let server = TestServer::start("echo", |_| {});
+    let mut stream = server.connect();
+    stream
+        .write_all(b"GET /fail HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(
+        read_response(&mut stream),
+        "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nContent-Length: 21\r\n\r\nInternal Server Error"
+    );
+    stream
+        .write_all(b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
+        .unwrap();
+    assert!(read_response(&mut stream).ends_with("\r\n\r\nok"));
+}
+
+#[test]
+fn application_error_after_the_head_cuts_the_connection() {
+    let server = TestServer::start("echo", |_| {});
+    let mut stream = server.connect();
+    stream
+        .write_all(b"GET /fail-late HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let all = String::from_utf8_lossy(&read_to_close(&mut stream)).into_owned();
+    assert!(all.starts_with("HTTP/1.1 200 OK\r\n"), "{all}");
+    assert!(all.contains("Transfer-Encoding: chunked"));
+    // The chunked body never gets its terminating zero chunk.
+    assert!(all.ends_with("7\r\npartial\r\n"), "{all:?}");
+}
+
+#[test]
+fn idle_keep_alive_connection_times_out() {
+    let server = TestServer::start("hello", |config| {
+        config.timeouts.keep_alive = Duration::from_millis(300)
+    });
+    let mut stream = server.connect();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    read_response(&mut stream);
+    assert!(is_closed(&mut stream));
+}
+
+#[test]
+fn slow_head_gets_408() {
+    let server = TestServer::start("hello", |config| {
+        config.timeouts.header = Duration::from_millis(300)
+    });
+    let mut stream = server.connect();
+    stream.write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
+    assert_eq!(read_response(&mut stream), refusal("408 Request Timeout"));
+}
+
+#[test]
+fn graceful_stop_finishes_in_flight_and_closes_idle_at_once() {
+    let mut server = TestServer::start("echo", |_| {});
+    let mut idle = server.connect();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    read_response(&mut idle);
+    let mut busy = server.connect();
+    busy.write_all(b"GET /slow?700 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let reader = std::thread::spawn(move || read_response(&mut busy));
+    let took = server.stop(Stop::Graceful);
+    assert_eq!(
+        reader.join().unwrap(),
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow"
+    );
+    assert!(is_closed(&mut idle));
+    assert!(took < Duration::from_secs(3), "graceful stop took {took:?}");
+}
+
+#[test]
+fn serves_on_a_unix_socket() {
+    use wsgi_server::listener::{BindAddr, BindSpec, Protocol};
+    let path = std::env::temp_dir().join(format!("wsgi-http-test-{}.sock", std::process::id()));
+    let server = TestServer::start_on(
+        "hello",
+        vec![BindSpec {
+            addr: BindAddr::Unix(path.clone()),
+            protocol: Protocol::Http,
+        }],
+        |_| {},
+    );
+    let mut stream = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut all = String::new();
+    stream.read_to_string(&mut all).unwrap();
+    assert_eq!(
+        support::strip_date(&all),
+        hello_response("Connection: close\r\n")
+    );
+    drop(server);
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn environ_reflects_the_request() {
+    let server = TestServer::start("echo", |_| {});
+    let response = exchange(
+        &server,
+        b"GET /environ?a=1 HTTP/1.1\r\nHost: example.com:81\r\nCookie: a=1\r\nCookie: b=2\r\nX_Under: no\r\n\r\n",
+    );
+    for line in [
+        "REQUEST_METHOD=GET",
+        "PATH_INFO=/environ",
+        "QUERY_STRING=a=1",
+        "SERVER_NAME=example.com",
+        "SERVER_PORT=81",
+        "REMOTE_ADDR=127.0.0.1",
+        "HTTP_COOKIE=a=1; b=2",
+        "SERVER_PROTOCOL=HTTP/1.1",
+    ] {
+        assert!(
+            response.contains(&format!("\n{line}\n"))
+                || response.contains(&format!("\r\n\r\n{line}\n")),
+            "{line} in {response}"
+        );
+    }
+    assert!(!response.contains("HTTP_X_UNDER"));
+}
