@@ -241,8 +241,11 @@ pub fn initialize(config: &PythonConfig) -> Result<InterpreterInfo, InitError> {
         }
         Ok(Ok(info))
     })
-    .map_err(|error| InitError::Setup(error.to_string()))?;
+    .map_err(|error| InitError::Setup(error.to_string()))
+    .and_then(|info| info);
 
+    // Released even when the set-up failed, so no other thread can hang on
+    // the GIL while the caller reports the error.
     // SAFETY: this thread holds the GIL since Py_InitializeFromConfig; we
     // release it (keeping the thread state for later attaches of this thread)
     // so executor threads can attach.
