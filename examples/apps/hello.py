@@ -1,0 +1,7 @@
+"""The smallest WSGI application: `wsgi-server examples/apps/hello.py`."""
+
+
+def application(environ, start_response):
+    body = b"Hello, World!"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
