@@ -1,0 +1,1 @@
+"""A minimal Django project served by wsgi-server in the end-to-end tests."""
