@@ -9,8 +9,9 @@ Serve it with `wsgi-server examples/apps/flask_app.py` (or
 - `GET /cookies/set?name=value`: sets the given cookies; `GET /cookies`
   returns the request's cookies.
 - `GET /redirect`: 302 to `/api/items`.
-- `GET /stream?n=N`: a streamed response (generator with
-  `stream_with_context`, reading `request.args` while streaming).
+- `GET /stream?n=N&prefix=P&delay=S`: a streamed response (generator with
+  `stream_with_context`, reading `request.args` while streaming; sleeps S
+  seconds after each chunk).
 - `GET /file`: this file with `send_file` (through `wsgi.file_wrapper`).
 - `GET /url_for`: `url_for` results, relative and external.
 - `GET /error`: raises RuntimeError (Flask's 500 page; the traceback goes to
@@ -21,6 +22,7 @@ Serve it with `wsgi-server examples/apps/flask_app.py` (or
 import hashlib
 import os
 import threading
+import time
 
 from flask import (
     Flask,
@@ -102,12 +104,15 @@ def go_elsewhere():
 @app.get("/stream")
 def stream():
     count = int(request.args.get("n", "5"))
+    delay = float(request.args.get("delay", "0"))
 
     @stream_with_context
     def generate():
         for index in range(count):
             # request is still usable while the response streams.
             yield f"{request.args.get('prefix', 'chunk')} {index}\n"
+            if delay:
+                time.sleep(delay)
 
     return Response(generate(), mimetype="text/plain")
 
