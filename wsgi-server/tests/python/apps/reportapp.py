@@ -1,0 +1,68 @@
+"""A WSGI app that reports the interpreter it runs in (sys.prefix,
+sys.executable, a child process started with sys.executable, os.environ)
+and the request environ, for the command-line tests; `factory(...)`
+returns an app reporting the factory's arguments."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+CONSTANT = 42
+
+
+def helper():
+    return "helper"
+
+
+def _json(start_response, value):
+    body = json.dumps(value, sort_keys=True).encode()
+    start_response("200 OK", [("Content-Type", "application/json"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def application(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/sleep":
+        time.sleep(float(environ.get("QUERY_STRING") or "1"))
+        return _json(start_response, {"slept": True})
+    if path == "/interpreter":
+        child = subprocess.run([sys.executable, "-c", "print(1)"], capture_output=True,
+                               timeout=20, text=True)
+        child_prefix = subprocess.run(
+            [sys.executable, "-c", "import sys; print(sys.prefix)"], capture_output=True,
+            timeout=20, text=True)
+        try:
+            import flask
+            flask_file = flask.__file__
+        except ImportError as error:
+            flask_file = "ImportError: %s" % error
+        return _json(start_response, {
+            "prefix": sys.prefix,
+            "base_prefix": sys.base_prefix,
+            "executable": sys.executable,
+            "version": sys.version_info[:3],
+            "child_stdout": child.stdout,
+            "child_returncode": child.returncode,
+            "child_stderr": child.stderr[-2000:],
+            "child_prefix": child_prefix.stdout.strip(),
+            "flask_file": flask_file,
+            "cwd": os.getcwd(),
+        })
+    if path == "/environ":
+        return _json(start_response, {
+            "environ_has_HTTP_FOO": "HTTP_FOO" in environ,
+            "environ_HTTP_FOO": environ.get("HTTP_FOO"),
+            "os_environ_HTTP_FOO": os.environ.get("HTTP_FOO"),
+            "environ_keys_from_os": sorted(k for k in os.environ if k in environ),
+        })
+    return _json(start_response, {"app": "reportapp", "path": path, "cwd": os.getcwd(),
+                                  "module_file": __file__})
+
+
+def factory(*args, **kwargs):
+    def app(environ, start_response):
+        return _json(start_response, {"args": list(args), "kwargs": kwargs})
+    return app

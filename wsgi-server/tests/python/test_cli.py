@@ -1,0 +1,221 @@
+"""The command line and the process: exit codes, application specs,
+--chdir / --pythonpath, the virtualenv (-H) and what the app sees of the
+interpreter, os.environ kept out of the WSGI environ, signals."""
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import APPS, REPO, SERVER_BIN, TEST_APPS, TEST_VENV, free_port
+
+
+def run_server(*args, cwd=None, env=None, timeout=15):
+    """Runs the server expected to exit by itself; returns (status, stderr)."""
+    command = [str(SERVER_BIN), "--bind", f"127.0.0.1:{free_port()}", "-H", str(TEST_VENV)]
+    result = subprocess.run(command + list(args), cwd=cwd or REPO, env=env,
+                            stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    return result.returncode, result.stdout.decode(errors="replace"), \
+        result.stderr.decode(errors="replace")
+
+
+def get_json(server, path):
+    response = requests.get(server.url + path, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+# -- exit codes --------------------------------------------------------------
+
+
+def test_import_error_exits_4_with_one_traceback(server_bin):
+    status, stdout, stderr = run_server("--pythonpath", str(TEST_APPS), "broken_import:application")
+    assert status == 4, stderr
+    assert stderr.count("Traceback (most recent call last)") == 1, stderr
+    assert stderr.count("RuntimeError: broken at import 8c1f") == 1, stderr
+    assert "broken_import.py" in stderr
+    assert "Listening at" not in stderr
+
+
+def test_missing_attribute_exits_4_listing_the_module_names(server_bin):
+    status, stdout, stderr = run_server("--pythonpath", str(TEST_APPS), "reportapp:nosuch")
+    assert status == 4, stderr
+    assert "nosuch" in stderr
+    for name in ("application", "factory", "helper", "CONSTANT"):
+        assert name in stderr, f"{name} not listed:\n{stderr}"
+    assert "Traceback" not in stderr, stderr
+
+
+def test_missing_module_exits_4(server_bin):
+    status, stdout, stderr = run_server("no_such_module_3b7e:application")
+    assert status == 4, stderr
+    assert "no_such_module_3b7e" in stderr
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--no-such-flag", "reportapp"], "--no-such-flag"),
+    (["--threads", "many", "reportapp"], "--threads"),
+])
+def test_unknown_flag_or_unparsable_value_exits_1(server_bin, args, flag):
+    """The argument parser's errors: one error line naming the flag (clap
+    may add its usage and a hint)."""
+    status, stdout, stderr = run_server(*args)
+    assert status == 1, stderr
+    error_lines = [line for line in stderr.splitlines() if "error" in line.lower()]
+    assert len(error_lines) == 1 and flag in error_lines[0], stderr
+    assert "panicked" not in stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["--threads", "0", "reportapp"],
+    ["--protocol", "gopher", "reportapp"],
+    ["--rust-app", "hello", "reportapp"],
+    ["--keep-alive=-3", "reportapp"],
+])
+def test_bad_flag_value_exits_1_with_one_line(server_bin, args):
+    status, stdout, stderr = run_server(*args)
+    assert status == 1, stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert "error" in stderr.lower()
+    assert stdout == ""
+
+
+def test_taken_port_exits_1(server_bin):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [str(SERVER_BIN), "--bind", f"127.0.0.1:{port}", "-H", str(TEST_VENV),
+             "--pythonpath", str(TEST_APPS), "reportapp"],
+            capture_output=True, timeout=15, stdin=subprocess.DEVNULL, cwd=REPO)
+    assert result.returncode == 1, result.stderr
+    assert b"cannot listen" in result.stderr
+
+
+# -- application specs -------------------------------------------------------
+
+
+def test_module_alone_means_application(start):
+    server = start("--pythonpath", str(TEST_APPS), "reportapp")
+    assert get_json(server, "/x")["app"] == "reportapp"
+
+
+def test_factory_with_literal_arguments(start):
+    server = start("--pythonpath", str(TEST_APPS), "reportapp:factory('x', debug=True)")
+    assert get_json(server, "/") == {"args": ["x"], "kwargs": {"debug": True}}
+
+
+def test_factory_without_arguments(start):
+    server = start("--pythonpath", str(TEST_APPS), "reportapp:factory()")
+    assert get_json(server, "/") == {"args": [], "kwargs": {}}
+
+
+def test_app_file_path(start):
+    server = start("examples/apps/hello.py")
+    response = requests.get(server.url + "/", timeout=10)
+    assert (response.status_code, response.content) == (200, b"Hello, World!")
+
+
+def test_app_file_path_with_callable(start):
+    server = start(str(TEST_APPS / "reportapp.py") + ":application")
+    assert get_json(server, "/x")["app"] == "reportapp"
+
+
+def test_chdir(start, tmp_path):
+    target = TEST_APPS / "chdir_only"
+    server = start("--chdir", str(target), "chdironly:application", cwd=tmp_path)
+    assert get_json(server, "/") == {"app": "chdironly", "cwd": str(target)}
+
+
+def test_pythonpath(start, tmp_path):
+    server = start("--pythonpath", str(TEST_APPS / "pypath_only"), "pypathonly", cwd=tmp_path)
+    assert get_json(server, "/") == {"app": "pypathonly", "cwd": str(tmp_path)}
+
+
+def test_without_pythonpath_the_module_is_not_found(server_bin, tmp_path):
+    status, _stdout, stderr = run_server("pypathonly", cwd=tmp_path)
+    assert status == 4, stderr
+
+
+# -- the interpreter ---------------------------------------------------------
+
+
+def check_venv_interpreter(report):
+    venv = os.path.realpath(TEST_VENV)
+    assert os.path.realpath(report["prefix"]) == venv, report
+    assert os.path.realpath(os.path.dirname(report["executable"])) == os.path.join(venv, "bin"), report
+    assert os.access(report["executable"], os.X_OK), report
+    assert report["child_returncode"] == 0, report
+    assert report["child_stdout"] == "1\n", report
+    assert os.path.realpath(report["child_prefix"]) == venv, report
+    assert os.path.realpath(report["flask_file"]).startswith(venv + os.sep), report
+    assert report["version"] == [3, 11, 7], report
+
+
+def test_virtualenv_flag(start):
+    server = start("--pythonpath", str(TEST_APPS), "reportapp")
+    check_venv_interpreter(get_json(server, "/interpreter"))
+    log = server.log()
+    assert "virtualenv %s" % TEST_VENV in log, log
+
+
+def test_virtualenv_from_environment(start):
+    env = dict(os.environ, VIRTUAL_ENV=str(TEST_VENV))
+    server = start("--pythonpath", str(TEST_APPS), "reportapp", env=env, venv=None)
+    check_venv_interpreter(get_json(server, "/interpreter"))
+
+
+def test_os_environ_not_merged_into_environ(start):
+    env = dict(os.environ, HTTP_FOO="leaked-from-the-environment")
+    server = start("--pythonpath", str(TEST_APPS), "reportapp", env=env)
+    report = get_json(server, "/environ")
+    assert report == {
+        "environ_has_HTTP_FOO": False,
+        "environ_HTTP_FOO": None,
+        "os_environ_HTTP_FOO": "leaked-from-the-environment",
+        "environ_keys_from_os": [],
+    }
+    response = requests.get(server.url + "/environ", headers={"Foo": "from-the-request"},
+                            timeout=10)
+    assert response.json()["environ_HTTP_FOO"] == "from-the-request"
+
+
+# -- signals -----------------------------------------------------------------
+
+
+def test_sigint_stops_cleanly(start):
+    server = start("--pythonpath", str(TEST_APPS), "reportapp")
+    assert get_json(server, "/x")["app"] == "reportapp"
+    assert server.stop(signal.SIGINT) == 0
+    assert "Handling signal: int" in server.log()
+
+
+def test_sigterm_lets_the_in_flight_request_finish(start):
+    server = start("--pythonpath", str(TEST_APPS), "reportapp")
+    result = {}
+
+    def slow():
+        try:
+            result["response"] = requests.get(server.url + "/sleep?1.0", timeout=15)
+        except Exception as error:  # noqa: BLE001 - reported below
+            result["error"] = error
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    assert server.stop(signal.SIGTERM) == 0
+    thread.join(15)
+    assert "error" not in result, result
+    response = result["response"]
+    assert response.status_code == 200
+    assert response.json() == {"slept": True}
+    assert time.monotonic() - started < 10
