@@ -43,6 +43,9 @@ Routes (each answers in a form a test can check exactly):
 - `GET /raw/not-bytes`: the iterable yields a `str` (server must answer 500).
 - `GET /raw/invalid-headers`: tries invalid statuses and headers, catches
   the errors `start_response` raises, and reports them as JSON.
+- `GET /raw/declared-length?declared=N&actual=M&mode=list|gen`: declares
+  `Content-Length: N` and sends M bytes (`0123456789...`) as one list item or
+  from a generator.
 - `GET /raw/file-wrapper`: this file through `wsgi.file_wrapper`, no
   validator in between (so the server can use sendfile).
 """
@@ -327,6 +330,15 @@ def raw_app(environ, start_response):
             body = json.dumps(report, sort_keys=True).encode("ascii")
             start_response("200 OK", [("Content-Type", "application/json")], sys.exc_info())
             return [body]
+
+    if path == "/raw/declared-length":
+        query = _query(environ)
+        body = (b"0123456789" * 1000)[: int(query["actual"])]
+        start_response("200 OK", [("Content-Type", "text/plain"),
+                                  ("Content-Length", query["declared"])])
+        if query.get("mode") == "gen":
+            return (body[i:i + 3] for i in range(0, len(body), 3))
+        return [body]
 
     if path == "/raw/file-wrapper":
         start_response("200 OK", [("Content-Type", "text/x-python")])

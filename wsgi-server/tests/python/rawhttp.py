@@ -131,20 +131,28 @@ class Conn:
         raise AssertionError("read_to_eof: too many reads")
 
     def at_eof(self, timeout=2.0):
-        """Whether the server closes the connection (within `timeout`) without
-        sending more bytes; returns (closed, extra bytes)."""
-        self.sock.settimeout(timeout)
+        """Reads until the server closes the connection or `timeout` passes;
+        returns (closed, the bytes that came before, buffered ones included)."""
+        deadline = time.monotonic() + timeout
+        data, self.buffer = self.buffer, b""
         try:
-            data = self.sock.recv(65536)
-        except socket.timeout:
-            return False, self.buffer
-        except ConnectionResetError:
-            return True, self.buffer
+            for _ in range(100000):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False, data
+                self.sock.settimeout(remaining)
+                try:
+                    chunk = self.sock.recv(65536)
+                except socket.timeout:
+                    return False, data
+                except ConnectionResetError:
+                    return True, data
+                if not chunk:
+                    return True, data
+                data += chunk
+            return False, data
         finally:
             self.sock.settimeout(self.timeout)
-        if not data:
-            return True, self.buffer
-        return False, self.buffer + data
 
 
 def request(method, target, headers=(), body=b"", host=b"test"):

@@ -219,3 +219,18 @@ def test_sigterm_lets_the_in_flight_request_finish(start):
     assert response.status_code == 200
     assert response.json() == {"slept": True}
     assert time.monotonic() - started < 10
+
+
+def test_sigterm_closes_idle_keep_alive_connections_at_once(start):
+    from rawhttp import Conn, request
+
+    server = start("--pythonpath", str(TEST_APPS), "reportapp", "--keep-alive", "60")
+    with Conn(server) as conn:
+        conn.send(request(b"GET", b"/x"))
+        assert conn.read_response().status == 200
+        started = time.monotonic()
+        assert server.stop(signal.SIGTERM) == 0
+        stopped_in = time.monotonic() - started
+        closed, extra = conn.at_eof(timeout=1)
+    assert stopped_in < 3, f"graceful stop took {stopped_in:.2f}s with an idle connection"
+    assert closed and extra == b""

@@ -219,3 +219,26 @@ def test_concurrent_requests(server):
         assert response.status_code == 200
         assert response.text == "".join(f"c{index} {i}\n" for i in range(50))
     assert time.monotonic() - started < 30
+
+
+def test_head_matches_get(server):
+    get = requests.get(url(server, "/api/items"), timeout=10)
+    head = requests.head(url(server, "/api/items"), timeout=10)
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["Content-Length"] == get.headers["Content-Length"]
+
+
+def test_mounted_under_script_name(start):
+    server = start("--pythonpath", str(APPS), "--script-name", "/mount", "flask_app:app")
+    response = requests.get(server.url + "/mount/url_for", timeout=10)
+    assert response.status_code == 200
+    assert response.json() == {
+        "relative": "/mount/api/items",
+        "external": f"http://127.0.0.1:{server.port}/mount/api/items",
+        "with_args": "/mount/url_for?q=a+b",
+        "script_root": "/mount",
+        "url": f"http://127.0.0.1:{server.port}/mount/url_for",
+    }
+    redirect = requests.get(server.url + "/mount/redirect", allow_redirects=False, timeout=10)
+    assert redirect.headers["Location"] == "/mount/api/items"

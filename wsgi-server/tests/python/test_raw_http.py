@@ -2,6 +2,7 @@
 keep-alive, pipelining, chunked uploads, `Expect: 100-continue`, HEAD,
 malformed requests and application errors, with exact bytes asserted."""
 
+import socket
 import time
 
 import pytest
@@ -154,3 +155,92 @@ def test_app_exception_gives_500_then_a_new_connection_is_served(server):
         conn.send(request(b"GET", b"/write"))
         follow = conn.read_response()
     assert (follow.status, follow.body) == (200, b"part1,part2,part3")
+
+
+def test_body_sent_one_byte_at_a_time(server):
+    body = b"byte by byte\nacross packets"
+    data = request(b"POST", b"/echo", [b"Transfer-Encoding: chunked"],
+                   chunked([body[:5], body[5:11], body[11:]]))
+    with Conn(server) as conn:
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for index in range(len(data)):
+            conn.send(data[index:index + 1])
+            time.sleep(0.002)
+        response = conn.read_response()
+    assert (response.status, response.body) == (200, body)
+
+
+def test_connection_close_request_is_honoured(server):
+    with Conn(server) as conn:
+        conn.send(request(b"GET", b"/write", [b"Connection: close"]))
+        response = conn.read_response()
+        closed, extra = conn.at_eof(timeout=3)
+    assert (response.status, response.body) == (200, b"part1,part2,part3")
+    assert response.header("Connection") == b"close"
+    assert closed and extra == b""
+
+
+def test_client_gone_during_upload_is_quiet_and_harmless(server):
+    offset = server.log_size()
+    conn = Conn(server)
+    conn.send(request(b"POST", b"/echo", [b"Content-Length: 1000000"]) + b"x" * 100_000)
+    time.sleep(0.2)
+    conn.close()
+    time.sleep(0.3)
+    with Conn(server) as conn:
+        conn.send(request(b"GET", b"/write"))
+        follow = conn.read_response()
+    assert (follow.status, follow.body) == (200, b"part1,part2,part3")
+    log = server.log_since(offset)
+    assert "Traceback" not in log, log
+
+
+def test_percent_encoded_utf8_path_is_latin1_in_environ(server):
+    with Conn(server) as conn:
+        conn.send(request(b"GET", b"/caf%C3%A9%20x?q=%C3%A9"))
+        response = conn.read_response()
+    assert response.status == 404
+    # PEP 3333: PATH_INFO holds the decoded bytes as latin-1 characters.
+    assert response.body == "not found: /caf\u00c3\u00a9 x".encode("latin-1")
+
+
+def test_idle_keep_alive_connection_closed_after_timeout(start):
+    server = start(str(APPS / "pep3333_app.py"), "--keep-alive", "1")
+    with Conn(server) as conn:
+        conn.send(request(b"GET", b"/write"))
+        assert conn.read_response().status == 200
+        started = time.monotonic()
+        closed, extra = conn.at_eof(timeout=4)
+        waited = time.monotonic() - started
+    assert closed and extra == b"", extra
+    assert 0.5 <= waited <= 3, f"closed after {waited:.2f}s with --keep-alive 1"
+
+
+@pytest.mark.parametrize("mode", ["list", "gen"])
+def test_body_longer_than_declared_content_length_is_cut(server, mode):
+    """The app declares 5 bytes and returns 10: exactly 5 go out, and the
+    connection is either closed or still in sync for the next request."""
+    with Conn(server) as conn:
+        conn.send(request(b"GET", b"/raw/declared-length?declared=5&actual=10&mode=" + mode.encode()))
+        response = conn.read_response()
+        assert (response.status, response.body) == (200, b"01234")
+        try:
+            conn.send(request(b"GET", b"/write"))
+            follow = conn.read_response()
+        except (EOFError, ConnectionError):
+            return  # closed after the response: fine
+    assert (follow.status, follow.body) == (200, b"part1,part2,part3"), follow
+
+
+@pytest.mark.parametrize("mode", ["list", "gen"])
+def test_body_shorter_than_declared_content_length_closes(server, mode):
+    """The app declares 20 bytes and returns 10: the connection must close
+    after them (the client sees a truncated body), never be reused."""
+    with Conn(server) as conn:
+        conn.send(request(b"GET", b"/raw/declared-length?declared=20&actual=10&mode=" + mode.encode()))
+        _version, status, _reason, headers, _head = conn.read_head()
+        assert status == 200
+        assert (b"Content-Length", b"20") in headers, headers
+        closed, extra = conn.at_eof(timeout=3)
+    assert closed, f"connection kept open after a short body; got {extra!r}"
+    assert extra == b"0123456789"
