@@ -24,7 +24,7 @@ pub struct Cli {
     #[arg(long, value_name = "NAME")]
     pub rust_app: Option<String>,
 
-    /// Where to listen for HTTP: HOST:PORT, [::1]:PORT, :PORT, unix:PATH, fd://N (repeatable).
+    /// Where to listen for HTTP: `HOST:PORT`, `[::1]:PORT`, `:PORT`, `unix:PATH`, `fd://N` (repeatable).
     #[arg(short = 'b', long = "bind", value_name = "ADDRESS")]
     pub bind: Vec<String>,
 

@@ -3,9 +3,9 @@
 //!
 //! # Theory of operation
 //! The connection pushes request-body bytes in, the application pushes the
-//! response out, both through one mutex-guarded [`State`]. The application
+//! response out, both through one mutex-guarded `State`. The application
 //! side blocks only in `wait` (on a condvar), the connection side never
-//! blocks: it polls with an [`AtomicWaker`]. Wake-ups are sent only on
+//! blocks: it polls with an `AtomicWaker`. Wake-ups are sent only on
 //! transitions that matter (output queue became non-empty, the response
 //! finished, the application started waiting for body bytes), so a small
 //! response costs one wake-up of the I/O thread.
@@ -68,6 +68,18 @@ struct State {
 
     /// The connection is gone: every application call fails from now on.
     disconnected: bool,
+    /// The application is blocked on the condvar. std's `Condvar::notify_*`
+    /// always makes a system call, so we notify only when someone waits.
+    app_waiting: bool,
+}
+
+impl State {
+    /// Wakes the application if it waits; call with the lock held.
+    fn wake_app(&self, condvar: &Condvar) {
+        if self.app_waiting {
+            condvar.notify_all();
+        }
+    }
 }
 
 /// The shared half; both sides hold an `Arc`.
@@ -117,6 +129,7 @@ impl Exchange {
                 finished: false,
                 aborted: None,
                 disconnected: false,
+                app_waiting: false,
             }),
             app_wakeup: Condvar::new(),
             io_waker: AtomicWaker::new(),
@@ -141,7 +154,7 @@ impl Exchange {
         state.body.push_back(data);
         if state.body_wanted {
             state.body_wanted = false;
-            self.app_wakeup.notify_all();
+            state.wake_app(&self.app_wakeup);
         }
     }
 
@@ -153,7 +166,7 @@ impl Exchange {
             Some((kind, message)) => BodyEnd::Failed(kind, message),
         };
         state.body_wanted = false;
-        self.app_wakeup.notify_all();
+        state.wake_app(&self.app_wakeup);
     }
 
     /// Whether the connection should read more body bytes now.
@@ -174,7 +187,7 @@ impl Exchange {
         let items: Vec<OutItem> = state.output.drain(..).collect();
         if state.output_bytes > 0 {
             state.output_bytes = 0;
-            self.app_wakeup.notify_all();
+            state.wake_app(&self.app_wakeup);
         }
         let finished = state.finished;
         Poll::Ready(IoBatch {
@@ -192,7 +205,7 @@ impl Exchange {
     pub fn disconnect(&self) {
         let mut state = self.lock();
         state.disconnected = true;
-        self.app_wakeup.notify_all();
+        state.wake_app(&self.app_wakeup);
     }
 
     // ---- the application's side ----
@@ -272,11 +285,13 @@ impl BodyReader for AppBody {
         state.kick = true;
         drop(state);
         exchange.wake_io();
-        let state = exchange.lock();
-        let (state, timeout) = exchange
+        let mut state = exchange.lock();
+        state.app_waiting = true;
+        let (mut state, timeout) = exchange
             .app_wakeup
             .wait_timeout_while(state, exchange.body_timeout, |state| !ready(state))
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.app_waiting = false;
         if timeout.timed_out() && !ready(&state) {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -363,13 +378,15 @@ impl ResponseSink for AppOutput {
 
     fn wait(&mut self) -> Result<(), SinkError> {
         let exchange = &*self.exchange;
-        let state = exchange.lock();
-        let state = exchange
+        let mut state = exchange.lock();
+        state.app_waiting = true;
+        let mut state = exchange
             .app_wakeup
             .wait_while(state, |state| {
                 state.output_bytes > OUTPUT_BUDGET && !state.disconnected
             })
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.app_waiting = false;
         if state.disconnected {
             return Err(SinkError::Disconnected);
         }

@@ -7,7 +7,7 @@
 //! hold no slot.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -29,6 +29,8 @@ pub struct JobQueue {
     job_ready: Condvar,
     slots: Semaphore,
     served: AtomicU64,
+    /// A wake-up task is queued on the I/O thread for this tick.
+    wake_scheduled: AtomicBool,
 }
 
 impl JobQueue {
@@ -40,7 +42,7 @@ impl JobQueue {
 
     /// Hands a request to the application threads, waiting for a slot.
     /// Returns the request back if the queue is closed.
-    pub async fn submit(&self, request: Request) -> Result<(), Box<Request>> {
+    pub async fn submit(self: &Arc<Self>, request: Request) -> Result<(), Box<Request>> {
         match self.slots.acquire().await {
             Ok(permit) => permit.forget(),
             Err(_) => return Err(Box::new(request)),
@@ -54,12 +56,28 @@ impl JobQueue {
         state.jobs.push_back(request);
         // Wake a thread only if one is idle: a busy thread picks the job up
         // when it is done, without a context switch (or a GIL hand-off).
+        // And wake it once per I/O tick, from a task queued behind the other
+        // connections that are ready now: the woken thread would otherwise
+        // preempt the I/O thread after every request (they share a core).
         let wake = state.idle_threads > 0;
+        drop(state);
+        if wake && !self.wake_scheduled.swap(true, Ordering::AcqRel) {
+            let queue = Arc::clone(self);
+            tokio::task::spawn_local(async move {
+                queue.wake_scheduled.store(false, Ordering::Release);
+                queue.wake_idle_thread();
+            });
+        }
+        Ok(())
+    }
+
+    fn wake_idle_thread(&self) {
+        let state = self.lock();
+        let wake = state.idle_threads > 0 && !state.jobs.is_empty();
         drop(state);
         if wake {
             self.job_ready.notify_one();
         }
-        Ok(())
     }
 
     /// Requests served so far by this process.
@@ -89,7 +107,13 @@ impl RequestSource for ThreadSource {
         let mut state = queue.lock();
         loop {
             if let Some(job) = state.jobs.pop_front() {
+                // More work and idle threads: pass the wake-up on, so
+                // requests that arrived together run in parallel.
+                let chain = !state.jobs.is_empty() && state.idle_threads > 0;
                 drop(state);
+                if chain {
+                    queue.job_ready.notify_one();
+                }
                 queue.slots.add_permits(1);
                 return Some(job);
             }
@@ -136,6 +160,7 @@ impl AppPool {
             job_ready: Condvar::new(),
             slots: Semaphore::new(queue_size.max(1)),
             served: AtomicU64::new(0),
+            wake_scheduled: AtomicBool::new(false),
         });
         let mut handles = Vec::with_capacity(threads);
         for index in 0..threads.max(1) {

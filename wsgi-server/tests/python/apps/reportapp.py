@@ -7,7 +7,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+
+_local = threading.local()
 
 CONSTANT = 42
 
@@ -28,6 +31,11 @@ def application(environ, start_response):
     if path == "/sleep":
         time.sleep(float(environ.get("QUERY_STRING") or "1"))
         return _json(start_response, {"slept": True})
+    if path == "/tlocal":
+        _local.count = getattr(_local, "count", 0) + 1
+        return _json(start_response, {"count": _local.count,
+                                      "thread": threading.get_ident(),
+                                      "multithread": environ["wsgi.multithread"]})
     if path == "/interpreter":
         child = subprocess.run([sys.executable, "-c", "print(1)"], capture_output=True,
                                timeout=20, text=True)
@@ -60,6 +68,10 @@ def application(environ, start_response):
         })
     return _json(start_response, {"app": "reportapp", "path": path, "cwd": os.getcwd(),
                                   "module_file": __file__})
+
+
+def failing_factory():
+    raise ValueError("factory refused 2d9a")
 
 
 def factory(*args, **kwargs):
