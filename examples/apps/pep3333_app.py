@@ -28,8 +28,8 @@ Routes (each answers in a form a test can check exactly):
   `exc_info` before any body byte: a 500 page of the app's own.
 - `GET /exc-info-late`: writes a body byte, then re-starts with `exc_info`:
   `start_response` must re-raise (`LookupError: late failure`).
-- `GET /generator?n=N&token=T`: an iterable of N lines whose `close()` is
-  recorded under T; `GET /closed?token=T` reports the record.
+- `GET /generator?n=N&token=T[&fail_after=K]`: an iterable of N lines
+  (raising after K of them) whose `close()` is recorded under T; `GET /closed?token=T` reports the record.
 - `GET /endless?token=T`: 64 KiB chunks for up to ~20 s (for a client that
   disconnects mid-stream; `close()` is recorded with the chunk count).
 - `GET /file-wrapper`: this file through `wsgi.file_wrapper` (block 4096).
@@ -97,15 +97,18 @@ def _l1(data):
 class RecordingIterable:
     """An iterable of chunks whose close() is recorded under a token."""
 
-    def __init__(self, token, chunks, delay=0.0):
+    def __init__(self, token, chunks, delay=0.0, fail_after=None):
         self.token = token
         self.chunks = chunks
         self.delay = delay
+        self.fail_after = fail_after
         _record(token, closed=False, chunks=0)
 
     def __iter__(self):
         count = 0
         for chunk in self.chunks:
+            if count == self.fail_after:
+                raise RuntimeError("iterable failed after %d chunks" % count)
             count += 1
             _record(self.token, chunks=count)
             yield chunk
@@ -249,7 +252,9 @@ def validated_app(environ, start_response):
         n = int(query.get("n", "3"))
         token = query.get("token", "generator")
         start_response("200 OK", [("Content-Type", "text/plain")])
-        return RecordingIterable(token, (b"line %d\n" % i for i in range(n)))
+        fail_after = int(query["fail_after"]) if "fail_after" in query else None
+        return RecordingIterable(token, (b"line %d\n" % i for i in range(n)),
+                                 fail_after=fail_after)
 
     if path == "/endless":
         token = query["token"]

@@ -234,3 +234,54 @@ def test_sigterm_closes_idle_keep_alive_connections_at_once(start):
         closed, extra = conn.at_eof(timeout=1)
     assert stopped_in < 3, f"graceful stop took {stopped_in:.2f}s with an idle connection"
     assert closed and extra == b""
+
+
+@pytest.mark.parametrize("spec, needle", [
+    ("reportapp:CONSTANT", "CONSTANT"),
+    ("reportapp:failing_factory()", "factory refused 2d9a"),
+    ("reportapp:factory(os.getcwd())", "factory"),
+])
+def test_unusable_application_exits_4(server_bin, spec, needle):
+    status, _stdout, stderr = run_server("--pythonpath", str(TEST_APPS), spec)
+    assert status == 4, stderr
+    assert needle in stderr, stderr
+    assert "Listening at" not in stderr
+
+
+def test_startup_log_names_the_interpreter(start):
+    server = start("--pythonpath", str(TEST_APPS), "reportapp")
+    log = server.log()
+    line = next((l for l in log.splitlines() if "[INFO] Python " in l), "")
+    assert "Python 3.11.7" in line, log
+    assert f"prefix {TEST_VENV}" in line, log
+    assert f"executable {TEST_VENV}/bin/python" in line, log
+
+
+def test_one_thread_keeps_its_thread_local_state(start):
+    server = start("--pythonpath", str(TEST_APPS), "reportapp", "--threads", "1")
+    reports = [get_json(server, "/tlocal") for _ in range(5)]
+    assert [r["count"] for r in reports] == [1, 2, 3, 4, 5]
+    assert len({r["thread"] for r in reports}) == 1
+    assert reports[0]["multithread"] is False
+
+
+@pytest.mark.parametrize("threads, parallel", [(1, False), (3, True)])
+def test_application_threads_run_requests_in_parallel(start, threads, parallel):
+    server = start("--pythonpath", str(TEST_APPS), "reportapp", "--threads", str(threads))
+    results = []
+
+    def slow():
+        results.append(requests.get(server.url + "/sleep?0.6", timeout=15).status_code)
+
+    workers = [threading.Thread(target=slow) for _ in range(3)]
+    started = time.monotonic()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(15)
+    elapsed = time.monotonic() - started
+    assert results == [200, 200, 200]
+    if parallel:
+        assert elapsed < 1.5, f"3 x 0.6 s on {threads} threads took {elapsed:.2f}s"
+    else:
+        assert elapsed >= 1.7, f"3 x 0.6 s on 1 thread took only {elapsed:.2f}s"

@@ -383,3 +383,17 @@ def test_application_error_log_line_is_gunicorn_format(server):
         r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[%d\] \[ERROR\] .*/raise" % server.pid,
         first,
     ), log
+
+
+def test_close_called_when_the_iterable_fails_mid_body(server):
+    offset = server.log_size()
+    with Conn(server) as conn:
+        conn.send(request(b"GET", b"/generator?n=5&fail_after=2&token=gen-fail"))
+        _version, status, _reason, _headers, _head = conn.read_head()
+        rest = conn.read_to_eof()
+    assert status == 200
+    assert b"line 0\n" in rest and b"line 1\n" in rest and b"line 2" not in rest
+    assert not rest.endswith(b"0\r\n\r\n"), rest  # truncated, not a clean end
+    assert get(server, "/closed?token=gen-fail").json() == {"closed": True, "chunks": 2}
+    log = server.wait_for_log("iterable failed after 2 chunks", offset)
+    assert "RuntimeError: iterable failed after 2 chunks" in log, log
