@@ -113,6 +113,11 @@ pub struct Cli {
     #[arg(long, value_name = "IPS", default_value = "127.0.0.1,::1")]
     pub forwarded_allow_ips: String,
 
+    /// Peers allowed to connect to uwsgi-protocol TCP listeners (comma-separated, `*` for all;
+    /// unix sockets are always allowed).
+    #[arg(long, value_name = "IPS", default_value = "127.0.0.1,::1")]
+    pub uwsgi_allow_from: String,
+
     /// Keep request headers whose names contain underscores (dropped by default).
     #[arg(long)]
     pub allow_underscore_headers: bool,
@@ -124,6 +129,13 @@ pub struct Cli {
     /// Log level: debug, info, warning, error.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
+}
+
+fn ip_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(|ip| ip.trim().to_owned())
+        .filter(|ip| !ip.is_empty())
+        .collect()
 }
 
 fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
@@ -230,12 +242,8 @@ impl Cli {
             .unwrap_or_default();
         config.environ.script_name = Bytes::from(script_name);
         config.environ.allow_underscore_headers = self.allow_underscore_headers;
-        config.forwarded_allow_ips = self
-            .forwarded_allow_ips
-            .split(',')
-            .map(|ip| ip.trim().to_owned())
-            .filter(|ip| !ip.is_empty())
-            .collect();
+        config.forwarded_allow_ips = ip_list(&self.forwarded_allow_ips);
+        config.uwsgi_allow_from = ip_list(&self.uwsgi_allow_from);
         config.python = PythonSettings {
             virtualenv: self
                 .virtualenv

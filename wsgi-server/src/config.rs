@@ -81,6 +81,11 @@ pub struct ServerConfig {
     /// Peers whose proxy headers are believed (`--forwarded-allow-ips`);
     /// `*` trusts everyone.
     pub forwarded_allow_ips: Vec<String>,
+    /// Peers allowed to speak the uwsgi protocol over TCP (`--uwsgi-allow-from`);
+    /// `*` allows everyone. Unix sockets are always allowed. The uwsgi
+    /// protocol trusts its peer with every CGI variable: it must never face
+    /// the internet.
+    pub uwsgi_allow_from: Vec<String>,
     /// Interpreter settings.
     pub python: PythonSettings,
     /// Error log path (`None`: standard error).
@@ -104,6 +109,7 @@ impl ServerConfig {
             timeouts: Timeouts::default(),
             environ: EnvironOptions::default(),
             forwarded_allow_ips: vec!["127.0.0.1".into(), "::1".into()],
+            uwsgi_allow_from: vec!["127.0.0.1".into(), "::1".into()],
             python: PythonSettings::default(),
             error_log: None,
             log_level: crate::log::Level::Info,
@@ -112,15 +118,18 @@ impl ServerConfig {
 
     /// Whether a peer is a trusted proxy.
     pub fn is_trusted_proxy(&self, peer: &wsgi_core::PeerAddr) -> bool {
-        match peer {
-            // A unix socket is reachable only by local processes (nginx).
-            wsgi_core::PeerAddr::Unix => true,
-            wsgi_core::PeerAddr::Tcp(address) => {
-                let ip = address.ip().to_string();
-                self.forwarded_allow_ips
-                    .iter()
-                    .any(|allowed| allowed == "*" || *allowed == ip)
-            }
+        peer_in_list(peer, &self.forwarded_allow_ips)
+    }
+}
+
+/// Whether `peer` matches an allow-list of IP addresses (`*` matches all).
+/// A unix-socket peer always matches: only local processes (nginx) reach it.
+pub fn peer_in_list(peer: &wsgi_core::PeerAddr, list: &[String]) -> bool {
+    match peer {
+        wsgi_core::PeerAddr::Unix => true,
+        wsgi_core::PeerAddr::Tcp(address) => {
+            let ip = address.ip().to_canonical().to_string();
+            list.iter().any(|allowed| allowed == "*" || *allowed == ip)
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct Shared {
     pub environ: EnvironOptions,
     /// Trusted proxies.
     pub forwarded_allow_ips: Vec<String>,
+    /// Peers allowed on uwsgi listeners.
+    pub uwsgi_allow_from: Vec<String>,
     /// The application threads' queue.
     pub queue: Arc<JobQueue>,
     /// Becomes `true` when the server stops gracefully.
@@ -58,15 +60,12 @@ pub struct Shared {
 
 impl Shared {
     fn is_trusted(&self, peer: &wsgi_core::PeerAddr) -> bool {
-        match peer {
-            wsgi_core::PeerAddr::Unix => true,
-            wsgi_core::PeerAddr::Tcp(address) => {
-                let ip = address.ip().to_string();
-                self.forwarded_allow_ips
-                    .iter()
-                    .any(|allowed| allowed == "*" || *allowed == ip)
-            }
-        }
+        crate::config::peer_in_list(peer, &self.forwarded_allow_ips)
+    }
+
+    /// Whether `peer` may speak the uwsgi protocol to us.
+    pub fn uwsgi_allowed(&self, peer: &wsgi_core::PeerAddr) -> bool {
+        crate::config::peer_in_list(peer, &self.uwsgi_allow_from)
     }
 
     fn is_shutting_down(&self) -> bool {

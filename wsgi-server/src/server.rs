@@ -53,6 +53,7 @@ pub fn run(
         timeouts: config.timeouts,
         environ: config.environ.clone(),
         forwarded_allow_ips: config.forwarded_allow_ips.clone(),
+        uwsgi_allow_from: config.uwsgi_allow_from.clone(),
         queue: pool.queue(),
         shutdown,
     });

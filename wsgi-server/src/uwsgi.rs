@@ -61,6 +61,14 @@ impl Framer for UwsgiProtocol {
 /// closes the connection without an answer and never reaches the
 /// application: the peer is a proxy, not a person.
 pub async fn serve_uwsgi<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc<Shared>) {
+    if !shared.uwsgi_allowed(&conn.peer) {
+        crate::log!(
+            Warning,
+            "uwsgi: refusing {:?}: not in --uwsgi-allow-from",
+            conn.peer
+        );
+        return;
+    }
     let mut decoder = Decoder::new(shared.uwsgi_limits);
     let mut read_buf = BytesMut::with_capacity(8 * 1024);
     let mut write_buf = BytesMut::with_capacity(8 * 1024);
