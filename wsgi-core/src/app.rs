@@ -186,8 +186,14 @@ pub trait ResponseSink: Send + std::fmt::Debug {
 /// The server's error log as a runtime sees it (`wsgi.errors`, tracebacks).
 /// Implementations must not block on I/O for long: they queue.
 pub trait ErrorLog: Send + Sync + std::fmt::Debug {
-    /// Writes text to the error log.
+    /// Writes text to the error log as it is (`wsgi.errors`).
     fn write(&self, text: &str);
+
+    /// Logs an error of the runtime's own (a failed request and its
+    /// traceback): the server adds its time, pid and level prefix.
+    fn error(&self, message: &str) {
+        self.write(message);
+    }
 }
 
 /// An [`ErrorLog`] on standard error, for tests and simple embeddings.
@@ -204,5 +210,9 @@ impl ErrorLog for StderrLog {
 impl<T: ErrorLog + ?Sized> ErrorLog for Arc<T> {
     fn write(&self, text: &str) {
         (**self).write(text);
+    }
+
+    fn error(&self, message: &str) {
+        (**self).error(message);
     }
 }

@@ -26,6 +26,8 @@ mod environ;
 mod errors;
 mod file_wrapper;
 #[cfg(feature = "embed")]
+pub mod fork;
+#[cfg(feature = "embed")]
 mod init;
 mod input;
 mod load;

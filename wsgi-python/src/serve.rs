@@ -95,7 +95,7 @@ impl PyApplication {
     }
 
     fn log(&self, text: &str) {
-        self.options.error_log.write(text);
+        self.options.error_log.error(text);
     }
 }
 
@@ -106,7 +106,7 @@ impl Application for PyApplication {
                 Ok(builder) => Some(builder),
                 Err(error) => {
                     self.log(&format!(
-                        "wsgi-python: cannot prepare the environ template:\n{}",
+                        "Cannot prepare the environ template:\n{}",
                         format_traceback(py, &error)
                     ));
                     None
@@ -185,7 +185,7 @@ impl PyApplication {
                 Err(SendError::NotStarted) => {
                     let message = "the application returned without calling start_response()";
                     self.log(&format!(
-                        "wsgi-python: error handling request {}: {message}\n",
+                        "Error handling request {}: {message}\n",
                         describe(&environ)
                     ));
                     response.abort(py, &AppError::new(message));
@@ -206,7 +206,7 @@ impl PyApplication {
                 let message =
                     format!("the application's response must yield bytes, but it yielded {kind}");
                 self.log(&format!(
-                    "wsgi-python: error handling request {}: TypeError: {message}\n",
+                    "Error handling request {}: TypeError: {message}\n",
                     describe(&environ)
                 ));
                 response.abort(py, &AppError::new(message));
@@ -215,7 +215,7 @@ impl PyApplication {
             Err(panic) => {
                 let message = panic_message(&*panic);
                 self.log(&format!(
-                    "wsgi-python: panic while handling request {}: {message}\n",
+                    "Panic while handling request {}: {message}\n",
                     describe(&environ)
                 ));
                 response.abort(py, &AppError::new(format!("panic: {message}")));
@@ -252,7 +252,7 @@ impl PyApplication {
             SendError::Sink(error) => error.to_string(),
         };
         self.log(&format!(
-            "wsgi-python: error handling request {}: {message}\n",
+            "Error handling request {}: {message}\n",
             describe(environ)
         ));
         response.abort(py, &AppError::new(message));
@@ -268,7 +268,7 @@ impl PyApplication {
         error: &PyErr,
     ) {
         self.log(&format!(
-            "wsgi-python: error handling request {} ({context}):\n{}",
+            "Error handling request {} ({context}):\n{}",
             describe(environ),
             format_traceback(py, error)
         ));
@@ -289,12 +289,12 @@ impl PyApplication {
         match closed {
             Ok(Ok(())) => {}
             Ok(Err(error)) => self.log(&format!(
-                "wsgi-python: error in close() of the response to {}:\n{}",
+                "Error in close() of the response to {}:\n{}",
                 describe(environ),
                 format_traceback(py, &error)
             )),
             Err(panic) => self.log(&format!(
-                "wsgi-python: panic in close() of the response to {}: {}\n",
+                "Panic in close() of the response to {}: {}\n",
                 describe(environ),
                 panic_message(&*panic)
             )),

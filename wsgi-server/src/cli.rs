@@ -48,6 +48,90 @@ pub struct Cli {
     #[arg(long, value_name = "MODE", num_args = 0..=1, default_missing_value = "666")]
     pub chmod_socket: Option<String>,
 
+    /// Worker processes (uWSGI: --processes).
+    #[arg(
+        short = 'w',
+        long,
+        visible_alias = "processes",
+        value_name = "N",
+        default_value_t = 1
+    )]
+    pub workers: usize,
+
+    /// Serve in this process, without a master (for debugging; no recycling or timeouts).
+    #[arg(long)]
+    pub no_master: bool,
+
+    /// Kill and replace a worker stuck longer than this in one request, after
+    /// logging its Python stacks (uWSGI: --harakiri; 0 = never).
+    #[arg(
+        short = 't',
+        long,
+        visible_alias = "harakiri",
+        value_name = "SECONDS",
+        default_value_t = 0.0
+    )]
+    pub timeout: f64,
+
+    /// Recycle a worker after this many requests (0 = never).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_requests: u64,
+
+    /// Add up to this many requests, chosen per worker, to --max-requests
+    /// (uWSGI: --max-requests-delta).
+    #[arg(
+        long,
+        visible_alias = "max-requests-delta",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    pub max_requests_jitter: u64,
+
+    /// Recycle a worker after this many seconds (0 = never).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    pub max_worker_lifetime: f64,
+
+    /// Recycle a worker whose resident memory exceeds this many MiB (0 = never).
+    #[arg(long, value_name = "MB", default_value_t = 0)]
+    pub reload_on_rss: u64,
+
+    /// Import the application in the master before forking the workers
+    /// (shares memory copy-on-write; the app must not start threads at import).
+    #[arg(long)]
+    pub preload: bool,
+
+    /// Give each worker its own accept queue (SO_REUSEPORT).
+    #[arg(long)]
+    pub reuse_port: bool,
+
+    /// Write the master's pid to this file.
+    #[arg(short = 'p', long, visible_alias = "pidfile", value_name = "FILE")]
+    pub pid: Option<PathBuf>,
+
+    /// Detach from the terminal (logs need --error-logfile).
+    #[arg(short = 'D', long, visible_alias = "daemonize")]
+    pub daemon: bool,
+
+    /// Switch to this user after binding (name or uid).
+    #[arg(short = 'u', long, visible_alias = "uid", value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Switch to this group after binding (name or gid).
+    #[arg(short = 'g', long, visible_alias = "gid", value_name = "GROUP")]
+    pub group: Option<String>,
+
+    /// File mode creation mask, octal.
+    #[arg(short = 'm', long, value_name = "MASK")]
+    pub umask: Option<String>,
+
+    /// Name shown in process titles (gunicorn: --name, uWSGI: --procname).
+    #[arg(short = 'n', long, visible_alias = "procname", value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Keep unix sockets and the pidfile at exit (they are removed by default).
+    #[arg(long)]
+    pub no_vacuum: bool,
+
     /// Application threads per process.
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub threads: usize,
@@ -250,6 +334,40 @@ impl Cli {
                 .or_else(|| std::env::var_os("VIRTUAL_ENV").map(PathBuf::from)),
             chdir: self.chdir,
             pythonpath: self.pythonpath,
+        };
+        let lifetime = seconds("max-worker-lifetime", self.max_worker_lifetime)?;
+        let timeout = seconds("timeout", self.timeout)?;
+        if self.workers == 0 {
+            return Err("--workers: must be at least 1".into());
+        }
+        if self.daemon && self.error_logfile.is_none() {
+            return Err("--daemon: give --error-logfile too, or the logs are lost".into());
+        }
+        config.process = crate::config::ProcessSettings {
+            master: !self.no_master,
+            workers: self.workers,
+            timeout: (!timeout.is_zero()).then_some(timeout),
+            max_requests: self.max_requests,
+            max_requests_jitter: self.max_requests_jitter,
+            max_lifetime: (!lifetime.is_zero()).then_some(lifetime),
+            reload_on_rss: (self.reload_on_rss > 0).then_some(self.reload_on_rss << 20),
+            preload: self.preload,
+            reuse_port: self.reuse_port,
+            pidfile: self.pid,
+            daemon: self.daemon,
+            user: self.user,
+            group: self.group,
+            umask: self
+                .umask
+                .map(|mask| {
+                    u32::from_str_radix(mask.trim_start_matches("0o"), 8)
+                        .ok()
+                        .filter(|mask| *mask <= 0o777)
+                        .ok_or_else(|| format!("--umask: {mask:?} is not an octal mask"))
+                })
+                .transpose()?,
+            name: self.name,
+            vacuum: !self.no_vacuum,
         };
         config.error_log = self.error_logfile;
         config.log_level = Level::parse(&self.log_level)

@@ -54,6 +54,68 @@ impl Default for Timeouts {
     }
 }
 
+/// The process model: master, workers, recycling and daemon settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSettings {
+    /// Run a master that supervises workers (gunicorn's model). Without it
+    /// the single process serves by itself.
+    pub master: bool,
+    /// Worker processes.
+    pub workers: usize,
+    /// A worker stuck longer than this in one request is killed (uWSGI's harakiri).
+    pub timeout: Option<Duration>,
+    /// Recycle a worker after this many requests (0: never).
+    pub max_requests: u64,
+    /// Up to this many more requests, chosen per worker, so workers do not
+    /// all recycle at once.
+    pub max_requests_jitter: u64,
+    /// Recycle a worker after this long.
+    pub max_lifetime: Option<Duration>,
+    /// Recycle a worker whose resident memory grows past this many bytes.
+    pub reload_on_rss: Option<u64>,
+    /// Import the application in the master before forking.
+    pub preload: bool,
+    /// `SO_REUSEPORT` on TCP listeners.
+    pub reuse_port: bool,
+    /// Where to write the master's pid.
+    pub pidfile: Option<PathBuf>,
+    /// Detach from the terminal.
+    pub daemon: bool,
+    /// Drop privileges to this user after binding.
+    pub user: Option<String>,
+    /// Drop privileges to this group after binding.
+    pub group: Option<String>,
+    /// File mode creation mask.
+    pub umask: Option<u32>,
+    /// Name in process titles (`wsgi-server: worker 2 [NAME]`).
+    pub name: Option<String>,
+    /// Remove unix sockets and the pidfile at exit.
+    pub vacuum: bool,
+}
+
+impl Default for ProcessSettings {
+    fn default() -> Self {
+        ProcessSettings {
+            master: true,
+            workers: 1,
+            timeout: None,
+            max_requests: 0,
+            max_requests_jitter: 0,
+            max_lifetime: None,
+            reload_on_rss: None,
+            preload: false,
+            reuse_port: false,
+            pidfile: None,
+            daemon: false,
+            user: None,
+            group: None,
+            umask: None,
+            name: None,
+            vacuum: true,
+        }
+    }
+}
+
 /// The whole server configuration.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -88,6 +150,8 @@ pub struct ServerConfig {
     pub uwsgi_allow_from: Vec<String>,
     /// Interpreter settings.
     pub python: PythonSettings,
+    /// The process model.
+    pub process: ProcessSettings,
     /// Error log path (`None`: standard error).
     pub error_log: Option<PathBuf>,
     /// Log level.
@@ -111,6 +175,7 @@ impl ServerConfig {
             forwarded_allow_ips: vec!["127.0.0.1".into(), "::1".into()],
             uwsgi_allow_from: vec!["127.0.0.1".into(), "::1".into()],
             python: PythonSettings::default(),
+            process: ProcessSettings::default(),
             error_log: None,
             log_level: crate::log::Level::Info,
         }

@@ -9,7 +9,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Severity of a log line.
@@ -53,12 +53,29 @@ enum Message {
     Flush(SyncSender<()>),
 }
 
+enum Sink {
+    /// Written by the calling thread: the master, which must own no threads
+    /// when it forks, and whose few lines are off every request path.
+    Direct(Option<std::fs::File>),
+    /// Queued to the writer thread (workers).
+    Queued(SyncSender<Message>),
+}
+
 /// The process's logger (see [`logger`]).
-#[derive(Debug)]
 pub struct Logger {
-    sender: SyncSender<Message>,
+    sink: Mutex<Sink>,
+    path: Option<PathBuf>,
     level: AtomicU8,
     dropped: AtomicU64,
+}
+
+impl std::fmt::Debug for Logger {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Logger")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 static LOGGER: OnceLock<Logger> = OnceLock::new();
@@ -67,30 +84,62 @@ static LOGGER: OnceLock<Logger> = OnceLock::new();
 /// rather than let a stalled log stall requests.
 const QUEUE_LINES: usize = 16 * 1024;
 
-/// Starts the writer thread; `path` `None` or `-` means standard error.
-/// Later calls return the logger made by the first.
+fn open_log(path: &Option<PathBuf>) -> Option<std::fs::File> {
+    path.as_ref()
+        .and_then(|path| OpenOptions::new().create(true).append(true).open(path).ok())
+}
+
+/// Sets the log up in direct mode; `path` `None` or `-` means standard
+/// error. Later calls return the logger made by the first.
 pub fn init(path: Option<PathBuf>, level: Level) -> &'static Logger {
     LOGGER.get_or_init(|| {
-        let (sender, receiver) = sync_channel(QUEUE_LINES);
         let path = path.filter(|path| path.as_os_str() != "-");
-        std::thread::Builder::new()
-            .name("wsgi-log".into())
-            .spawn(move || write_lines(receiver, path))
-            .expect("spawning the log thread");
         Logger {
-            sender,
+            sink: Mutex::new(Sink::Direct(open_log(&path))),
+            path,
             level: AtomicU8::new(level as u8),
             dropped: AtomicU64::new(0),
         }
     })
 }
 
-/// The process's logger, started on standard error at `Info` if nobody called [`init`].
+/// The process's logger, on standard error at `Info` if nobody called [`init`].
 pub fn logger() -> &'static Logger {
-    LOGGER.get().unwrap_or_else(|| init(None, Level::Info))
+    LOGGER.get_or_init(|| Logger {
+        sink: Mutex::new(Sink::Direct(None)),
+        path: None,
+        level: AtomicU8::new(Level::Info as u8),
+        dropped: AtomicU64::new(0),
+    })
 }
 
 impl Logger {
+    fn sink(&self) -> std::sync::MutexGuard<'_, Sink> {
+        self.sink
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Moves writing to a thread of its own, so request paths never wait on
+    /// the log. Call in each serving process (after any fork).
+    ///
+    /// # Errors
+    /// The thread could not be started.
+    pub fn start_writer_thread(&self) -> std::io::Result<()> {
+        let (sender, receiver) = sync_channel(QUEUE_LINES);
+        let path = self.path.clone();
+        std::thread::Builder::new()
+            .name("wsgi-log".into())
+            .spawn(move || write_lines(receiver, path))?;
+        *self.sink() = Sink::Queued(sender);
+        Ok(())
+    }
+
+    /// Where the log goes (`None`: standard error).
+    pub fn path(&self) -> Option<&PathBuf> {
+        self.path.as_ref()
+    }
+
     /// Logs a formatted line at `level`.
     pub fn log(&self, level: Level, message: fmt::Arguments<'_>) {
         if (level as u8) < self.level.load(Ordering::Relaxed) {
@@ -106,26 +155,44 @@ impl Logger {
         self.raw(line);
     }
 
-    /// Queues text as it is (tracebacks, `wsgi.errors`).
+    /// Writes text as it is (tracebacks, `wsgi.errors`).
     pub fn raw(&self, text: String) {
-        match self.sender.try_send(Message::Line(text)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+        let mut sink = self.sink();
+        match &mut *sink {
+            Sink::Direct(file) => {
+                let _ = match file {
+                    Some(file) => file.write_all(text.as_bytes()),
+                    None => io::stderr().lock().write_all(text.as_bytes()),
+                };
             }
-            Err(TrySendError::Disconnected(_)) => {}
+            Sink::Queued(sender) => match sender.try_send(Message::Line(text)) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+                Err(TrySendError::Full(_)) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            },
         }
     }
 
     /// Reopens the log file (SIGUSR1, after logrotate moved it).
     pub fn reopen(&self) {
-        let _ = self.sender.try_send(Message::Reopen);
+        let mut sink = self.sink();
+        match &mut *sink {
+            Sink::Direct(file) => *file = open_log(&self.path),
+            Sink::Queued(sender) => {
+                let _ = sender.try_send(Message::Reopen);
+            }
+        }
     }
 
     /// Waits until every queued line is written (before exit).
     pub fn flush(&self) {
+        let sender = match &*self.sink() {
+            Sink::Direct(_) => return,
+            Sink::Queued(sender) => sender.clone(),
+        };
         let (done, wait) = sync_channel(1);
-        if self.sender.send(Message::Flush(done)).is_ok() {
+        if sender.send(Message::Flush(done)).is_ok() {
             let _ = wait.recv_timeout(std::time::Duration::from_secs(2));
         }
     }
@@ -139,6 +206,10 @@ impl wsgi_core::ErrorLog for ServerErrorLog {
     fn write(&self, text: &str) {
         logger().raw(text.to_owned());
     }
+
+    fn error(&self, message: &str) {
+        logger().log(Level::Error, format_args!("{}", message.trim_end()));
+    }
 }
 
 /// A shared handle to the error log.
@@ -147,10 +218,7 @@ pub fn error_log() -> Arc<dyn wsgi_core::ErrorLog> {
 }
 
 fn write_lines(receiver: Receiver<Message>, path: Option<PathBuf>) {
-    let open = |path: &PathBuf| -> Option<std::fs::File> {
-        OpenOptions::new().create(true).append(true).open(path).ok()
-    };
-    let mut file = path.as_ref().and_then(open);
+    let mut file = open_log(&path);
     for message in receiver {
         match message {
             Message::Line(line) => {
@@ -160,7 +228,7 @@ fn write_lines(receiver: Receiver<Message>, path: Option<PathBuf>) {
                 };
                 drop(written);
             }
-            Message::Reopen => file = path.as_ref().and_then(open),
+            Message::Reopen => file = open_log(&path),
             Message::Flush(done) => {
                 let _ = io::stderr().flush();
                 let _ = done.send(());

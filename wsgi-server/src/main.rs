@@ -1,5 +1,6 @@
-//! The `wsgi-server` binary: parse the command line, bind, load the
-//! application, serve until a signal says stop.
+//! The `wsgi-server` binary: parse the command line, bind every listener,
+//! then either supervise workers (the default: a master and `--workers`
+//! processes) or serve in this process (`--no-master`).
 //!
 //! Exit codes: 0 clean stop, 1 bad usage, configuration or bind failure,
 //! 4 the application could not be loaded (gunicorn's `APP_LOAD_ERROR`).
@@ -11,13 +12,14 @@ use clap::Parser;
 use wsgi_core::Application;
 use wsgi_server::cli::Cli;
 use wsgi_server::config::{AppSource, ServerConfig};
-use wsgi_server::listener::{bind, BindOptions};
-use wsgi_server::server::{run, Stop};
-use wsgi_server::{log, log as log_module};
+use wsgi_server::listener::{bind, BindAddr, BindOptions, BindSpec, BoundListener, Protocol};
+use wsgi_server::master::{ForkHooks, Master, WorkerContext, EXIT_APP_LOAD};
+use wsgi_server::scoreboard::WorkerSlot;
+use wsgi_server::server::run;
+use wsgi_server::worker::{wait_for_stop, Recycle};
+use wsgi_server::{log, log as log_module, process};
 
 const EXIT_USAGE: u8 = 1;
-#[cfg_attr(not(feature = "python"), allow(dead_code))]
-const EXIT_APP_LOAD: u8 = 4;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -43,42 +45,27 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if let Some(mask) = config.process.umask {
+        process::set_umask(mask);
+    }
     log_module::init(config.error_log.clone(), config.log_level);
-    let code = serve(&config);
+    let code = serve(config);
     log_module::logger().flush();
-    code
+    ExitCode::from(code.clamp(0, 255) as u8)
 }
 
-fn serve(config: &ServerConfig) -> ExitCode {
-    // Bind before anything else starts: a taken port fails fast, and
-    // (with workers) the sockets exist before any fork.
-    let options = BindOptions {
-        backlog: config.backlog,
-        unix_mode: config.unix_socket_mode,
-        reuse_port: false,
-    };
-    let mut listeners = Vec::new();
-    for spec in &config.binds {
-        match bind(spec, options) {
-            Ok(listener) => listeners.push(listener),
-            Err(error) => {
-                log!(Error, "cannot listen: {error}");
-                return ExitCode::from(EXIT_USAGE);
-            }
+fn serve(mut config: ServerConfig) -> i32 {
+    let listeners = match bind_all(&mut config) {
+        Ok(listeners) => listeners,
+        Err(message) => {
+            log!(Error, "{message}");
+            return i32::from(EXIT_USAGE);
         }
-    }
-    let app = match load_app(config) {
-        Ok(app) => app,
-        Err(code) => return code,
     };
-    let unlink: Vec<_> = listeners
-        .iter()
-        .filter_map(|listener| listener.unlink_on_exit.clone())
-        .collect();
     for listener in &listeners {
         let protocol = match listener.spec.protocol {
-            wsgi_server::listener::Protocol::Http => "http",
-            wsgi_server::listener::Protocol::Uwsgi => "uwsgi",
+            Protocol::Http => "http",
+            Protocol::Uwsgi => "uwsgi",
         };
         log!(
             Info,
@@ -87,52 +74,227 @@ fn serve(config: &ServerConfig) -> ExitCode {
             std::process::id()
         );
     }
-    log!(Info, "Using {} application thread(s)", config.threads);
-    let result = run(listeners, app, config, wait_for_stop());
-    for path in unlink {
+    if config.process.daemon {
+        if let Err(error) = process::daemonize() {
+            log!(Error, "cannot daemonize: {error}");
+            return i32::from(EXIT_USAGE);
+        }
+    }
+    if let Some(path) = &config.process.pidfile {
+        if let Err(error) = process::write_pidfile(path) {
+            log!(
+                Error,
+                "cannot write the pidfile {}: {error}",
+                path.display()
+            );
+            return i32::from(EXIT_USAGE);
+        }
+    }
+    if config.process.user.is_some() || config.process.group.is_some() {
+        if let Err(error) = process::drop_privileges(
+            config.process.user.as_deref(),
+            config.process.group.as_deref(),
+        ) {
+            log!(Error, "cannot switch user/group: {error}");
+            return i32::from(EXIT_USAGE);
+        }
+    }
+    let vacuum: Vec<std::path::PathBuf> = if config.process.vacuum {
+        listeners
+            .iter()
+            .filter_map(|listener| listener.unlink_on_exit.clone())
+            .chain(config.process.pidfile.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let code = if config.process.master {
+        supervise(&config, listeners)
+    } else {
+        serve_here(&config, &listeners)
+    };
+    for path in vacuum {
         let _ = std::fs::remove_file(path);
     }
-    match result {
+    code
+}
+
+/// Binds `--bind`/`--socket` listeners and systemd's `LISTEN_FDS` ones.
+fn bind_all(config: &mut ServerConfig) -> Result<Vec<BoundListener>, String> {
+    let inherited = process::systemd_listen_fds();
+    if !inherited.is_empty() {
+        // Socket activation: systemd's sockets replace the default bind; they
+        // speak the protocol of the first configured listener.
+        let protocol = config
+            .binds
+            .first()
+            .map_or(Protocol::Http, |spec| spec.protocol);
+        config.binds = inherited
+            .iter()
+            .map(|fd| BindSpec {
+                addr: BindAddr::Fd(*fd),
+                protocol,
+            })
+            .collect();
+    }
+    let options = BindOptions {
+        backlog: config.backlog,
+        unix_mode: config.unix_socket_mode,
+        reuse_port: config.process.reuse_port,
+    };
+    config
+        .binds
+        .iter()
+        .map(|spec| bind(spec, options).map_err(|error| format!("cannot listen: {error}")))
+        .collect()
+}
+
+/// `--no-master`: this process serves.
+fn serve_here(config: &ServerConfig, listeners: &[BoundListener]) -> i32 {
+    if let Err(error) = log_module::logger().start_writer_thread() {
+        log!(Error, "cannot start the log thread: {error}");
+        return i32::from(EXIT_USAGE);
+    }
+    let app = match load_app(config, false) {
+        Ok(app) => app,
+        Err(code) => return code,
+    };
+    log!(
+        Info,
+        "Serving in one process (no master), {} thread(s)",
+        config.threads
+    );
+    let slot: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
+    let recycle = Recycle {
+        max_requests: 0,
+        max_lifetime: None,
+    };
+    match run(listeners, app, config, slot, wait_for_stop(slot, recycle)) {
         Ok(()) => {
-            log!(Info, "Shutting down: Master");
-            ExitCode::SUCCESS
+            log!(Info, "Shutting down");
+            0
         }
         Err(error) => {
             log!(Error, "server failed: {error}");
-            ExitCode::from(EXIT_USAGE)
+            i32::from(EXIT_USAGE)
         }
     }
 }
 
-async fn wait_for_stop() -> Stop {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::quit()),
-    ) else {
-        log!(Error, "cannot install signal handlers");
-        return Stop::Immediate;
+/// The default: a master supervising `--workers` processes.
+fn supervise(config: &ServerConfig, listeners: Vec<BoundListener>) -> i32 {
+    let preloaded = if config.process.preload {
+        match load_app(config, true) {
+            Ok(app) => Some(app),
+            Err(code) => return code,
+        }
+    } else {
+        None
     };
-    tokio::select! {
-        _ = term.recv() => { log!(Info, "Handling signal: term"); Stop::Graceful }
-        _ = int.recv() => { log!(Info, "Handling signal: int"); Stop::Graceful }
-        _ = quit.recv() => { log!(Info, "Handling signal: quit"); Stop::Immediate }
+    let worker_main = |context: &WorkerContext<'_>| worker_main(context, preloaded.clone());
+    let hooks = match (&preloaded, &config.app) {
+        (Some(_), AppSource::Python(_)) => python_fork_hooks(),
+        _ => None,
+    };
+    match Master::new(config, listeners, &worker_main, hooks) {
+        Ok(master) => master.run(),
+        Err(error) => {
+            log!(Error, "cannot start the master: {error}");
+            i32::from(EXIT_USAGE)
+        }
     }
 }
 
-fn load_app(config: &ServerConfig) -> Result<Arc<dyn Application>, ExitCode> {
+/// A worker's life after the fork.
+fn worker_main(context: &WorkerContext<'_>, preloaded: Option<Arc<dyn Application>>) -> i32 {
+    let config = context.config;
+    let name = config
+        .process
+        .name
+        .as_deref()
+        .map(|name| format!(" [{name}]"))
+        .unwrap_or_default();
+    process::set_title(&format!("wsgi-server: worker {}{name}", context.number));
+    // The master's death takes its workers with it, gracefully.
+    if !process::die_with_parent(libc::SIGTERM, context.master_pid) {
+        return 0;
+    }
+    // SIGUSR2 asks for a stack dump (timeouts); without Python it is a no-op.
+    // SAFETY: setting a signal disposition before any thread exists.
+    unsafe { libc::signal(libc::SIGUSR2, libc::SIG_IGN) };
+    redirect_stderr_to_log();
+    if let Err(error) = log_module::logger().start_writer_thread() {
+        log!(Error, "cannot start the log thread: {error}");
+        return i32::from(EXIT_USAGE);
+    }
+    let loading = std::time::Instant::now();
+    let app = match preloaded {
+        Some(app) => app,
+        None => match load_app(config, false) {
+            Ok(app) => app,
+            Err(code) => return code,
+        },
+    };
+    enable_stack_dumps(config);
+    log!(
+        Info,
+        "Worker {} ready in {} ms: serving with {} thread(s)",
+        context.number,
+        loading.elapsed().as_millis(),
+        config.threads
+    );
+    let recycle = Recycle {
+        max_requests: context.max_requests,
+        max_lifetime: config.process.max_lifetime,
+    };
+    match run(
+        context.listeners,
+        app,
+        config,
+        context.slot,
+        wait_for_stop(context.slot, recycle),
+    ) {
+        Ok(()) => 0,
+        Err(error) => {
+            log!(Error, "worker failed: {error}");
+            1
+        }
+    }
+}
+
+/// With a log file, the worker's standard error goes there too, so Python's
+/// stray prints and stack dumps land in the log.
+fn redirect_stderr_to_log() {
+    use std::os::fd::AsRawFd;
+    let Some(path) = log_module::logger().path() else {
+        return;
+    };
+    if let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        // SAFETY: dup2 onto standard error of this (single-threaded) process.
+        unsafe { libc::dup2(file.as_raw_fd(), 2) };
+    }
+}
+
+fn load_app(config: &ServerConfig, in_master: bool) -> Result<Arc<dyn Application>, i32> {
     match &config.app {
         AppSource::Rust(name) => wsgi_core::testing::app_by_name(name).ok_or_else(|| {
             log!(Error, "unknown built-in application {name:?}");
-            ExitCode::from(EXIT_USAGE)
+            i32::from(EXIT_USAGE)
         }),
-        AppSource::Python(spec) => load_python(config, spec),
+        AppSource::Python(spec) => load_python(config, spec, in_master),
     }
 }
 
 #[cfg(feature = "python")]
-fn load_python(config: &ServerConfig, spec: &str) -> Result<Arc<dyn Application>, ExitCode> {
+fn load_python(
+    config: &ServerConfig,
+    spec: &str,
+    _in_master: bool,
+) -> Result<Arc<dyn Application>, i32> {
     use wsgi_python::{initialize, AppOptions, PyApplication, PythonConfig};
     let python = PythonConfig {
         virtualenv: config.python.virtualenv.clone(),
@@ -144,7 +306,7 @@ fn load_python(config: &ServerConfig, spec: &str) -> Result<Arc<dyn Application>
         Ok(info) => info,
         Err(error) => {
             log!(Error, "cannot start Python: {error}");
-            return Err(ExitCode::from(EXIT_USAGE));
+            return Err(i32::from(EXIT_USAGE));
         }
     };
     log!(
@@ -160,23 +322,67 @@ fn load_python(config: &ServerConfig, spec: &str) -> Result<Arc<dyn Application>
     );
     let options = AppOptions {
         multithread: config.threads > 1,
-        multiprocess: false,
+        multiprocess: config.process.master && config.process.workers > 1,
         error_log: log_module::error_log(),
     };
     match PyApplication::load(spec, options) {
         Ok(app) => Ok(Arc::new(app)),
         Err(error) => {
             log!(Error, "Failed to load application {spec:?}:\n{error}");
-            Err(ExitCode::from(EXIT_APP_LOAD))
+            Err(EXIT_APP_LOAD)
         }
     }
 }
 
 #[cfg(not(feature = "python"))]
-fn load_python(_config: &ServerConfig, spec: &str) -> Result<Arc<dyn Application>, ExitCode> {
+fn load_python(
+    _config: &ServerConfig,
+    spec: &str,
+    _in_master: bool,
+) -> Result<Arc<dyn Application>, i32> {
     log!(
         Error,
         "cannot load {spec:?}: this build has no Python runtime (use --rust-app)"
     );
-    Err(ExitCode::from(EXIT_USAGE))
+    Err(i32::from(EXIT_USAGE))
+}
+
+#[cfg(feature = "python")]
+fn enable_stack_dumps(config: &ServerConfig) {
+    if matches!(config.app, AppSource::Python(_)) {
+        if let Err(error) = wsgi_python::fork::dump_stacks_on_signal(libc::SIGUSR2) {
+            log!(Warning, "cannot arm Python stack dumps: {error}");
+        }
+    }
+}
+
+#[cfg(not(feature = "python"))]
+fn enable_stack_dumps(_config: &ServerConfig) {}
+
+/// CPython's fork protocol, for `--preload`.
+#[derive(Debug)]
+struct PythonForkHooks;
+
+#[cfg(feature = "python")]
+impl ForkHooks for PythonForkHooks {
+    fn before_fork(&self) {
+        wsgi_python::fork::before_fork();
+    }
+    fn after_fork_parent(&self) {
+        wsgi_python::fork::after_fork_parent();
+    }
+    fn after_fork_child(&self) {
+        wsgi_python::fork::after_fork_child();
+    }
+}
+
+#[cfg(feature = "python")]
+fn python_fork_hooks() -> Option<&'static dyn ForkHooks> {
+    Some(&PythonForkHooks)
+}
+
+#[cfg(not(feature = "python"))]
+fn python_fork_hooks() -> Option<&'static dyn ForkHooks> {
+    let _ = PythonForkHooks;
+    None
 }

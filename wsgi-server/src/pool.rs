@@ -7,13 +7,15 @@
 //! hold no slot.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use wsgi_core::{Application, Request, RequestSource};
+
+use crate::scoreboard::WorkerSlot;
 
 #[derive(Debug)]
 struct QueueState {
@@ -28,7 +30,8 @@ pub struct JobQueue {
     state: Mutex<QueueState>,
     job_ready: Condvar,
     slots: Semaphore,
-    served: AtomicU64,
+    /// This worker's scoreboard slot: requests served, busy stamps.
+    worker: &'static WorkerSlot,
     /// A wake-up task is queued on the I/O thread for this tick.
     wake_scheduled: AtomicBool,
 }
@@ -82,7 +85,7 @@ impl JobQueue {
 
     /// Requests served so far by this process.
     pub fn served(&self) -> u64 {
-        self.served.load(Ordering::Relaxed)
+        self.worker.served()
     }
 
     /// Stops handing out requests: threads exit when the queue is empty.
@@ -99,6 +102,7 @@ impl JobQueue {
 #[derive(Debug)]
 struct ThreadSource {
     queue: Arc<JobQueue>,
+    index: usize,
 }
 
 impl RequestSource for ThreadSource {
@@ -115,6 +119,7 @@ impl RequestSource for ThreadSource {
                     queue.job_ready.notify_one();
                 }
                 queue.slots.add_permits(1);
+                queue.worker.request_started(self.index);
                 return Some(job);
             }
             if state.closed {
@@ -130,7 +135,7 @@ impl RequestSource for ThreadSource {
     }
 
     fn request_done(&mut self) {
-        self.queue.served.fetch_add(1, Ordering::Relaxed);
+        self.queue.worker.request_finished(self.index);
     }
 }
 
@@ -150,6 +155,7 @@ impl AppPool {
         app: Arc<dyn Application>,
         threads: usize,
         queue_size: usize,
+        worker: &'static WorkerSlot,
     ) -> std::io::Result<AppPool> {
         let queue = Arc::new(JobQueue {
             state: Mutex::new(QueueState {
@@ -159,7 +165,7 @@ impl AppPool {
             }),
             job_ready: Condvar::new(),
             slots: Semaphore::new(queue_size.max(1)),
-            served: AtomicU64::new(0),
+            worker,
             wake_scheduled: AtomicBool::new(false),
         });
         let mut handles = Vec::with_capacity(threads);
@@ -167,6 +173,7 @@ impl AppPool {
             let app = Arc::clone(&app);
             let mut source = ThreadSource {
                 queue: Arc::clone(&queue),
+                index,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("wsgi-app-{index}"))

@@ -14,6 +14,7 @@ use crate::config::ServerConfig;
 use crate::connection::{serve_http, Shared};
 use crate::listener::{BoundListener, Protocol};
 use crate::pool::AppPool;
+use crate::scoreboard::WorkerSlot;
 
 /// How a stop was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,15 +32,16 @@ pub enum Stop {
 /// # Errors
 /// The runtime or the application threads could not start.
 pub fn run(
-    listeners: Vec<BoundListener>,
+    listeners: &[BoundListener],
     app: Arc<dyn Application>,
     config: &ServerConfig,
+    worker: &'static WorkerSlot,
     stop: impl std::future::Future<Output = Stop>,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let pool = AppPool::start(app, config.threads, config.queue_size)?;
+    let pool = AppPool::start(app, config.threads, config.queue_size, worker)?;
     let (shutdown_sender, shutdown) = watch::channel(false);
     let shared = Arc::new(Shared {
         limits: wsgi_http::Config {
@@ -66,15 +68,20 @@ pub fn run(
         let (alive_sender, mut alive) = mpsc::channel::<()>(1);
         let mut accept_tasks = Vec::new();
         for listener in listeners {
+            // Our own descriptor: the master (or the next worker) keeps its.
+            let fd = listener.fd.try_clone()?;
             let shared = Arc::clone(&shared);
             let alive_sender = alive_sender.clone();
             accept_tasks.push(tokio::task::spawn_local(accept_loop(
-                listener,
+                fd,
+                listener.spec.protocol,
+                listener.is_unix(),
                 shared,
                 alive_sender,
             )));
         }
         drop(alive_sender);
+        worker.ready.store(1, std::sync::atomic::Ordering::Release);
         let how = stop.await;
         let _ = shutdown_sender.send(true);
         for task in &accept_tasks {
@@ -83,8 +90,8 @@ pub fn run(
         if how == Stop::Graceful {
             let _ = tokio::time::timeout(graceful, alive.recv()).await;
         }
-        how
-    });
+        Ok::<Stop, std::io::Error>(how)
+    })?;
     // Dropping the runtime drops every connection task still running.
     drop(local);
     drop(runtime);
@@ -99,10 +106,13 @@ pub fn run(
 }
 
 /// Accepts connections on one listener until aborted.
-async fn accept_loop(listener: BoundListener, shared: Arc<Shared>, alive: mpsc::Sender<()>) {
-    let protocol = listener.spec.protocol;
-    let is_unix = listener.is_unix();
-    let fd: OwnedFd = listener.fd;
+async fn accept_loop(
+    fd: OwnedFd,
+    protocol: Protocol,
+    is_unix: bool,
+    shared: Arc<Shared>,
+    alive: mpsc::Sender<()>,
+) {
     if is_unix {
         let std_listener = std::os::unix::net::UnixListener::from(fd);
         let listener = match UnixListener::from_std(std_listener) {

@@ -127,10 +127,14 @@ def start_server(app_args, log_path, cwd=None, env=None, venv=TEST_VENV):
         server = Server(proc, port, Path(log_path))
         deadline = time.monotonic() + READY_TIMEOUT
         listening = re.compile(r"Listening at: http://127\.0\.0\.1:%d\b" % port)
+        # Under a master the socket accepts (into its backlog) before any
+        # worker has loaded the app: wait for a worker to say it serves.
+        serving = re.compile(r"\[INFO\] Worker \d+ ready")
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 break
-            if listening.search(server.log()):
+            log = server.log()
+            if listening.search(log) and serving.search(log):
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=1).close()
                     return server

@@ -372,6 +372,12 @@ def test_unknown_route_404(server):
     assert response.content == b"not found: /nope"
 
 
+def worker_pids(master_pid):
+    """The pids of the master's children (its workers)."""
+    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text()
+    return {int(pid) for pid in children.split()}
+
+
 def test_application_error_log_line_is_gunicorn_format(server):
     """The line announcing an application error carries the log's
     `[date] [pid] [ERROR]` prefix, as gunicorn's "Error handling request"."""
@@ -379,10 +385,13 @@ def test_application_error_log_line_is_gunicorn_format(server):
     assert get(server, "/raise?msg=pep3333-format-c4d1").status_code == 500
     log = server.wait_for_log("RuntimeError: pep3333-format-c4d1", offset)
     first = log.splitlines()[0] if log else ""
-    assert re.match(
-        r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[%d\] \[ERROR\] .*/raise" % server.pid,
+    # The worker that served the request logs it (a child of the master).
+    match = re.match(
+        r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[(\d+)\] \[ERROR\] .*/raise",
         first,
-    ), log
+    )
+    assert match, log
+    assert int(match.group(1)) in worker_pids(server.pid), (match.group(1), server.pid)
 
 
 def test_close_called_when_the_iterable_fails_mid_body(server):

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use futures::channel::oneshot;
 use wsgi_server::config::{AppSource, ServerConfig};
 use wsgi_server::listener::{bind, BindAddr, BindOptions, BindSpec, BoundListener, Protocol};
+use wsgi_server::scoreboard::WorkerSlot;
 use wsgi_server::server::{run, Stop};
 
 /// A running server.
@@ -58,7 +59,8 @@ impl TestServer {
         let app = wsgi_core::testing::app_by_name(app).unwrap();
         let (stop, stopped) = oneshot::channel();
         let thread = std::thread::spawn(move || {
-            run(listeners, Arc::clone(&app), &config, async move {
+            let slot: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
+            run(&listeners, Arc::clone(&app), &config, slot, async move {
                 stopped.await.unwrap_or(Stop::Immediate)
             })
             .unwrap();

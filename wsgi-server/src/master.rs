@@ -1,0 +1,602 @@
+//! The master process: forks the workers after every listener is bound,
+//! supervises them, and turns signals into gunicorn's behaviour.
+//!
+//! # Theory of operation
+//! The master runs no async runtime and no thread, so a fork copies nothing
+//! half-done. Its loop wakes on a signal (through a self-pipe) or every
+//! 200 ms, then: reaps dead workers and logs why each died; enforces the
+//! request timeout (stack dump, then SIGKILL), resident-memory recycling and
+//! graceful-stop deadlines; moves a rolling reload forward; and forks
+//! workers until the wanted number of current-generation workers runs.
+//!
+//! | signal | meaning |
+//! |---|---|
+//! | TERM, INT | graceful stop: workers stop accepting, finish in-flight requests up to `--graceful-timeout`, then are killed |
+//! | QUIT | fast stop |
+//! | HUP | rolling reload: new workers (fresh imports) come up, then the old ones finish and leave |
+//! | TTIN, TTOU | one worker more, one less |
+//! | USR1 | reopen log files (and forward to the workers) |
+//!
+//! Workers leave on their own after `--max-requests` (+ jitter) or
+//! `--max-worker-lifetime`, recording why in their scoreboard slot; the
+//! master replaces a leaving worker as soon as it stops counting as live, so
+//! capacity never drops.
+
+use std::time::{Duration, Instant};
+
+use crate::config::ServerConfig;
+use crate::listener::BoundListener;
+use crate::process;
+use crate::scoreboard::{Retire, Scoreboard, WorkerSlot};
+use crate::signals::{self, SignalPipe};
+
+/// Exit code of a worker whose application failed to load (gunicorn's).
+pub const EXIT_APP_LOAD: i32 = 4;
+
+/// How long a worker gets to dump its Python stacks before SIGKILL.
+const STACK_DUMP_GRACE: Duration = Duration::from_secs(1);
+/// A worker that dies sooner than this after its start counts as a crash
+/// for the crash-loop backoff.
+const CRASH_WINDOW: Duration = Duration::from_secs(5);
+
+/// What a forked worker runs: returns its exit code.
+pub type WorkerMain<'a> = dyn Fn(&WorkerContext<'_>) -> i32 + 'a;
+
+/// What a worker is given.
+#[derive(Debug)]
+pub struct WorkerContext<'a> {
+    /// The configuration.
+    pub config: &'a ServerConfig,
+    /// The listeners, shared with the master.
+    pub listeners: &'a [BoundListener],
+    /// This worker's scoreboard slot.
+    pub slot: &'static WorkerSlot,
+    /// Its number (1, 2, ...), for titles and logs.
+    pub number: usize,
+    /// The master's pid.
+    pub master_pid: i32,
+    /// The request count after which it recycles (0: never), jitter applied.
+    pub max_requests: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// Forked; the application is loading.
+    Booting,
+    /// Accepting requests.
+    Running,
+    /// Asked to leave; killed at the deadline if still there.
+    Stopping { deadline: Instant },
+}
+
+#[derive(Debug)]
+struct Worker {
+    pid: i32,
+    slot: usize,
+    number: usize,
+    generation: u64,
+    started: Instant,
+    state: State,
+    /// Why the master made it leave (for the death log line).
+    cause: Option<String>,
+}
+
+/// The master.
+pub struct Master<'a> {
+    config: &'a ServerConfig,
+    listeners: Vec<BoundListener>,
+    board: Scoreboard,
+    signals: SignalPipe,
+    worker_main: &'a WorkerMain<'a>,
+    /// Hooks around fork (a preloaded interpreter must be told).
+    fork_hooks: Option<&'a dyn ForkHooks>,
+    workers: Vec<Worker>,
+    target: usize,
+    generation: u64,
+    /// The generation being replaced by a rolling reload.
+    retiring_generation: Option<u64>,
+    next_number: usize,
+    crashes: u32,
+    next_spawn: Instant,
+    stopping: Option<(Instant, bool)>,
+    exit_code: i32,
+    announced_ready: bool,
+    last_rss_check: Instant,
+    random: u64,
+}
+
+impl std::fmt::Debug for Master<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Master")
+            .field("workers", &self.workers)
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Calls the master makes around `fork` (for `--preload`).
+pub trait ForkHooks {
+    /// In the master, just before fork.
+    fn before_fork(&self);
+    /// In the master, just after fork.
+    fn after_fork_parent(&self);
+    /// In the new worker, first thing.
+    fn after_fork_child(&self);
+}
+
+impl<'a> Master<'a> {
+    /// A master for `listeners`, running `worker_main` in each worker.
+    ///
+    /// # Errors
+    /// The scoreboard or the signal handlers could not be set up.
+    pub fn new(
+        config: &'a ServerConfig,
+        listeners: Vec<BoundListener>,
+        worker_main: &'a WorkerMain<'a>,
+        fork_hooks: Option<&'a dyn ForkHooks>,
+    ) -> std::io::Result<Master<'a>> {
+        let capacity = (config.process.workers * 4).max(64);
+        Ok(Master {
+            config,
+            listeners,
+            board: Scoreboard::new(capacity)?,
+            signals: SignalPipe::install()?,
+            worker_main,
+            fork_hooks,
+            workers: Vec::new(),
+            target: config.process.workers.max(1),
+            generation: 1,
+            retiring_generation: None,
+            next_number: 1,
+            crashes: 0,
+            next_spawn: Instant::now(),
+            stopping: None,
+            exit_code: 0,
+            announced_ready: false,
+            last_rss_check: Instant::now(),
+            random: u64::from(std::process::id()) ^ crate::scoreboard::now_millis(),
+        })
+    }
+
+    /// Runs until stopped; returns the exit code.
+    pub fn run(mut self) -> i32 {
+        crate::log!(Info, "Starting master (pid: {})", std::process::id());
+        self.set_title();
+        loop {
+            for signal in self.signals.wait(200) {
+                self.on_signal(signal);
+            }
+            self.reap();
+            if let Some((deadline, killed)) = self.stopping {
+                if self.workers.is_empty() {
+                    break;
+                }
+                if Instant::now() >= deadline && !killed {
+                    for worker in &self.workers {
+                        crate::log!(
+                            Warning,
+                            "Worker (pid: {}) still running at the stop deadline: killing it",
+                            worker.pid
+                        );
+                        signals::send(worker.pid, libc::SIGKILL);
+                    }
+                    self.stopping = Some((deadline, true));
+                }
+                continue;
+            }
+            self.watch_workers();
+            self.advance_reload();
+            self.maintain_count();
+            self.announce_ready();
+        }
+        crate::log!(Info, "Shutting down: Master");
+        process::sd_notify("STOPPING=1");
+        self.exit_code
+    }
+
+    fn set_title(&self) {
+        let name = self.config.process.name.as_deref().unwrap_or("");
+        let suffix = if name.is_empty() {
+            String::new()
+        } else {
+            format!(" [{name}]")
+        };
+        process::set_title(&format!("wsgi-server: master{suffix}"));
+    }
+
+    fn on_signal(&mut self, signal: libc::c_int) {
+        match signal {
+            libc::SIGTERM | libc::SIGINT => {
+                crate::log!(Info, "Handling signal: {}", signal_word(signal));
+                let deadline =
+                    Instant::now() + self.config.timeouts.graceful + Duration::from_secs(1);
+                self.stop_all(libc::SIGTERM, deadline);
+            }
+            libc::SIGQUIT => {
+                crate::log!(Info, "Handling signal: quit");
+                self.stop_all(libc::SIGQUIT, Instant::now() + Duration::from_secs(2));
+            }
+            libc::SIGHUP => {
+                crate::log!(Info, "Handling signal: hup: reloading workers");
+                self.retiring_generation = Some(self.generation);
+                self.generation += 1;
+            }
+            libc::SIGTTIN => {
+                self.target += 1;
+                crate::log!(Info, "Handling signal: ttin: {} workers", self.target);
+            }
+            libc::SIGTTOU => {
+                if self.target > 1 {
+                    self.target -= 1;
+                }
+                crate::log!(Info, "Handling signal: ttou: {} workers", self.target);
+            }
+            libc::SIGUSR1 => {
+                crate::log::logger().reopen();
+                crate::log!(Info, "Handling signal: usr1: log files reopened");
+                for worker in &self.workers {
+                    signals::send(worker.pid, libc::SIGUSR1);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn stop_all(&mut self, signal: libc::c_int, deadline: Instant) {
+        for worker in &mut self.workers {
+            worker.state = State::Stopping { deadline };
+            worker.cause.get_or_insert_with(|| "server stop".into());
+            signals::send(worker.pid, signal);
+        }
+        self.stopping = Some((deadline, false));
+    }
+
+    /// Collects dead workers and logs why each died.
+    fn reap(&mut self) {
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid on any child, non-blocking.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                return;
+            }
+            let Some(position) = self.workers.iter().position(|worker| worker.pid == pid) else {
+                continue;
+            };
+            let worker = self.workers.remove(position);
+            let slot = self.board.slot(worker.slot);
+            let served = slot.served();
+            let retired = slot.retiring();
+            self.board.release(worker.slot);
+            self.log_death(&worker, status, retired, served);
+
+            let asked = worker.cause.is_some() || retired != Retire::No;
+            let clean = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+            if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == EXIT_APP_LOAD {
+                self.on_boot_failure(&worker);
+            } else if !asked && !clean && worker.started.elapsed() < CRASH_WINDOW {
+                self.crashes += 1;
+                let delay = Duration::from_millis(100 * (1u64 << self.crashes.min(7)))
+                    .min(Duration::from_secs(10));
+                crate::log!(
+                    Warning,
+                    "Worker crashed {} time(s) in a row soon after start; next start in {:.1}s",
+                    self.crashes,
+                    delay.as_secs_f64()
+                );
+                self.next_spawn = Instant::now() + delay;
+            } else if worker.started.elapsed() >= CRASH_WINDOW {
+                self.crashes = 0;
+            }
+        }
+    }
+
+    fn log_death(&self, worker: &Worker, status: libc::c_int, retired: Retire, served: u64) {
+        let who = format!("Worker {} (pid: {})", worker.number, worker.pid);
+        if libc::WIFSIGNALED(status) {
+            let signal = libc::WTERMSIG(status);
+            let cause = match (&worker.cause, signal) {
+                (Some(cause), _) => format!(" ({cause})"),
+                (None, libc::SIGKILL) => ": perhaps out of memory?".to_owned(),
+                (None, _) => " (crash)".to_owned(),
+            };
+            crate::log!(
+                Error,
+                "{who} was killed by {}{cause}",
+                signals::name(signal)
+            );
+            return;
+        }
+        let code = libc::WEXITSTATUS(status);
+        let reason = match retired {
+            Retire::MaxRequests => Some(format!("max-requests reached ({served} requests served)")),
+            Retire::Lifetime => Some("max-worker-lifetime reached".to_owned()),
+            Retire::Asked | Retire::No => worker.cause.clone(),
+        };
+        match (code, reason) {
+            (0, Some(reason)) => crate::log!(Info, "{who} exited: {reason}"),
+            (0, None) => crate::log!(Warning, "{who} exited unexpectedly with code 0"),
+            (EXIT_APP_LOAD, _) => crate::log!(
+                Error,
+                "{who} exited with code 4: the application failed to load"
+            ),
+            (code, reason) => crate::log!(
+                Error,
+                "{who} exited with code {code}{}",
+                reason
+                    .map(|reason| format!(" ({reason})"))
+                    .unwrap_or_else(|| " (crash)".into())
+            ),
+        }
+    }
+
+    /// A worker could not load the application: at start-up the master
+    /// stops (as gunicorn does: a config or code error will not heal by
+    /// retrying); during a reload the old workers are kept.
+    fn on_boot_failure(&mut self, worker: &Worker) {
+        if let Some(old) = self
+            .retiring_generation
+            .filter(|_| worker.generation == self.generation)
+        {
+            crate::log!(
+                Error,
+                "Reload failed: the new code does not load; keeping the running workers"
+            );
+            for other in &mut self.workers {
+                if other.generation == self.generation {
+                    other.cause = Some("reload failed".into());
+                    other.state = State::Stopping {
+                        deadline: Instant::now() + Duration::from_secs(2),
+                    };
+                    signals::send(other.pid, libc::SIGTERM);
+                }
+            }
+            self.generation = old;
+            self.retiring_generation = None;
+            return;
+        }
+        if !self
+            .workers
+            .iter()
+            .any(|other| other.state == State::Running)
+        {
+            crate::log!(Error, "The application failed to load: stopping");
+            self.exit_code = EXIT_APP_LOAD;
+            self.stop_all(libc::SIGTERM, Instant::now() + Duration::from_secs(2));
+        } else {
+            self.next_spawn = Instant::now() + Duration::from_secs(1);
+        }
+    }
+
+    /// Timeouts, memory, readiness and stop deadlines.
+    fn watch_workers(&mut self) {
+        let now = Instant::now();
+        let check_rss = self.config.process.reload_on_rss.is_some()
+            && now.duration_since(self.last_rss_check) >= Duration::from_millis(500);
+        if check_rss {
+            self.last_rss_check = now;
+        }
+        let graceful = self.config.timeouts.graceful;
+        for worker in &mut self.workers {
+            let slot = self.board.slot(worker.slot);
+            match worker.state.clone() {
+                State::Booting if slot.is_ready() => worker.state = State::Running,
+                State::Booting => {}
+                State::Stopping { deadline } => {
+                    if now >= deadline {
+                        crate::log!(
+                            Warning,
+                            "Worker {} (pid: {}) did not stop in time: killing it",
+                            worker.number,
+                            worker.pid
+                        );
+                        signals::send(worker.pid, libc::SIGKILL);
+                        worker.state = State::Stopping {
+                            deadline: now + Duration::from_secs(3600),
+                        };
+                    }
+                }
+                State::Running => {
+                    if let Some(timeout) = self.config.process.timeout {
+                        let busy = Duration::from_millis(slot.longest_busy_millis());
+                        if busy > timeout {
+                            crate::log!(
+                                Error,
+                                "WORKER TIMEOUT: worker {} (pid: {}) has been in one request for {:.1}s (timeout {}s): dumping its stacks, then killing it",
+                                worker.number, worker.pid, busy.as_secs_f64(), timeout.as_secs_f64()
+                            );
+                            signals::send(worker.pid, libc::SIGUSR2);
+                            worker.cause = Some("timeout".into());
+                            slot.retire(Retire::Asked);
+                            worker.state = State::Stopping {
+                                deadline: now + STACK_DUMP_GRACE,
+                            };
+                            continue;
+                        }
+                    }
+                    if check_rss {
+                        if let (Some(limit), Some(rss)) = (
+                            self.config.process.reload_on_rss,
+                            process::rss_bytes(worker.pid),
+                        ) {
+                            if rss > limit {
+                                crate::log!(
+                                    Warning,
+                                    "Worker {} (pid: {}) uses {} MiB, over --reload-on-rss {} MiB: recycling it",
+                                    worker.number, worker.pid, rss >> 20, limit >> 20
+                                );
+                                worker.cause = Some(format!("reload-on-rss: {} MiB", rss >> 20));
+                                slot.retire(Retire::Asked);
+                                signals::send(worker.pid, libc::SIGTERM);
+                                worker.state = State::Stopping {
+                                    deadline: now + graceful + Duration::from_secs(1),
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rolling reload: once every worker of the new generation runs, the
+    /// old ones are told to finish and leave.
+    fn advance_reload(&mut self) {
+        let Some(old) = self.retiring_generation else {
+            return;
+        };
+        let new_running = self
+            .workers
+            .iter()
+            .filter(|worker| worker.generation == self.generation && worker.state == State::Running)
+            .count();
+        if new_running < self.target {
+            return;
+        }
+        let deadline = Instant::now() + self.config.timeouts.graceful + Duration::from_secs(1);
+        for worker in &mut self.workers {
+            if worker.generation == old && !matches!(worker.state, State::Stopping { .. }) {
+                worker.cause = Some("reloaded".into());
+                worker.state = State::Stopping { deadline };
+                signals::send(worker.pid, libc::SIGTERM);
+            }
+        }
+        crate::log!(
+            Info,
+            "Reload complete: {} new worker(s) serving",
+            new_running
+        );
+        self.retiring_generation = None;
+    }
+
+    /// Forks or retires workers so that `target` live workers of the
+    /// current generation remain.
+    fn maintain_count(&mut self) {
+        let live: Vec<usize> = self
+            .workers
+            .iter()
+            .enumerate()
+            .filter(|(_, worker)| {
+                worker.generation == self.generation
+                    && !matches!(worker.state, State::Stopping { .. })
+                    && self.board.slot(worker.slot).retiring() == Retire::No
+            })
+            .map(|(index, _)| index)
+            .collect();
+        if live.len() > self.target {
+            // TTOU: the oldest leaves gracefully.
+            let index = live[0];
+            let deadline = Instant::now() + self.config.timeouts.graceful + Duration::from_secs(1);
+            let worker = &mut self.workers[index];
+            worker.cause = Some("fewer workers wanted (TTOU)".into());
+            worker.state = State::Stopping { deadline };
+            signals::send(worker.pid, libc::SIGTERM);
+            return;
+        }
+        let mut missing = self.target - live.len();
+        while missing > 0 && Instant::now() >= self.next_spawn {
+            self.spawn();
+            missing -= 1;
+        }
+    }
+
+    fn announce_ready(&mut self) {
+        if self.announced_ready {
+            return;
+        }
+        let running = self
+            .workers
+            .iter()
+            .filter(|worker| worker.state == State::Running)
+            .count();
+        if running >= self.target {
+            self.announced_ready = true;
+            process::sd_notify(&format!(
+                "READY=1\nSTATUS=serving with {running} worker(s)\nMAINPID={}",
+                std::process::id()
+            ));
+        }
+    }
+
+    fn jittered_max_requests(&mut self) -> u64 {
+        let base = self.config.process.max_requests;
+        let jitter = self.config.process.max_requests_jitter;
+        if base == 0 || jitter == 0 {
+            return base;
+        }
+        // xorshift64: spreading recycles needs no cryptographic randomness.
+        self.random ^= self.random << 13;
+        self.random ^= self.random >> 7;
+        self.random ^= self.random << 17;
+        base + self.random % (jitter + 1)
+    }
+
+    fn spawn(&mut self) {
+        let Some(slot_index) = self.board.claim() else {
+            crate::log!(
+                Error,
+                "No free scoreboard slot: cannot start another worker"
+            );
+            self.next_spawn = Instant::now() + Duration::from_secs(1);
+            return;
+        };
+        let number = self.next_number;
+        self.next_number += 1;
+        let max_requests = self.jittered_max_requests();
+        let master_pid = std::process::id() as i32;
+        if let Some(hooks) = self.fork_hooks {
+            hooks.before_fork();
+        }
+        // SAFETY: the master has no other threads, so the child starts from
+        // a consistent copy; it never returns into this loop.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            if let Some(hooks) = self.fork_hooks {
+                hooks.after_fork_child();
+            }
+            self.signals.reset_in_child();
+            let context = WorkerContext {
+                config: self.config,
+                listeners: &self.listeners,
+                slot: self.board.slot(slot_index),
+                number,
+                master_pid,
+                max_requests,
+            };
+            let code = (self.worker_main)(&context);
+            crate::log::logger().flush();
+            // SAFETY: leaving the worker without running the master's
+            // destructors (they would unlink the master's sockets).
+            unsafe { libc::_exit(code) };
+        }
+        if let Some(hooks) = self.fork_hooks {
+            hooks.after_fork_parent();
+        }
+        if pid < 0 {
+            crate::log!(Error, "fork failed: {}", std::io::Error::last_os_error());
+            self.board.release(slot_index);
+            self.next_spawn = Instant::now() + Duration::from_secs(1);
+            return;
+        }
+        self.board.set_pid(slot_index, pid);
+        crate::log!(Info, "Booting worker {number} with pid: {pid}");
+        self.workers.push(Worker {
+            pid,
+            slot: slot_index,
+            number,
+            generation: self.generation,
+            started: Instant::now(),
+            state: State::Booting,
+            cause: None,
+        });
+    }
+}
+
+fn signal_word(signal: libc::c_int) -> &'static str {
+    match signal {
+        libc::SIGTERM => "term",
+        libc::SIGINT => "int",
+        _ => "?",
+    }
+}

@@ -1,0 +1,233 @@
+//! Process-level chores of a Unix daemon: pidfile, detaching, dropping
+//! privileges, process titles, systemd's socket activation and readiness
+//! notification, and dying with the master.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::RawFd;
+use std::path::Path;
+
+/// Writes our pid to `path` (atomically: a temporary file renamed).
+///
+/// # Errors
+/// The file could not be written.
+pub fn write_pidfile(path: &Path) -> io::Result<()> {
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, format!("{}\n", std::process::id()))?;
+    std::fs::rename(&temporary, path)
+}
+
+/// Detaches from the terminal: fork, new session, fork again, standard
+/// streams to /dev/null. Only the grandchild returns.
+///
+/// # Errors
+/// A fork or `setsid` failed.
+pub fn daemonize() -> io::Result<()> {
+    for round in 0..2 {
+        // SAFETY: called before any thread exists (the master has none).
+        match unsafe { libc::fork() } {
+            -1 => return Err(io::Error::last_os_error()),
+            0 => {}
+            // SAFETY: the parent leaves without running destructors that
+            // could touch state now owned by the child.
+            _ => unsafe { libc::_exit(0) },
+        }
+        // SAFETY: plain setsid in the first child.
+        if round == 0 && unsafe { libc::setsid() } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let null = CString::new("/dev/null").expect("no NUL");
+    // SAFETY: opening /dev/null and duplicating it over 0, 1 and 2.
+    unsafe {
+        let fd = libc::open(null.as_ptr(), libc::O_RDWR);
+        if fd >= 0 {
+            for target in 0..3 {
+                libc::dup2(fd, target);
+            }
+            if fd > 2 {
+                libc::close(fd);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Drops to `group` and `user` (names or numbers), group first.
+///
+/// # Errors
+/// Unknown names, or the system refused.
+pub fn drop_privileges(user: Option<&str>, group: Option<&str>) -> io::Result<()> {
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_owned());
+    let user_entry = match user {
+        Some(name) => {
+            Some(lookup_user(name).ok_or_else(|| invalid(&format!("unknown user {name:?}")))?)
+        }
+        None => None,
+    };
+    let gid = match group {
+        Some(name) => {
+            Some(lookup_group(name).ok_or_else(|| invalid(&format!("unknown group {name:?}")))?)
+        }
+        None => user_entry.as_ref().map(|entry| entry.1),
+    };
+    if let Some(gid) = gid {
+        // SAFETY: plain setgroups/setgid calls with valid arguments.
+        unsafe {
+            if let Some((_, _, name)) = &user_entry {
+                let name = CString::new(name.as_str()).map_err(|_| invalid("user name"))?;
+                libc::initgroups(name.as_ptr(), gid);
+            } else {
+                libc::setgroups(1, &gid);
+            }
+            if libc::setgid(gid) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    if let Some((uid, _, _)) = user_entry {
+        // SAFETY: plain setuid.
+        if unsafe { libc::setuid(uid) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn lookup_user(name: &str) -> Option<(libc::uid_t, libc::gid_t, String)> {
+    let cname = CString::new(name).ok()?;
+    // SAFETY: getpwnam returns a pointer into static storage or null; we
+    // copy what we need at once (the master has no other threads).
+    let entry = unsafe { libc::getpwnam(cname.as_ptr()) };
+    if !entry.is_null() {
+        // SAFETY: non-null entry from getpwnam.
+        let entry = unsafe { &*entry };
+        return Some((entry.pw_uid, entry.pw_gid, name.to_owned()));
+    }
+    let uid: libc::uid_t = name.parse().ok()?;
+    // SAFETY: as above, by uid.
+    let entry = unsafe { libc::getpwuid(uid) };
+    let gid = if entry.is_null() {
+        uid
+    } else {
+        // SAFETY: non-null entry from getpwuid.
+        unsafe { (*entry).pw_gid }
+    };
+    Some((uid, gid, name.to_owned()))
+}
+
+fn lookup_group(name: &str) -> Option<libc::gid_t> {
+    let cname = CString::new(name).ok()?;
+    // SAFETY: getgrnam returns static storage or null; read at once.
+    let entry = unsafe { libc::getgrnam(cname.as_ptr()) };
+    if !entry.is_null() {
+        // SAFETY: non-null entry from getgrnam.
+        return Some(unsafe { (*entry).gr_gid });
+    }
+    name.parse().ok()
+}
+
+/// Sets the umask.
+pub fn set_umask(mask: u32) {
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(mask as libc::mode_t) };
+}
+
+/// Asks the kernel to send `signal` to this process when its parent dies,
+/// and returns false if the parent is already gone.
+pub fn die_with_parent(signal: libc::c_int, parent: libc::pid_t) -> bool {
+    // SAFETY: prctl with PR_SET_PDEATHSIG and a signal number.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) };
+    // SAFETY: getppid cannot fail.
+    unsafe { libc::getppid() == parent }
+}
+
+/// The argv area, for process titles: (start, length), found once.
+static ARGV_AREA: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
+
+extern "C" {
+    /// glibc's pointer to argv[0].
+    static program_invocation_name: *mut libc::c_char;
+}
+
+/// Sets the process title shown by `ps` (by overwriting the argv area, as
+/// setproctitle does, within its original length) and the thread name
+/// shown by `top` and `ps -o comm` (15 bytes).
+pub fn set_title(title: &str) {
+    let area = *ARGV_AREA.get_or_init(|| {
+        let length = std::fs::read("/proc/self/cmdline").ok()?.len();
+        // SAFETY: glibc sets program_invocation_name to argv[0] before main.
+        let start = unsafe { program_invocation_name } as usize;
+        (start != 0 && length > 1).then_some((start, length))
+    });
+    if let Some((start, length)) = area {
+        let bytes = title.as_bytes();
+        let copy = bytes.len().min(length - 1);
+        // SAFETY: [start, start + length) is the kernel-provided argv block
+        // of this process (its length read from /proc/self/cmdline); we
+        // write within it and keep a NUL at the end.
+        unsafe {
+            let area = std::slice::from_raw_parts_mut(start as *mut u8, length);
+            area[..copy].copy_from_slice(&bytes[..copy]);
+            area[copy..].fill(0);
+        }
+    }
+    let short: Vec<u8> = title
+        .bytes()
+        .filter(|&byte| byte != 0)
+        .take(15)
+        .chain(std::iter::once(0))
+        .collect();
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, short.as_ptr() as libc::c_ulong, 0, 0, 0) };
+}
+
+/// Listening sockets passed by systemd (`LISTEN_FDS`, `LISTEN_PID`): fds
+/// 3.., if they are meant for us. The variables are removed so children do
+/// not take them for theirs.
+pub fn systemd_listen_fds() -> Vec<RawFd> {
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| pid == std::process::id());
+    let count = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|count| count.parse::<RawFd>().ok())
+        .unwrap_or(0);
+    std::env::remove_var("LISTEN_PID");
+    std::env::remove_var("LISTEN_FDS");
+    std::env::remove_var("LISTEN_FDNAMES");
+    if !ours {
+        return Vec::new();
+    }
+    (3..3 + count.max(0)).collect()
+}
+
+/// Sends a state line to systemd (`READY=1`, `STATUS=...`) when
+/// `NOTIFY_SOCKET` is set; does nothing otherwise.
+pub fn sd_notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let socket = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(socket) => socket,
+        Err(_) => return,
+    };
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+    let _ = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
+            .and_then(|address| socket.send_to_addr(state.as_bytes(), &address))
+    } else {
+        socket.send_to(state.as_bytes(), Path::new(&path))
+    };
+}
+
+/// Resident memory of `pid` in bytes (from /proc).
+pub fn rss_bytes(pid: i32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf cannot fail for _SC_PAGESIZE.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    Some(pages * page)
+}

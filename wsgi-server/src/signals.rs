@@ -1,0 +1,159 @@
+//! Signals for the master: handlers only write the signal number into a
+//! self-pipe, and the master's loop reads it (no work in signal context, no
+//! async runtime in the master, so a fork inherits nothing half-done).
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
+
+/// The signals the master handles.
+pub const MASTER_SIGNALS: [libc::c_int; 9] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGHUP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+    libc::SIGUSR1,
+    libc::SIGCHLD,
+    libc::SIGWINCH,
+];
+
+extern "C" fn on_signal(signal: libc::c_int) {
+    let fd = PIPE_WRITE.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let byte = signal as u8;
+        // SAFETY: write(2) is async-signal-safe; errno is saved and restored
+        // so the interrupted code does not see it change.
+        unsafe {
+            let saved = *libc::__errno_location();
+            libc::write(fd, (&byte as *const u8).cast(), 1);
+            *libc::__errno_location() = saved;
+        }
+    }
+}
+
+/// The read end of the self-pipe.
+#[derive(Debug)]
+pub struct SignalPipe {
+    read: RawFd,
+    write: RawFd,
+}
+
+impl SignalPipe {
+    /// Creates the pipe and installs the handlers.
+    ///
+    /// # Errors
+    /// `pipe2` or `sigaction` failed.
+    pub fn install() -> io::Result<SignalPipe> {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for two descriptors.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        PIPE_WRITE.store(fds[1], Ordering::Relaxed);
+        for signal in MASTER_SIGNALS {
+            set_handler(
+                signal,
+                on_signal as extern "C" fn(libc::c_int) as usize,
+                libc::SA_RESTART,
+            )?;
+        }
+        Ok(SignalPipe {
+            read: fds[0],
+            write: fds[1],
+        })
+    }
+
+    /// Waits up to `timeout_ms` for signals; returns those that arrived.
+    pub fn wait(&self, timeout_ms: i32) -> Vec<libc::c_int> {
+        let mut poll = libc::pollfd {
+            fd: self.read,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut poll, 1, timeout_ms) };
+        let mut signals = Vec::new();
+        let mut buffer = [0u8; 64];
+        loop {
+            // SAFETY: reading into a local buffer of the given size.
+            let read = unsafe { libc::read(self.read, buffer.as_mut_ptr().cast(), buffer.len()) };
+            if read <= 0 {
+                break;
+            }
+            signals.extend(
+                buffer[..read as usize]
+                    .iter()
+                    .map(|&byte| libc::c_int::from(byte)),
+            );
+        }
+        signals
+    }
+
+    /// In a freshly forked worker: default dispositions, and the pipe closed.
+    pub fn reset_in_child(&self) {
+        PIPE_WRITE.store(-1, Ordering::Relaxed);
+        for signal in MASTER_SIGNALS {
+            let _ = set_handler(signal, libc::SIG_DFL, 0);
+        }
+        // SAFETY: closing our own pipe's descriptors in the child.
+        unsafe {
+            libc::close(self.read);
+            libc::close(self.write);
+        }
+    }
+}
+
+fn set_handler(signal: libc::c_int, handler: usize, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: sigaction is plain old data; a zeroed one with an empty mask
+    // and the handler set is valid.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = handler;
+        action.sa_flags = flags;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(signal, &action, std::ptr::null_mut()) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The signal's name, for logs (`SIGKILL`).
+pub fn name(signal: libc::c_int) -> String {
+    let known = [
+        (libc::SIGHUP, "SIGHUP"),
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGQUIT, "SIGQUIT"),
+        (libc::SIGILL, "SIGILL"),
+        (libc::SIGABRT, "SIGABRT"),
+        (libc::SIGBUS, "SIGBUS"),
+        (libc::SIGFPE, "SIGFPE"),
+        (libc::SIGKILL, "SIGKILL"),
+        (libc::SIGUSR1, "SIGUSR1"),
+        (libc::SIGSEGV, "SIGSEGV"),
+        (libc::SIGUSR2, "SIGUSR2"),
+        (libc::SIGPIPE, "SIGPIPE"),
+        (libc::SIGALRM, "SIGALRM"),
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGCHLD, "SIGCHLD"),
+        (libc::SIGTTIN, "SIGTTIN"),
+        (libc::SIGTTOU, "SIGTTOU"),
+    ];
+    known
+        .iter()
+        .find(|(number, _)| *number == signal)
+        .map(|(_, name)| (*name).to_owned())
+        .unwrap_or_else(|| format!("signal {signal}"))
+}
+
+/// Sends `signal` to `pid`, ignoring a process that is already gone.
+pub fn send(pid: i32, signal: libc::c_int) {
+    if pid > 0 {
+        // SAFETY: kill(2) on a pid we forked.
+        unsafe { libc::kill(pid, signal) };
+    }
+}

@@ -1,0 +1,53 @@
+//! A serving process's stop conditions: signals (TERM and INT graceful, QUIT
+//! immediate, USR1 reopens logs) and recycling (`--max-requests` with its
+//! jitter, `--max-worker-lifetime`), recorded in the scoreboard so the
+//! master logs why the worker left.
+
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::scoreboard::{Retire, WorkerSlot};
+use crate::server::Stop;
+
+/// When a worker retires on its own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Recycle {
+    /// After this many requests (0: never).
+    pub max_requests: u64,
+    /// After this long.
+    pub max_lifetime: Option<Duration>,
+}
+
+/// Resolves when the process should stop, and how.
+pub async fn wait_for_stop(slot: &'static WorkerSlot, recycle: Recycle) -> Stop {
+    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr1)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
+        signal(SignalKind::user_defined1()),
+    ) else {
+        crate::log!(Error, "cannot install signal handlers");
+        return Stop::Immediate;
+    };
+    let started = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Stop::Graceful,
+            _ = int.recv() => return Stop::Graceful,
+            _ = quit.recv() => return Stop::Immediate,
+            _ = usr1.recv() => crate::log::logger().reopen(),
+            _ = tick.tick() => {
+                if recycle.max_requests > 0 && slot.served() >= recycle.max_requests {
+                    slot.retire(Retire::MaxRequests);
+                    return Stop::Graceful;
+                }
+                if recycle.max_lifetime.is_some_and(|lifetime| started.elapsed() >= lifetime) {
+                    slot.retire(Retire::Lifetime);
+                    return Stop::Graceful;
+                }
+            }
+        }
+    }
+}
