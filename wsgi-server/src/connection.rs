@@ -292,6 +292,7 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
         trusted_proxy: shared.is_trusted(&conn.peer),
         ..conn
     };
+    let mut served_any = false;
     loop {
         let head = match read_head(
             &mut stream,
@@ -299,6 +300,7 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
             &mut read_buf,
             &shared,
             &mut shutdown,
+            served_any,
         )
         .await
         {
@@ -332,6 +334,7 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
             false,
         )
         .await;
+        served_any = true;
         if outcome == Outcome::Close || body.failed || !codec.keep_alive() {
             return;
         }
@@ -660,13 +663,16 @@ enum HeadRead {
 
 /// Waits for the next request head: the keep-alive timeout while nothing
 /// has arrived, the header timeout once the first byte has. A graceful stop
-/// closes an idle connection at once.
+/// closes an idle keep-alive connection at once; a connection that has not
+/// had its first request yet was accepted to be served, and is (its client
+/// has sent, or is sending, that request).
 async fn read_head<S: Transport>(
     stream: &mut S,
     codec: &mut ServerConn,
     read_buf: &mut BytesMut,
     shared: &Shared,
     shutdown: &mut watch::Receiver<bool>,
+    served_any: bool,
 ) -> HeadRead {
     let mut deadline: Option<Instant> = None;
     loop {
@@ -679,24 +685,16 @@ async fn read_head<S: Transport>(
                 return HeadRead::Refused(error.status().as_u16());
             }
         }
-        let idle = read_buf.is_empty();
+        let idle = read_buf.is_empty() && served_any;
         if idle && *shutdown.borrow() {
             return HeadRead::Closed;
         }
-        let limit = match deadline {
-            Some(limit) if !idle => limit,
-            _ => {
-                let wait = if idle {
-                    shared.timeouts.keep_alive
-                } else {
-                    shared.timeouts.header
-                };
-                let limit = Instant::now() + wait;
-                if !idle {
-                    deadline = Some(limit);
-                }
-                limit
-            }
+        // Nothing yet: the keep-alive timeout (an idle connection may wait
+        // that long). Part of a head: the header deadline, fixed at its first byte.
+        let limit = if read_buf.is_empty() {
+            Instant::now() + shared.timeouts.keep_alive
+        } else {
+            *deadline.get_or_insert_with(|| Instant::now() + shared.timeouts.header)
         };
         let read = tokio::select! {
             read = timeout_at(limit, read_some(stream, read_buf)) => read,
@@ -711,7 +709,7 @@ async fn read_head<S: Transport>(
             }
             Ok(Ok(_)) => {}
             Ok(Err(_)) => return HeadRead::Closed,
-            Err(_elapsed) if idle => return HeadRead::Closed,
+            Err(_elapsed) if read_buf.is_empty() => return HeadRead::Closed,
             // A head that takes too long: 408 (RFC 9110 §15.5.9).
             Err(_elapsed) => return HeadRead::Refused(408),
         }

@@ -379,3 +379,23 @@ fn environ_reflects_the_request() {
     }
     assert!(!response.contains("HTTP_X_UNDER"));
 }
+
+#[test]
+fn a_fresh_connection_is_served_during_a_graceful_stop() {
+    let mut server = TestServer::start("echo", |_| {});
+    // Accepted before the stop, its request sent after it: it was accepted
+    // to be served, so it is (only idle keep-alive connections are closed).
+    let mut fresh = server.connect();
+    let mut busy = server.connect();
+    busy.write_all(b"GET /slow?600 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let stopper = std::thread::spawn(move || server.stop(Stop::Graceful));
+    std::thread::sleep(Duration::from_millis(100));
+    fresh
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(read_response(&mut fresh).starts_with("HTTP/1.1 200 OK\r\n"));
+    assert!(read_response(&mut busy).ends_with("slow"));
+    stopper.join().unwrap();
+}
