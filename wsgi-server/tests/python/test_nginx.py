@@ -7,6 +7,8 @@
 - proxy_pass (`proxy_pass.conf`) to TCP and to `http://unix:PATH`: Host,
   X-Real-IP, X-Forwarded-For/Proto as the app sees them, nginx's 413 above
   client_max_body_size;
+- TLS at nginx (`tls.conf`): X-Forwarded-Proto https makes wsgi.url_scheme
+  https (a client's own header is replaced);
 - the app mounted under /flasktodo (`subpath.conf`) by a SCRIPT_NAME header
   (proxy_pass) and by `uwsgi_param SCRIPT_NAME` (uwsgi_pass), nginx serving
   /flasktodo/static/ itself;
@@ -325,10 +327,14 @@ def tls_site(module_start):
     work = private_dir("wsgi-tls-")
     cert, key = work / "cert.pem", work / "key.pem"
     subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
+        [
+            openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     server = module_start(*APP)
     nginx = start_nginx(
@@ -585,7 +591,7 @@ def test_scale_out_rolling_restart(start):
         for victim, survivor in (("a", "b"), ("b", "a")):
             loop = Loop(nginx.url(), threads=4, max_requests=1000, max_seconds=10.0).start()
             loop.wait_until(300, timeout=5.0)
-            done_before, served_before = loop.snapshot()
+            _, served_before = loop.snapshot()
             stopping = servers[victim]
             status = stopping.stop(signal.SIGTERM)
             time.sleep(0.3)  # responses already on their way are counted before
