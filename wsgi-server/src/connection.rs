@@ -79,6 +79,8 @@ pub trait Transport: AsyncRead + AsyncWrite + AsRawFd + Unpin {
     fn writable(&self) -> impl std::future::Future<Output = io::Result<()>>;
     /// Runs a non-blocking write syscall, clearing readiness on `WouldBlock`.
     fn try_write_io<R>(&self, call: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
+    /// Reads what has already arrived, without waiting.
+    fn try_read_now(&self, buffer: &mut BytesMut) -> io::Result<usize>;
 }
 
 impl Transport for tokio::net::TcpStream {
@@ -88,6 +90,9 @@ impl Transport for tokio::net::TcpStream {
     fn try_write_io<R>(&self, call: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
         self.try_io(Interest::WRITABLE, call)
     }
+    fn try_read_now(&self, buffer: &mut BytesMut) -> io::Result<usize> {
+        self.try_read_buf(buffer)
+    }
 }
 
 impl Transport for tokio::net::UnixStream {
@@ -96,6 +101,9 @@ impl Transport for tokio::net::UnixStream {
     }
     fn try_write_io<R>(&self, call: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
         self.try_io(Interest::WRITABLE, call)
+    }
+    fn try_read_now(&self, buffer: &mut BytesMut) -> io::Result<usize> {
+        self.try_read_buf(buffer)
     }
 }
 
@@ -687,7 +695,13 @@ async fn read_head<S: Transport>(
         }
         let idle = read_buf.is_empty() && served_any;
         if idle && *shutdown.borrow() {
-            return HeadRead::Closed;
+            // A request may have arrived just as the stop did (the keep-alive
+            // race every server has): serve what is already here, with
+            // `Connection: close`, rather than reset it.
+            match stream.try_read_now(read_buf) {
+                Ok(read) if read > 0 => continue,
+                _ => return HeadRead::Closed,
+            }
         }
         // Nothing yet: the keep-alive timeout (an idle connection may wait
         // that long). Part of a head: the header deadline, fixed at its first byte.
@@ -698,7 +712,7 @@ async fn read_head<S: Transport>(
         };
         let read = tokio::select! {
             read = timeout_at(limit, read_some(stream, read_buf)) => read,
-            _ = shutdown.changed(), if idle => return HeadRead::Closed,
+            _ = shutdown.changed(), if idle => continue,
         };
         match read {
             Ok(Ok(0)) => {
