@@ -17,11 +17,39 @@ use wsgi_core::{Application, Request, RequestSource};
 
 use crate::scoreboard::WorkerSlot;
 
+/// A queued request waits at most about this long for a busy application
+/// thread before another idle one is woken for it.
+///
+/// With a global interpreter lock only one thread runs Python at a time:
+/// waking a second thread for a queue the first one drains in microseconds
+/// only buys lock hand-offs and context switches. A request that waits this
+/// long means the busy thread is in something slow (I/O, a sleep, a long
+/// computation), and then another thread is worth its wake-up.
+pub const STARVATION_DELAY: Duration = Duration::from_millis(2);
+
 #[derive(Debug)]
 struct QueueState {
-    jobs: VecDeque<Request>,
+    jobs: VecDeque<(Request, Instant)>,
     closed: bool,
+    /// Application threads in all.
+    threads: usize,
+    /// Threads waiting on the condvar (including notified ones not yet up).
     idle_threads: usize,
+    /// Threads notified and not yet woken.
+    notified: usize,
+    /// The starvation watchdog task is running.
+    watchdog_armed: bool,
+}
+
+impl QueueState {
+    /// Threads running or about to run a request.
+    fn active(&self) -> usize {
+        self.threads - self.idle_threads + self.notified
+    }
+
+    fn can_wake(&self) -> bool {
+        self.idle_threads > self.notified && !self.jobs.is_empty()
+    }
 }
 
 /// The queue shared by connections (producers) and application threads.
@@ -45,6 +73,8 @@ impl JobQueue {
 
     /// Hands a request to the application threads, waiting for a slot.
     /// Returns the request back if the queue is closed.
+    ///
+    /// Must run on the I/O thread's `LocalSet` (it schedules wake-ups there).
     pub async fn submit(self: &Arc<Self>, request: Request) -> Result<(), Box<Request>> {
         match self.slots.acquire().await {
             Ok(permit) => permit.forget(),
@@ -56,30 +86,65 @@ impl JobQueue {
             self.slots.add_permits(1);
             return Err(Box::new(request));
         }
-        state.jobs.push_back(request);
-        // Wake a thread only if one is idle: a busy thread picks the job up
-        // when it is done, without a context switch (or a GIL hand-off).
-        // And wake it once per I/O tick, from a task queued behind the other
-        // connections that are ready now: the woken thread would otherwise
-        // preempt the I/O thread after every request (they share a core).
-        let wake = state.idle_threads > 0;
+        state.jobs.push_back((request, Instant::now()));
+        let nobody_active = state.active() == 0;
+        let arm_watchdog = !nobody_active && state.can_wake() && !state.watchdog_armed;
+        if arm_watchdog {
+            state.watchdog_armed = true;
+        }
         drop(state);
-        if wake && !self.wake_scheduled.swap(true, Ordering::AcqRel) {
+        // Nobody is running: wake one thread, once per I/O tick, from a task
+        // queued behind the other connections that are ready now (the woken
+        // thread would otherwise preempt the I/O thread after every request:
+        // they share a core). Somebody is running: it takes the job when it
+        // is done, without a context switch; the watchdog steps in if not.
+        if nobody_active && !self.wake_scheduled.swap(true, Ordering::AcqRel) {
             let queue = Arc::clone(self);
             tokio::task::spawn_local(async move {
                 queue.wake_scheduled.store(false, Ordering::Release);
-                queue.wake_idle_thread();
+                queue.wake_first_thread();
             });
+        }
+        if arm_watchdog {
+            tokio::task::spawn_local(Arc::clone(self).starvation_watchdog());
         }
         Ok(())
     }
 
-    fn wake_idle_thread(&self) {
-        let state = self.lock();
-        let wake = state.idle_threads > 0 && !state.jobs.is_empty();
+    fn wake_first_thread(self: Arc<Self>) {
+        let mut state = self.lock();
+        if !state.can_wake() {
+            return;
+        }
+        state.notified += 1;
+        let arm_watchdog = state.jobs.len() > 1 && !state.watchdog_armed;
+        state.watchdog_armed |= arm_watchdog;
         drop(state);
-        if wake {
-            self.job_ready.notify_one();
+        self.job_ready.notify_one();
+        if arm_watchdog {
+            tokio::task::spawn_local(self.starvation_watchdog());
+        }
+    }
+
+    /// Runs while requests are queued: wakes another idle thread whenever
+    /// the oldest one has waited [`STARVATION_DELAY`].
+    async fn starvation_watchdog(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(STARVATION_DELAY).await;
+            let mut state = self.lock();
+            if state.jobs.is_empty() || state.closed {
+                state.watchdog_armed = false;
+                return;
+            }
+            let oldest = state.jobs.front().map(|(_, queued)| queued.elapsed());
+            let wake = state.can_wake() && oldest.is_some_and(|age| age >= STARVATION_DELAY);
+            if wake {
+                state.notified += 1;
+            }
+            drop(state);
+            if wake {
+                self.job_ready.notify_one();
+            }
         }
     }
 
@@ -103,21 +168,24 @@ impl JobQueue {
 struct ThreadSource {
     queue: Arc<JobQueue>,
     index: usize,
+    /// This thread holds a request (it is not counted idle).
+    busy: bool,
 }
 
 impl RequestSource for ThreadSource {
     fn next_request(&mut self) -> Option<Request> {
         let queue = &*self.queue;
         let mut state = queue.lock();
+        if self.busy {
+            // Back from a request: idle until the next one is taken.
+            self.busy = false;
+            state.idle_threads += 1;
+        }
         loop {
-            if let Some(job) = state.jobs.pop_front() {
-                // More work and idle threads: pass the wake-up on, so
-                // requests that arrived together run in parallel.
-                let chain = !state.jobs.is_empty() && state.idle_threads > 0;
+            if let Some((job, _queued)) = state.jobs.pop_front() {
+                state.idle_threads -= 1;
                 drop(state);
-                if chain {
-                    queue.job_ready.notify_one();
-                }
+                self.busy = true;
                 queue.slots.add_permits(1);
                 queue.worker.request_started(self.index);
                 return Some(job);
@@ -125,12 +193,11 @@ impl RequestSource for ThreadSource {
             if state.closed {
                 return None;
             }
-            state.idle_threads += 1;
             state = queue
                 .job_ready
                 .wait(state)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            state.idle_threads -= 1;
+            state.notified = state.notified.saturating_sub(1);
         }
     }
 
@@ -161,7 +228,12 @@ impl AppPool {
             state: Mutex::new(QueueState {
                 jobs: VecDeque::new(),
                 closed: false,
-                idle_threads: 0,
+                threads: threads.max(1),
+                // Counted idle from the start, so the first request wakes one
+                // even before the threads reach their first wait.
+                idle_threads: threads.max(1),
+                notified: 0,
+                watchdog_armed: false,
             }),
             job_ready: Condvar::new(),
             slots: Semaphore::new(queue_size.max(1)),
@@ -174,6 +246,7 @@ impl AppPool {
             let mut source = ThreadSource {
                 queue: Arc::clone(&queue),
                 index,
+                busy: false,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("wsgi-app-{index}"))
