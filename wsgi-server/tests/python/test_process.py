@@ -1,0 +1,764 @@
+"""The process model, end to end: a master and its workers under real
+signals, with a bounded request loop running beside every test.
+
+- kill -9 of a worker: respawned, failures only for requests in flight then
+- HUP: rolling reload with zero failed requests, the new code serves after
+- TERM: in-flight requests finish, idle keep-alive does not delay the exit
+- --max-requests (+ jitter), --timeout (stack dump), --reload-on-rss recycle
+- TTIN / TTOU change the number of workers
+- supervisord (examples/supervisor) restarts a killed master
+- systemd socket activation and sd_notify (examples/systemd)
+- --pid, --daemon and process titles (--name)
+
+The load clients open a NEW connection per request (`requests.get` without a
+Session), so a keep-alive connection closed by a leaving worker between two
+requests (a race every HTTP/1.1 client must retry) does not count as a
+failure here; what counts is a request the server accepted and dropped, or
+never accepted.
+"""
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import REPO, SERVER_BIN, TEST_APPS, TEST_VENV, free_port
+
+APP = "process_app:application"
+EXAMPLES = REPO / "examples"
+READY = re.compile(r"\[INFO\] Worker (\d+) ready")
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+def wait_until(predicate, timeout, interval=0.05):
+    """Polls `predicate` until it returns a true value (returned) or
+    `timeout` seconds pass (returns the last, false, value)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def ppid_of(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read().decode(errors="replace")
+    except OSError:
+        return None
+    # comm is in parentheses and may hold spaces: the fields follow the last ')'.
+    fields = text[text.rindex(")") + 2:].split()
+    return int(fields[1])
+
+
+def cmdline(pid):
+    """The process title as `ps -o args` shows it ('' if gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            raw = file.read()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+def all_pids():
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def children(pid):
+    return [child for child in all_pids() if ppid_of(child) == pid]
+
+
+def workers_of(master_pid):
+    """Pids of the master's children titled as workers, sorted."""
+    return sorted(child for child in children(master_pid)
+                  if cmdline(child).startswith("wsgi-server: worker"))
+
+
+def is_zombie_or_gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read().decode(errors="replace")
+    except OSError:
+        return True
+    return text[text.rindex(")") + 2:].split()[0] == "Z"
+
+
+def ready_count(server):
+    return len(READY.findall(server.log()))
+
+
+def wait_workers(server, count, timeout=10.0):
+    """Waits until the master has exactly `count` worker children and at
+    least `count` "Worker N ready" lines were logged; returns the pids."""
+    pids = wait_until(lambda: (len(workers_of(server.pid)) == count
+                               and ready_count(server) >= count
+                               and workers_of(server.pid)), timeout)
+    assert pids, (f"expected {count} ready workers, got {workers_of(server.pid)}\n"
+                  f"{server.log()[-3000:]}")
+    return pids
+
+
+class Load:
+    """A bounded request loop: `threads` clients, each doing `GET path` on a
+    new connection per request, until stopped, `max_requests` in all, or
+    `max_seconds`. Records (start, end, ok, detail) per request."""
+
+    def __init__(self, url, path="/", threads=3, max_requests=5000, max_seconds=30.0,
+                 timeout=5.0, pause=0.005):
+        self.url = url + path
+        self.threads = threads
+        self.max_requests = max_requests
+        self.max_seconds = max_seconds
+        self.timeout = timeout
+        self.pause = pause
+        self.results = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.workers = []
+
+    def _run(self):
+        deadline = time.monotonic() + self.max_seconds
+        while not self.stopping.is_set() and time.monotonic() < deadline:
+            with self.lock:
+                if len(self.results) >= self.max_requests:
+                    return
+            started = time.monotonic()
+            try:
+                response = requests.get(self.url, timeout=self.timeout,
+                                        headers={"Connection": "close"})
+                ok = response.status_code == 200
+                detail = response.text if ok else f"{response.status_code} {response.text[:200]}"
+            except requests.RequestException as error:
+                ok, detail = False, f"{type(error).__name__}: {error}"
+            with self.lock:
+                self.results.append((started, time.monotonic(), ok, detail))
+            time.sleep(self.pause)  # a steady load, not a flood: bounded counts
+
+    def __enter__(self):
+        self.started = time.monotonic()
+        for _ in range(self.threads):
+            thread = threading.Thread(target=self._run, daemon=True)
+            thread.start()
+            self.workers.append(thread)
+        return self
+
+    def stop(self):
+        self.stopping.set()
+        for thread in self.workers:
+            thread.join(self.timeout + 5)
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.results)
+
+    def count(self):
+        with self.lock:
+            return len(self.results)
+
+    def wait_for(self, count, timeout=10.0):
+        """Waits until `count` more requests than now have completed."""
+        target = self.count() + count
+        assert target <= self.max_requests, "Load.max_requests too low for this test"
+        assert wait_until(lambda: self.count() >= target, timeout), \
+            f"load stalled: {self.count()} of {target} requests done"
+
+    def failures(self):
+        return [result for result in self.snapshot() if not result[2]]
+
+    def bodies(self):
+        return [result[3] for result in self.snapshot() if result[2]]
+
+    def summary(self):
+        results = self.snapshot()
+        failed = [result for result in results if not result[2]]
+        return (f"{len(results)} requests, {len(failed)} failed: "
+                + "; ".join(f"t={start - self.started:.2f}s..{end - self.started:.2f}s {detail}"
+                            for start, end, _ok, detail in failed[:10]))
+
+
+def start_workers(start, *args, workers=2, env=None, cwd=None):
+    """A server running process_app with `workers` workers, all ready."""
+    server = start("--pythonpath", str(TEST_APPS), "-w", str(workers), *args, APP,
+                   env=env, cwd=cwd)
+    wait_workers(server, workers)
+    return server
+
+
+def get(server, path, timeout=10):
+    return requests.get(server.url + path, timeout=timeout, headers={"Connection": "close"})
+
+
+def kill_leftovers(marker):
+    """SIGKILLs every process whose title or command line contains `marker`;
+    returns what it found (the test asserts it is empty)."""
+    found = [(pid, cmdline(pid)) for pid in all_pids()
+             if pid != os.getpid() and marker in cmdline(pid)]
+    for pid, _ in found:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return found
+
+
+# -- 1. kill -9 of a worker --------------------------------------------------
+
+
+def test_killed_worker_is_respawned_and_only_in_flight_requests_fail(start):
+    server = start_workers(start, "--threads", "2")
+    before = wait_workers(server, 2)
+    with Load(server.url, threads=3, max_seconds=25) as load:
+        load.wait_for(100)
+        victim = before[0]
+        killed_at = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        after = wait_until(lambda: (victim not in workers_of(server.pid)
+                                    and len(workers_of(server.pid)) == 2
+                                    and ready_count(server) >= 3
+                                    and workers_of(server.pid)), 10)
+        respawned_at = time.monotonic()
+        assert after, f"no respawn: workers {workers_of(server.pid)}\n{server.log()}"
+        load.wait_for(300)
+    log = server.log()
+    assert re.search(rf"Worker \d+ \(pid: {victim}\) was killed by SIGKILL", log), log
+    new_pids = set(after) - set(before)
+    assert len(new_pids) == 1, (before, after)
+    # The new worker serves.
+    assert str(new_pids.pop()) in set(load.bodies()) | {
+        get(server, "/").text for _ in range(20)}, "the respawned worker never answered"
+    failures = load.failures()
+    # At most one per client thread: only requests in flight at the kill.
+    assert len(failures) <= load.threads, load.summary()
+    assert all(start_time < killed_at + 0.1 for start_time, *_ in failures), load.summary()
+    assert not [f for f in failures if f[0] >= respawned_at], load.summary()
+
+
+# -- 2. HUP: rolling reload ----------------------------------------------------
+
+
+def test_hup_reloads_new_code_without_failing_a_request(start, tmp_path):
+    version_dir = tmp_path / "version"
+    version_dir.mkdir()
+    module = version_dir / "process_version.py"
+    module.write_text('VERSION = "v1"\n')
+    server = start_workers(start, "--threads", "2", "--pythonpath", str(version_dir),
+                           "--graceful-timeout", "10")
+    old = wait_workers(server, 2)
+    assert get(server, "/version").text == "v1"
+    with Load(server.url, path="/version", threads=3, max_requests=3000,
+              max_seconds=30) as load:
+        load.wait_for(100)
+        # Another length too, so a stale .pyc (same mtime second) cannot match.
+        module.write_text('VERSION = "v2-reloaded"\n')
+        shutil.rmtree(version_dir / "__pycache__", ignore_errors=True)
+        offset = server.log_size()
+        os.kill(server.pid, signal.SIGHUP)
+        text = wait_until(lambda: (server.log_since(offset).count("exited: reloaded") >= 2
+                                   and server.log_since(offset)), 15)
+        assert text, f"old workers did not leave:\n{server.log_since(offset)}"
+        reloaded_at = time.monotonic()
+        load.wait_for(200)
+    log = server.log_since(offset)
+    assert "Handling signal: hup" in log, log
+    assert "Reload complete" in log, log
+    for pid in old:
+        assert f"(pid: {pid}) exited: reloaded" in log, log
+    assert not load.failures(), load.summary()
+    new = wait_workers(server, 2)
+    assert not set(new) & set(old), (old, new)
+    # Every answer after the old workers left is the new code's.
+    late = {detail for start_time, _end, ok, detail in load.snapshot()
+            if ok and start_time > reloaded_at}
+    assert late == {"v2-reloaded"}, late
+    assert {get(server, "/version").text for _ in range(10)} == {"v2-reloaded"}
+
+
+# -- 3. TERM: graceful stop ----------------------------------------------------
+
+
+def test_term_finishes_in_flight_request_and_idle_keep_alive_does_not_delay_exit(start):
+    server = start_workers(start, "--threads", "2", "--graceful-timeout", "20",
+                           "--keep-alive", "30")
+    # An idle keep-alive connection: one request answered, then silence.
+    idle = server.connect(timeout=10)
+    idle.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = idle.recv(4096)
+        assert chunk, "idle connection closed before its first response"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 200"), head
+    slow = {}
+
+    def slow_request():
+        started = time.monotonic()
+        try:
+            response = get(server, "/sleep?s=2", timeout=15)
+            slow["result"] = (response.status_code, response.text)
+        except requests.RequestException as error:
+            slow["result"] = (None, repr(error))
+        slow["elapsed"] = time.monotonic() - started
+
+    with Load(server.url, threads=2, max_requests=2000, max_seconds=20) as load:
+        load.wait_for(50)
+        slow_thread = threading.Thread(target=slow_request, daemon=True)
+        slow_thread.start()
+        time.sleep(0.5)  # the slow request is in its worker's sleep now
+        load.stopping.set()  # no new requests after the stop (nobody accepts them)
+        term_at = time.monotonic()
+        server.stopped = True  # this test collects the exit status itself
+        os.kill(server.pid, signal.SIGTERM)
+        idle.settimeout(10)
+        try:
+            closed = idle.recv(4096)
+        except socket.timeout:
+            closed = b"<still open>"
+        except OSError as error:  # a reset counts as closed too
+            closed = repr(error).encode()
+        idle_closed_after = time.monotonic() - term_at
+        try:
+            status = server.proc.wait(timeout=19)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait()
+            status = "still running 19 s after SIGTERM"
+        exited_after = time.monotonic() - term_at
+        slow_thread.join(15)
+    idle.close()
+    log = server.log()
+    assert status == 0, f"exit status {status!r}\n{log}"
+    assert slow.get("result", (None,))[0] == 200, (slow, log)
+    assert "slept 2.0" in slow["result"][1]
+    assert closed == b"" or b"Reset" in closed, closed
+    assert idle_closed_after < 2.0, f"idle keep-alive closed {idle_closed_after:.1f}s after TERM"
+    # The slow request ends ~1.5 s after TERM; the idle connection must not
+    # hold the exit until --keep-alive (30 s) or --graceful-timeout (20 s).
+    assert exited_after < 5.0, f"exit {exited_after:.1f}s after TERM\n{log}"
+    before_term = [f for f in load.failures() if f[1] < term_at]
+    assert not before_term, load.summary()
+    assert "still running at the stop deadline" not in log, log
+
+
+# -- 4. --max-requests with jitter ---------------------------------------------
+
+
+def test_max_requests_recycles_workers_without_failing_a_request(start):
+    server = start_workers(start, "--threads", "2", "--max-requests", "50",
+                           "--max-requests-jitter", "10")
+    with Load(server.url, threads=3, max_requests=600, max_seconds=60) as load:
+        assert wait_until(lambda: load.count() >= 600, 60), load.summary()
+    log = server.log()
+    served = [int(n) for n in re.findall(r"exited: max-requests reached \((\d+) requests served\)", log)]
+    assert len(served) >= 3, log
+    pids = set(load.bodies())
+    assert len(pids) > 2, pids
+    assert not load.failures(), load.summary()
+    assert "crash" not in log, log
+    wait_workers(server, 2)
+    # Each worker leaves after its 50..60 requests, plus at most the
+    # requests already in flight when it reached its count (the 3 clients
+    # here, and as many again for slack): gunicorn counts after each request.
+    assert all(50 <= n <= 60 + 2 * load.threads for n in served), \
+        f"requests served per recycled worker: {served} (--max-requests 50, jitter 10)"
+
+
+# -- 5. --timeout: stack dump, kill, replace ----------------------------------
+
+
+def test_timeout_dumps_python_stack_kills_and_replaces_the_worker(start):
+    server = start_workers(start, "--threads", "2", "--timeout", "2")
+    before = wait_workers(server, 2)
+    stuck = {}
+
+    def stuck_request():
+        started = time.monotonic()
+        try:
+            response = get(server, "/sleep?s=30", timeout=10)
+            stuck["result"] = f"HTTP {response.status_code}: {response.text[:200]}"
+            stuck["ok"] = response.status_code == 200
+        except requests.Timeout as error:
+            stuck["result"], stuck["ok"] = f"client timeout (hang): {error}", True
+        except requests.RequestException as error:
+            stuck["result"], stuck["ok"] = f"{type(error).__name__}", False
+        stuck["elapsed"] = time.monotonic() - started
+
+    with Load(server.url, threads=3, max_seconds=25) as load:
+        load.wait_for(50)
+        thread = threading.Thread(target=stuck_request, daemon=True)
+        thread.start()
+        text = server.wait_for_log("(timeout)", timeout=10)
+        assert "(timeout)" in text, server.log()
+        replaced_at = wait_until(lambda: (len(workers_of(server.pid)) == 2
+                                          and ready_count(server) >= 3
+                                          and time.monotonic()), 10)
+        assert replaced_at, server.log()
+        thread.join(12)
+        load.wait_for(200)
+    log = server.log()
+    assert "WORKER TIMEOUT" in log, log
+    killed = re.search(r"Worker \d+ \(pid: (\d+)\) was killed by SIGKILL \(timeout\)", log)
+    assert killed, log
+    assert int(killed.group(1)) in before, (killed.group(0), before)
+    # faulthandler's dump of every thread, the sleeping one included.
+    assert "most recent call first" in log, log
+    assert re.search(r"Thread 0x[0-9a-f]+", log), log
+    assert re.search(r'File ".*process_app\.py", line \d+ in process_app_sleeper', log), log
+    # The stuck client got an error or a closed connection, soon: no hang.
+    assert "elapsed" in stuck, "the stuck request's client is still waiting"
+    assert stuck["ok"] is False, stuck
+    assert stuck["elapsed"] < 8, stuck
+    failures = load.failures()
+    assert len(failures) <= load.threads, load.summary()
+    assert not [f for f in failures if f[0] >= replaced_at], load.summary()
+
+
+# -- 6. --reload-on-rss ----------------------------------------------------------
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_reload_on_rss_recycles_a_leaking_worker(start):
+    server = start_workers(start, "--threads", "2", "--reload-on-rss", "80")
+    before = wait_workers(server, 2)
+    assert all(rss_mib(pid) < 60 for pid in before), [rss_mib(pid) for pid in before]
+    with Load(server.url, threads=3, max_seconds=25) as load:
+        load.wait_for(50)
+        offset = server.log_size()
+        response = get(server, "/leak?mb=100", timeout=20)
+        assert response.status_code == 200, response.text
+        leaker = int(response.text.rsplit(" ", 1)[1])
+        text = server.wait_for_log(f"(pid: {leaker}) exited: reload-on-rss", offset, timeout=10)
+        assert f"(pid: {leaker}) exited: reload-on-rss" in text, server.log_since(offset)
+        wait_workers(server, 2)
+        load.wait_for(200)
+    log = server.log_since(offset)
+    match = re.search(rf"\(pid: {leaker}\) exited: reload-on-rss: (\d+) MiB", log)
+    assert match and int(match.group(1)) > 80, log
+    assert leaker not in workers_of(server.pid)
+    assert not load.failures(), load.summary()
+
+
+# -- 7. TTIN / TTOU ---------------------------------------------------------------
+
+
+def test_ttin_and_ttou_change_the_number_of_workers(start):
+    server = start_workers(start, "--threads", "2")
+    with Load(server.url, threads=2, max_seconds=30) as load:
+        os.kill(server.pid, signal.SIGTTIN)
+        three = wait_workers(server, 3)
+        load.wait_for(50)
+        os.kill(server.pid, signal.SIGTTOU)
+        time.sleep(0.3)
+        os.kill(server.pid, signal.SIGTTOU)
+        one = wait_until(lambda: len(workers_of(server.pid)) == 1 and workers_of(server.pid), 15)
+        assert one, f"workers: {workers_of(server.pid)}\n{server.log()}"
+        load.wait_for(100)
+        assert workers_of(server.pid) == one
+    log = server.log()
+    assert "ttin: 3 workers" in log and "ttou: 1 workers" in log, log
+    assert log.count("fewer workers wanted (TTOU)") == 2, log
+    assert set(one) < set(three)
+    assert not load.failures(), load.summary()
+
+
+# -- 8. supervisord ------------------------------------------------------------------
+
+
+SUPERVISORD_CONF = """\
+[unix_http_server]
+file={dir}/supervisor.sock
+
+[supervisord]
+nodaemon=true
+logfile={dir}/supervisord.log
+pidfile={dir}/supervisord.pid
+childlogdir={dir}
+user=root
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{dir}/supervisor.sock
+
+[include]
+files = {dir}/program.conf
+"""
+
+
+def supervisor_status(conf, program):
+    """(state, pid or None) from `supervisorctl status PROGRAM`."""
+    result = subprocess.run(["supervisorctl", "-c", str(conf), "status", program],
+                            capture_output=True, text=True, timeout=10)
+    match = re.search(rf"^{re.escape(program)}\s+(\w+)(?:\s+pid (\d+))?", result.stdout, re.M)
+    if not match:
+        return (result.stdout + result.stderr).strip(), None
+    return match.group(1), int(match.group(2)) if match.group(2) else None
+
+
+def test_supervisor_runs_the_example_and_restarts_a_killed_master(server_bin):
+    if not shutil.which("supervisord"):
+        pytest.fail("supervisord not installed (apt-get install supervisor)")
+    program = f"wsgi-sup-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="wsgi-sup-"))  # short: a unix socket path
+    template = (EXAMPLES / "supervisor" / "wsgi-server.conf").read_text()
+    (workdir / "program.conf").write_text(template.format(
+        program=program, server=SERVER_BIN, bind=f"127.0.0.1:{port}", venv=TEST_VENV,
+        app_dir=TEST_APPS, app=APP, log_dir=workdir))
+    conf = workdir / "supervisord.conf"
+    conf.write_text(SUPERVISORD_CONF.format(dir=workdir))
+    supervisord = subprocess.Popen(["supervisord", "-c", str(conf)], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True)
+    server_log = workdir / f"{program}.err.log"
+    url = f"http://127.0.0.1:{port}"
+
+    def serving():
+        try:
+            return requests.get(url + "/", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def diagnostics():
+        logs = [path for path in (server_log, workdir / "supervisord.log") if path.exists()]
+        return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}"
+                         for path in logs)
+
+    leftovers = []
+    try:
+        first = wait_until(lambda: (supervisor_status(conf, program)[0] == "RUNNING"
+                                    and serving() and supervisor_status(conf, program)), 20)
+        assert first, f"{supervisor_status(conf, program)}\n{diagnostics()}"
+        master = first[1]
+        assert cmdline(master) == f"wsgi-server: master [{program}]", cmdline(master)
+        old_workers = workers_of(master)
+        assert len(old_workers) == 2, old_workers
+        with Load(url, threads=2, max_seconds=30, timeout=5) as load:
+            load.wait_for(50)
+            killed_at = time.monotonic()
+            os.kill(master, signal.SIGKILL)
+            second = wait_until(lambda: (supervisor_status(conf, program)[0] == "RUNNING"
+                                         and supervisor_status(conf, program)[1] != master
+                                         and serving()
+                                         and supervisor_status(conf, program)), 30)
+            assert second, f"{supervisor_status(conf, program)}\n{diagnostics()}"
+            back_at = time.monotonic()
+            load.wait_for(100, timeout=15)
+        new_master = second[1]
+        assert cmdline(new_master) == f"wsgi-server: master [{program}]", cmdline(new_master)
+        assert len(wait_until(lambda: len(workers_of(new_master)) == 2
+                              and workers_of(new_master), 10)) == 2
+        # The old master's workers followed it (PR_SET_PDEATHSIG).
+        assert wait_until(lambda: all(is_zombie_or_gone(pid) for pid in old_workers), 10), \
+            [(pid, cmdline(pid)) for pid in old_workers]
+        assert not [f for f in load.failures() if f[1] < killed_at], load.summary()
+        assert not [f for f in load.failures() if f[0] > back_at], load.summary()
+    finally:
+        subprocess.run(["supervisorctl", "-c", str(conf), "shutdown"],
+                       capture_output=True, timeout=20)
+        try:
+            supervisord.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(supervisord.pid, signal.SIGKILL)
+            supervisord.wait(timeout=10)
+        # Anything titled with our program name still alive is a leak.
+        time.sleep(0.5)
+        leftovers = [(pid, title) for pid, title in
+                     ((pid, cmdline(pid)) for pid in all_pids())
+                     if program in title and not is_zombie_or_gone(pid)]
+        kill_leftovers(program)
+        diagnostic_text = diagnostics()
+        shutil.rmtree(workdir, ignore_errors=True)
+    assert not leftovers, f"processes left behind: {leftovers}\n{diagnostic_text}"
+    assert "exited: server stop" in diagnostic_text or "Shutting down: Master" in diagnostic_text
+
+
+# -- 9. systemd: socket activation and sd_notify -----------------------------------
+
+
+def unit_values(text):
+    """key -> [values] of a systemd unit file (sections ignored)."""
+    values = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;[" or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        values.setdefault(key.strip(), []).append(value.strip())
+    return values
+
+
+# Runs systemd's part: the socket at fd 3, LISTEN_PID = the pid that execs
+# the server (this wrapper's own, kept by exec).
+ACTIVATE = ("import os, sys; fd = int(sys.argv[1]); "
+            "os.dup2(fd, 3); fd != 3 and os.close(fd); "
+            "os.environ['LISTEN_PID'] = str(os.getpid()); os.environ['LISTEN_FDS'] = '1'; "
+            "os.execv(sys.argv[2], sys.argv[2:])")
+
+
+def test_systemd_socket_activation_and_notify(server_bin, tmp_path):
+    name = f"wsgi-sd-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    socket_unit = unit_values((EXAMPLES / "systemd" / "wsgi-server.socket").read_text()
+                              .format(listen=f"127.0.0.1:{port}"))
+    service_unit = unit_values((EXAMPLES / "systemd" / "wsgi-server.service").read_text().format(
+        server=SERVER_BIN, name=name, venv=TEST_VENV, app_dir=TEST_APPS, app=APP))
+    assert service_unit["Type"] == ["notify"]
+    assert service_unit["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert service_unit["KillSignal"] == ["SIGTERM"]
+    assert socket_unit["Accept"] == ["no"]
+    host, _, listen_port = socket_unit["ListenStream"][0].rpartition(":")
+    command = shlex.split(service_unit["ExecStart"][0])
+    assert "--bind" not in command and "-b" not in command
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, int(listen_port)))
+    listener.listen(128)
+    notify_path = tmp_path / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    env = dict(os.environ)
+    for assignment in service_unit.get("Environment", []):
+        key, value = assignment.split("=", 1)
+        env[key] = value
+    env["NOTIFY_SOCKET"] = str(notify_path)
+    env.pop("LISTEN_PID", None)
+    env.pop("LISTEN_FDS", None)
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", ACTIVATE, str(listener.fileno())] + command,
+            pass_fds=(listener.fileno(),), cwd=service_unit["WorkingDirectory"][0],
+            env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file)
+
+    def log():
+        return log_path.read_text(errors="replace")
+
+    messages = []
+
+    def receive_until(needle, timeout):
+        notify.settimeout(0.2)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(needle in message for message in messages):
+                return True
+            try:
+                messages.append(notify.recv(4096).decode(errors="replace"))
+            except socket.timeout:
+                if proc.poll() is not None:
+                    break
+        return any(needle in message for message in messages)
+
+    url = f"http://{host}:{listen_port}"
+    try:
+        assert receive_until("READY=1", 15), f"no READY=1 in {messages}\n{log()}"
+        ready_message = next(message for message in messages if "READY=1" in message)
+        # READY=1 comes from the main pid (NotifyAccess=main) once both
+        # workers serve.
+        assert f"MAINPID={proc.pid}" in ready_message, ready_message
+        assert len(READY.findall(log())) >= 2, log()
+        # The inherited socket is served (shown by its address), not a new one.
+        assert f"Listening at: http://{host}:{listen_port}" in log(), log()
+        assert os.stat(f"/proc/{proc.pid}/fd/3").st_ino == os.fstat(listener.fileno()).st_ino
+        assert cmdline(proc.pid) == f"wsgi-server: master [{name}]"
+        with Load(url, threads=3, max_requests=2000, max_seconds=25) as load:
+            load.wait_for(100)
+            # ExecReload: a rolling reload, on the inherited socket.
+            offset = len(log())
+            os.kill(proc.pid, signal.SIGHUP)
+            assert wait_until(lambda: log()[offset:].count("exited: reloaded") >= 2, 15), log()
+            load.wait_for(100)
+        assert not load.failures(), load.summary()
+        # KillSignal: graceful stop, exit 0, STOPPING=1.
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0, log()
+        assert receive_until("STOPPING=1", 2), messages
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        notify.close()
+        listener.close()
+        kill_leftovers(name)
+
+
+# -- 10. --pid, --daemon and process titles -------------------------------------------
+
+
+def test_pidfile_and_process_titles(start, tmp_path):
+    name = f"titles-{uuid.uuid4().hex[:6]}"
+    pidfile = tmp_path / "server.pid"
+    server = start_workers(start, "--threads", "2", "--pid", str(pidfile), "--name", name)
+    with Load(server.url, threads=2, max_requests=500, max_seconds=15) as load:
+        load.wait_for(50)
+        assert pidfile.read_text().strip() == str(server.pid)
+        master = subprocess.run(["ps", "-o", "args=", "-p", str(server.pid)],
+                                capture_output=True, text=True).stdout.strip()
+        assert master == f"wsgi-server: master [{name}]", master
+        listing = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(server.pid)],
+                                 capture_output=True, text=True).stdout
+        titles = sorted(line.split(None, 1)[1] for line in listing.strip().splitlines())
+        assert titles == [f"wsgi-server: worker 1 [{name}]",
+                          f"wsgi-server: worker 2 [{name}]"], listing
+    assert not load.failures(), load.summary()
+    assert server.stop() == 0, server.log()
+    assert not pidfile.exists(), "the pidfile is left behind after a clean stop"
+
+
+def test_daemon_detaches_writes_the_pidfile_and_stops_on_term(server_bin, tmp_path):
+    name = f"daemon-{uuid.uuid4().hex[:6]}"
+    pidfile = tmp_path / "daemon.pid"
+    log_path = tmp_path / "daemon.log"
+    port = free_port()
+    try:
+        launcher = subprocess.run(
+            [str(SERVER_BIN), "--bind", f"127.0.0.1:{port}", "-H", str(TEST_VENV),
+             "--pythonpath", str(TEST_APPS), "-w", "2", "--daemon",
+             "--error-logfile", str(log_path), "--pid", str(pidfile), "--name", name, APP],
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+        assert launcher.returncode == 0, launcher
+        master = wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 10)
+        assert master, "no pidfile"
+        master = int(master)
+        assert cmdline(master) == f"wsgi-server: master [{name}]"
+        assert wait_until(lambda: len(READY.findall(log_path.read_text())) >= 2, 10), \
+            log_path.read_text()
+        with Load(f"http://127.0.0.1:{port}", threads=2, max_requests=300,
+                  max_seconds=15) as load:
+            load.wait_for(100)
+        assert not load.failures(), load.summary()
+        assert len(workers_of(master)) == 2
+        os.kill(master, signal.SIGTERM)
+        assert wait_until(lambda: is_zombie_or_gone(master), 10), log_path.read_text()
+        assert wait_until(lambda: not pidfile.exists(), 2), "pidfile left behind"
+        assert "Shutting down: Master" in log_path.read_text()
+    finally:
+        leftovers = kill_leftovers(name)
+    assert not leftovers, leftovers
