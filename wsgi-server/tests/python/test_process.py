@@ -280,6 +280,10 @@ def test_hup_reloads_new_code_without_failing_a_request(start, tmp_path):
     log = server.log_since(offset)
     assert "Handling signal: hup" in log, log
     assert "Reload complete" in log, log
+    # The new workers serve before the first old one is told to leave.
+    first_exit = log.index("exited: reloaded")
+    assert len(READY.findall(log[:log.index("Reload complete")])) >= 2, log
+    assert log.index("Reload complete") < first_exit, log
     for pid in old:
         assert f"(pid: {pid}) exited: reloaded" in log, log
     assert not load.failures(), load.summary()
@@ -345,6 +349,8 @@ def test_term_finishes_in_flight_request_and_idle_keep_alive_does_not_delay_exit
         slow_thread.join(15)
     idle.close()
     log = server.log()
+    print(f"idle keep-alive closed {idle_closed_after:.2f}s, exit {exited_after:.2f}s after TERM;"
+          f" slow request {slow}; load {load.summary()}")
     assert status == 0, f"exit status {status!r}\n{log}"
     assert slow.get("result", (None,))[0] == 200, (slow, log)
     assert "slept 2.0" in slow["result"][1]
@@ -414,6 +420,7 @@ def test_timeout_dumps_python_stack_kills_and_replaces_the_worker(start):
         thread.join(12)
         load.wait_for(200)
     log = server.log()
+    print(f"stuck request: {stuck}; load {load.summary()}")
     assert "WORKER TIMEOUT" in log, log
     killed = re.search(r"Worker \d+ \(pid: (\d+)\) was killed by SIGKILL \(timeout\)", log)
     assert killed, log
@@ -570,10 +577,19 @@ def test_supervisor_runs_the_example_and_restarts_a_killed_master(server_bin):
             assert second, f"{supervisor_status(conf, program)}\n{diagnostics()}"
             back_at = time.monotonic()
             load.wait_for(100, timeout=15)
+        print(f"master back {back_at - killed_at:.2f}s after kill -9; load {load.summary()}")
         new_master = second[1]
         assert cmdline(new_master) == f"wsgi-server: master [{program}]", cmdline(new_master)
         assert len(wait_until(lambda: len(workers_of(new_master)) == 2
                               and workers_of(new_master), 10)) == 2
+        # `supervisorctl signal HUP` (as the example says): a rolling reload.
+        reload = subprocess.run(["supervisorctl", "-c", str(conf), "signal", "HUP", program],
+                                capture_output=True, text=True, timeout=10)
+        assert reload.returncode == 0, reload
+        assert wait_until(lambda: server_log.read_text().count("exited: reloaded") >= 2, 15), \
+            diagnostics()
+        assert supervisor_status(conf, program) == ("RUNNING", new_master)
+        assert serving()
         # The old master's workers followed it (PR_SET_PDEATHSIG).
         assert wait_until(lambda: all(is_zombie_or_gone(pid) for pid in old_workers), 10), \
             [(pid, cmdline(pid)) for pid in old_workers]
@@ -747,7 +763,9 @@ def test_daemon_detaches_writes_the_pidfile_and_stops_on_term(server_bin, tmp_pa
         master = wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 10)
         assert master, "no pidfile"
         master = int(master)
-        assert cmdline(master) == f"wsgi-server: master [{name}]"
+        # The pidfile is written just before the master names itself.
+        assert wait_until(lambda: cmdline(master) == f"wsgi-server: master [{name}]", 5), \
+            cmdline(master)
         assert wait_until(lambda: len(READY.findall(log_path.read_text())) >= 2, 10), \
             log_path.read_text()
         with Load(f"http://127.0.0.1:{port}", threads=2, max_requests=300,
