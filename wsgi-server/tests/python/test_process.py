@@ -364,6 +364,49 @@ def test_term_finishes_in_flight_request_and_idle_keep_alive_does_not_delay_exit
     assert "still running at the stop deadline" not in log, log
 
 
+def test_term_does_not_leave_new_connections_hanging_during_the_graceful_stop(start):
+    """After TERM nobody accepts any more: a client connecting while an
+    in-flight request finishes must be refused (gunicorn closes its
+    listeners at once) or answered, not left in the listen backlog until the
+    master exits."""
+    server = start_workers(start, "--threads", "2", "--graceful-timeout", "20")
+    slow = {}
+
+    def slow_request():
+        response = get(server, "/sleep?s=4", timeout=15)
+        slow["status"] = response.status_code
+
+    with Load(server.url, threads=2, max_requests=2000, max_seconds=20) as load:
+        load.wait_for(50)
+        thread = threading.Thread(target=slow_request, daemon=True)
+        thread.start()
+        time.sleep(0.5)
+        load.stopping.set()
+        server.stopped = True
+        os.kill(server.pid, signal.SIGTERM)
+        time.sleep(0.5)  # the stop is under way; the slow request runs 3 s more
+        started = time.monotonic()
+        try:
+            late = socket.create_connection((server.host, server.port), timeout=10)
+            late.settimeout(10)
+            late.sendall(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            answer = late.recv(4096)
+            outcome = answer[:12].decode(errors="replace") if answer else "closed"
+            late.close()
+        except socket.timeout:
+            outcome = "no answer in 10 s"
+        except OSError as error:
+            outcome = type(error).__name__
+        waited = time.monotonic() - started
+        status = server.proc.wait(timeout=25)
+        thread.join(15)
+    assert status == 0, server.log()
+    assert slow.get("status") == 200, slow
+    assert waited < 1.0, (f"a connection made 0.5 s after TERM got {outcome!r} only after "
+                          f"{waited:.1f}s (the master exited then): it sat in the listen "
+                          f"backlog nobody accepts from")
+
+
 # -- 4. --max-requests with jitter ---------------------------------------------
 
 
