@@ -53,7 +53,7 @@ fn main() -> std::io::Result<()> {
     println!("listening on http://{address} (TERM or Ctrl-C to stop)");
     let slot: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
     run(
-        &listeners,
+        listeners,
         Arc::new(HandlerApp(Greeter)),
         &config,
         slot,

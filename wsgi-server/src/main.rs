@@ -111,7 +111,7 @@ fn serve(mut config: ServerConfig) -> i32 {
     let code = if config.process.master {
         supervise(&config, listeners)
     } else {
-        serve_here(&config, &listeners)
+        serve_here(&config, listeners)
     };
     for path in vacuum {
         let _ = std::fs::remove_file(path);
@@ -150,7 +150,7 @@ fn bind_all(config: &mut ServerConfig) -> Result<Vec<BoundListener>, String> {
 }
 
 /// `--no-master`: this process serves.
-fn serve_here(config: &ServerConfig, listeners: &[BoundListener]) -> i32 {
+fn serve_here(config: &ServerConfig, listeners: Vec<BoundListener>) -> i32 {
     if let Err(error) = log_module::logger().start_writer_thread() {
         log!(Error, "cannot start the log thread: {error}");
         return i32::from(EXIT_USAGE);
@@ -248,7 +248,7 @@ fn worker_main(context: &WorkerContext<'_>, preloaded: Option<Arc<dyn Applicatio
         max_lifetime: config.process.max_lifetime,
     };
     match run(
-        context.listeners,
+        take_listeners(context.listeners),
         app,
         config,
         context.slot,
@@ -260,6 +260,34 @@ fn worker_main(context: &WorkerContext<'_>, preloaded: Option<Arc<dyn Applicatio
             1
         }
     }
+}
+
+/// The worker's own listeners: duplicates of the ones inherited from the
+/// master, whose originals are closed, so that when the worker stops
+/// accepting its process holds no copy of the listening sockets.
+fn take_listeners(inherited: &[BoundListener]) -> Vec<BoundListener> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    inherited
+        .iter()
+        .filter_map(|listener| {
+            let original = listener.fd.as_raw_fd();
+            // SAFETY: dup of a descriptor this process holds.
+            let copy = unsafe { libc::dup(original) };
+            // SAFETY: the inherited original is never used (nor dropped:
+            // workers leave with _exit) after this.
+            unsafe { libc::close(original) };
+            if copy < 0 {
+                return None;
+            }
+            // SAFETY: `copy` is a fresh descriptor we own.
+            let fd = unsafe { OwnedFd::from_raw_fd(copy) };
+            Some(BoundListener {
+                spec: listener.spec.clone(),
+                fd,
+                unlink_on_exit: None,
+            })
+        })
+        .collect()
 }
 
 /// With a log file, the worker's standard error goes there too, so Python's

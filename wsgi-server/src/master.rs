@@ -244,6 +244,11 @@ impl<'a> Master<'a> {
     }
 
     fn stop_all(&mut self, signal: libc::c_int, deadline: Instant) {
+        // Close our copies of the listeners at once (the workers close
+        // theirs as they stop accepting): a new connection is then refused,
+        // and a proxy fails over, instead of waiting in a backlog nobody
+        // accepts from. systemd keeps its own copy of activated sockets.
+        self.listeners.clear();
         for worker in &mut self.workers {
             worker.state = State::Stopping { deadline };
             worker.cause.get_or_insert_with(|| "server stop".into());

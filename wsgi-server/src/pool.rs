@@ -202,7 +202,11 @@ impl RequestSource for ThreadSource {
     }
 
     fn request_done(&mut self) {
-        self.queue.worker.request_finished(self.index);
+        if self.queue.worker.request_finished(self.index) {
+            // --max-requests reached: the worker stops accepting now, not at
+            // its next periodic check.
+            crate::worker::RETIRE_NOW.notify_one();
+        }
     }
 }
 

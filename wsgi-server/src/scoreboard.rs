@@ -48,6 +48,8 @@ pub struct WorkerSlot {
     pub retiring: AtomicU32,
     /// Requests completed.
     pub served: AtomicU64,
+    /// Retire after this many requests (0: never); set by the worker itself.
+    pub max_requests: AtomicU64,
     /// Per application thread: when (ms since the epoch) its current request
     /// started; 0 when idle.
     pub busy_since: [AtomicU64; MAX_THREADS],
@@ -61,6 +63,7 @@ impl WorkerSlot {
             ready: AtomicU32::new(0),
             retiring: AtomicU32::new(0),
             served: AtomicU64::new(0),
+            max_requests: AtomicU64::new(0),
             busy_since: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -69,6 +72,7 @@ impl WorkerSlot {
         self.ready.store(0, Ordering::Relaxed);
         self.retiring.store(0, Ordering::Relaxed);
         self.served.store(0, Ordering::Relaxed);
+        self.max_requests.store(0, Ordering::Relaxed);
         for stamp in &self.busy_since {
             stamp.store(0, Ordering::Relaxed);
         }
@@ -80,10 +84,13 @@ impl WorkerSlot {
         self.busy_since[index.min(MAX_THREADS - 1)].store(now_millis(), Ordering::Relaxed);
     }
 
-    /// Marks application thread `index` idle and counts the request.
-    pub fn request_finished(&self, index: usize) {
+    /// Marks application thread `index` idle and counts the request;
+    /// returns true when that count reaches `max_requests`.
+    pub fn request_finished(&self, index: usize) -> bool {
         self.busy_since[index.min(MAX_THREADS - 1)].store(0, Ordering::Relaxed);
-        self.served.fetch_add(1, Ordering::Relaxed);
+        let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
+        let limit = self.max_requests.load(Ordering::Relaxed);
+        limit > 0 && served == limit
     }
 
     /// Requests completed by this worker.

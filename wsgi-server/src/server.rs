@@ -32,7 +32,7 @@ pub enum Stop {
 /// # Errors
 /// The runtime or the application threads could not start.
 pub fn run(
-    listeners: &[BoundListener],
+    listeners: Vec<BoundListener>,
     app: Arc<dyn Application>,
     config: &ServerConfig,
     worker: &'static WorkerSlot,
@@ -68,14 +68,17 @@ pub fn run(
         let (alive_sender, mut alive) = mpsc::channel::<()>(1);
         let mut accept_tasks = Vec::new();
         for listener in listeners {
-            // Our own descriptor: the master (or the next worker) keeps its.
-            let fd = listener.fd.try_clone()?;
+            // The accept task owns the socket: when a stop aborts it, this
+            // process stops listening at once.
+            let is_unix = listener.is_unix();
+            let protocol = listener.spec.protocol;
+            let fd = listener.fd;
             let shared = Arc::clone(&shared);
             let alive_sender = alive_sender.clone();
             accept_tasks.push(tokio::task::spawn_local(accept_loop(
                 fd,
-                listener.spec.protocol,
-                listener.is_unix(),
+                protocol,
+                is_unix,
                 shared,
                 alive_sender,
             )));
@@ -87,6 +90,9 @@ pub fn run(
         for task in &accept_tasks {
             task.abort();
         }
+        // Let the aborted accept tasks be dropped (closing the listeners)
+        // before waiting for the connections.
+        tokio::task::yield_now().await;
         if how == Stop::Graceful {
             let _ = tokio::time::timeout(graceful, alive.recv()).await;
         }

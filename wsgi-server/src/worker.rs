@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Notify;
 
 use crate::scoreboard::{Retire, WorkerSlot};
 use crate::server::Stop;
@@ -19,8 +20,13 @@ pub struct Recycle {
     pub max_lifetime: Option<Duration>,
 }
 
+/// Notified by the application threads when `--max-requests` is reached.
+pub static RETIRE_NOW: Notify = Notify::const_new();
+
 /// Resolves when the process should stop, and how.
 pub async fn wait_for_stop(slot: &'static WorkerSlot, recycle: Recycle) -> Stop {
+    slot.max_requests
+        .store(recycle.max_requests, std::sync::atomic::Ordering::Relaxed);
     let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr1)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -38,6 +44,10 @@ pub async fn wait_for_stop(slot: &'static WorkerSlot, recycle: Recycle) -> Stop 
             _ = int.recv() => return Stop::Graceful,
             _ = quit.recv() => return Stop::Immediate,
             _ = usr1.recv() => crate::log::logger().reopen(),
+            _ = RETIRE_NOW.notified() => {
+                slot.retire(Retire::MaxRequests);
+                return Stop::Graceful;
+            }
             _ = tick.tick() => {
                 if recycle.max_requests > 0 && slot.served() >= recycle.max_requests {
                     slot.retire(Retire::MaxRequests);
