@@ -60,7 +60,7 @@ impl TestServer {
         let (stop, stopped) = oneshot::channel();
         let thread = std::thread::spawn(move || {
             let slot: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
-            run(&listeners, Arc::clone(&app), &config, slot, async move {
+            run(listeners, Arc::clone(&app), &config, slot, async move {
                 stopped.await.unwrap_or(Stop::Immediate)
             })
             .unwrap();
