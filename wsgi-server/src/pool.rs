@@ -193,6 +193,12 @@ impl RequestSource for ThreadSource {
             if state.closed {
                 return None;
             }
+            // The queue is empty: a notification still outstanding has
+            // nothing left to do. Forget it, or one sent before any thread
+            // waited (lost) would make the queue believe forever that a
+            // thread is about to run, and leave every request to the
+            // starvation watchdog.
+            state.notified = 0;
             state = queue
                 .job_ready
                 .wait(state)
