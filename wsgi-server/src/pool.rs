@@ -291,3 +291,68 @@ impl AppPool {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exchange::{AppBody, AppOutput, Exchange};
+
+    fn request() -> (Request, Arc<Exchange>) {
+        let exchange = Exchange::new(true, Duration::from_secs(1));
+        let request = Request {
+            environ: wsgi_core::Environ::default(),
+            input: Box::new(AppBody::new(Arc::clone(&exchange))),
+            output: Box::new(AppOutput::new(Arc::clone(&exchange))),
+        };
+        (request, exchange)
+    }
+
+    /// An application whose threads take a while to reach their first
+    /// wait, as CPython's do (attach, build the environ template).
+    struct SlowStart(Arc<dyn Application>);
+
+    impl Application for SlowStart {
+        fn serve_thread(&self, requests: &mut dyn RequestSource) {
+            std::thread::sleep(Duration::from_millis(50));
+            self.0.serve_thread(requests);
+        }
+    }
+
+    /// After every request is done, the queue must count no thread as active
+    /// and no wake-up as outstanding; otherwise the next request waits for
+    /// the starvation watchdog instead of waking a thread at once.
+    #[test]
+    fn idle_pool_has_no_active_thread_and_no_outstanding_wake() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        let pool = local.block_on(&runtime, async {
+            let slot: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
+            let app = Arc::new(SlowStart(wsgi_core::testing::app_by_name("hello").unwrap()));
+            // Submit at once: the first wake-up races the threads' start
+            // (a notification sent before any thread waits is lost).
+            let pool = AppPool::start(app, 4, 16, slot).unwrap();
+            let queue = pool.queue();
+            for round in 0..3 {
+                let mut exchanges = Vec::new();
+                for _ in 0..5 {
+                    let (request, exchange) = request();
+                    assert!(queue.submit(request).await.is_ok());
+                    exchanges.push(exchange);
+                }
+                while queue.served() < 5 * (round + 1) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let state = queue.lock();
+                assert_eq!(state.active(), 0, "round {round}");
+                assert_eq!(state.notified, 0, "round {round}");
+                assert!(state.jobs.is_empty());
+            }
+            pool
+        });
+        assert!(pool.shutdown(Duration::from_secs(2)));
+    }
+}
