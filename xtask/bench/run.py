@@ -876,6 +876,11 @@ def versions(args):
             v[tool] = (p.stdout + p.stderr).strip().splitlines()[0]
         except Exception as e:  # noqa: BLE001
             v[tool] = repr(e)
+    try:
+        v["ours_git"] = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=HERE, capture_output=True,
+                                       text=True, timeout=10).stdout.strip()
+    except Exception as e:  # noqa: BLE001
+        v["ours_git"] = repr(e)
     v["kernel"] = os.uname().release
     v["cpus"] = os.cpu_count()
     return v
@@ -977,7 +982,13 @@ def main():
         return (sp == "any" or sp == proto) and (spec.get("apps") is None or app in spec["apps"])
 
     os.sched_setaffinity(0, {args.client_cpu})  # keep the harness off the server's CPU
+    # Measure a private copy of our binary: a `cargo build` elsewhere during the run
+    # (the target directory is shared) must not swap the build under test between rounds.
+    bin_dir = tempfile.mkdtemp(prefix="e2e-ours-")
+    built = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.stat(args.ours).st_mtime))
+    args.ours = shutil.copy2(args.ours, os.path.join(bin_dir, os.path.basename(args.ours)))
     vers = versions(args)
+    vers["ours_built"] = built
     with open(os.path.join(args.out, "e2e-versions.json"), "w") as f:
         json.dump(vers, f, indent=1)
     shutil.rmtree(os.path.join(args.out, "e2e-logs"), ignore_errors=True)
@@ -1013,6 +1024,7 @@ def main():
     except KeyboardInterrupt:
         log("interrupted; writing partial reports")
     took = time.time() - started
+    shutil.rmtree(bin_dir, ignore_errors=True)
     meta = {"when": time.strftime("%Y-%m-%d %H:%M"), "setup": setup + f"; took {took:.0f} s", "versions": vers}
     summary, tg = write_reports(results, names, args.out, meta)
     print(summary + "\n" + tg)
