@@ -293,8 +293,8 @@ impl BodyState {
 /// Serves an HTTP/1.x connection until it closes.
 pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc<Shared>) {
     let mut codec = ServerConn::new(shared.limits.clone());
-    let mut read_buf = BytesMut::with_capacity(8 * 1024);
-    let mut write_buf = BytesMut::with_capacity(8 * 1024);
+    let mut read_buf = BytesMut::with_capacity(HEAD_READ_CHUNK);
+    let mut write_buf = BytesMut::with_capacity(HEAD_READ_CHUNK);
     let mut shutdown = shared.shutdown.clone();
     let conn = ConnInfo {
         trusted_proxy: shared.is_trusted(&conn.peer),
@@ -359,6 +359,14 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
         if codec.start_next_cycle().is_err() || shared.is_shutting_down() {
             return;
         }
+        // An idle keep-alive connection keeps small buffers, whatever its
+        // last request needed.
+        if write_buf.capacity() > BODY_READ_CHUNK {
+            write_buf = BytesMut::with_capacity(HEAD_READ_CHUNK);
+        }
+        if read_buf.is_empty() && read_buf.capacity() > BODY_READ_CHUNK {
+            read_buf = BytesMut::with_capacity(HEAD_READ_CHUNK);
+        }
     }
 }
 
@@ -405,7 +413,7 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
                     Err(_) => break Outcome::Close,
                 }
             }
-            read = read_some(stream, read_buf), if read_more => match read {
+            read = read_some(stream, read_buf, BODY_READ_CHUNK), if read_more => match read {
                 Ok(0) => body.feed_eof(protocol, read_buf, &exchange),
                 Ok(_) => body.feed(protocol, read_buf, &exchange),
                 Err(error) => body.fail(&exchange, error.kind(), error.to_string()),
@@ -416,10 +424,21 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
     outcome
 }
 
-/// Reads more bytes, growing the buffer when it is nearly full.
-pub async fn read_some<S: Transport>(stream: &mut S, read_buf: &mut BytesMut) -> io::Result<usize> {
-    if read_buf.capacity() - read_buf.len() < 4096 {
-        read_buf.reserve(64 * 1024);
+/// Room made in the read buffer for a request head: most heads are a few
+/// hundred bytes, and an idle keep-alive connection should cost little.
+const HEAD_READ_CHUNK: usize = 8 * 1024;
+/// Room made for request-body reads: fewer system calls per upload.
+const BODY_READ_CHUNK: usize = 64 * 1024;
+
+/// Reads more bytes, making `chunk` bytes of room when the buffer is nearly
+/// full (a `BytesMut` whose split-off parts are gone reuses its allocation).
+pub async fn read_some<S: Transport>(
+    stream: &mut S,
+    read_buf: &mut BytesMut,
+    chunk: usize,
+) -> io::Result<usize> {
+    if read_buf.capacity() - read_buf.len() < chunk / 4 {
+        read_buf.reserve(chunk);
     }
     stream.read_buf(read_buf).await
 }
@@ -711,7 +730,7 @@ async fn read_head<S: Transport>(
             *deadline.get_or_insert_with(|| Instant::now() + shared.timeouts.header)
         };
         let read = tokio::select! {
-            read = timeout_at(limit, read_some(stream, read_buf)) => read,
+            read = timeout_at(limit, read_some(stream, read_buf, HEAD_READ_CHUNK)) => read,
             _ = shutdown.changed(), if idle => continue,
         };
         match read {
@@ -750,10 +769,12 @@ async fn drain_body<S: Transport>(
             }
             Ok(Some(Event::End)) => return true,
             Ok(Some(Event::Head(_))) | Err(_) => return false,
-            Ok(None) => match timeout_at(deadline, read_some(stream, read_buf)).await {
-                Ok(Ok(read)) if read > 0 => {}
-                _ => return false,
-            },
+            Ok(None) => {
+                match timeout_at(deadline, read_some(stream, read_buf, BODY_READ_CHUNK)).await {
+                    Ok(Ok(read)) if read > 0 => {}
+                    _ => return false,
+                }
+            }
         }
     }
 }

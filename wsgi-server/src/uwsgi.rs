@@ -83,7 +83,7 @@ pub async fn serve_uwsgi<S: Transport>(mut stream: S, conn: ConnInfo, shared: Ar
                 return;
             }
         }
-        match timeout_at(deadline, read_some(&mut stream, &mut read_buf)).await {
+        match timeout_at(deadline, read_some(&mut stream, &mut read_buf, 8 * 1024)).await {
             Ok(Ok(read)) if read > 0 => {}
             _ => return,
         }
