@@ -792,7 +792,7 @@ def chart_svg(table, server_order, title):
     servers.sort(key=lambda s: 1 if SERVERS.get(s, {}).get("reference") else 0)  # nginx last
     colors = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(servers)}
     cols = 3
-    pw, ph = 360, 250  # panel size
+    pw, ph = 360, 275  # panel size
     top, left_pad = 60, 10
     rows_n = max(1, math.ceil(len(keys) / cols))
     legend_h = 24 * math.ceil(len(servers) / 5) + 10
@@ -812,7 +812,7 @@ def chart_svg(table, server_order, title):
         # a round axis maximum
         mag = 10 ** math.floor(math.log10(vmax))
         axis = next(m * mag for m in (1, 1.2, 1.6, 2, 2.4, 3.2, 4, 6, 8, 10) if m * mag >= vmax)
-        x0, y0, w, h = px + 55, py + 30, pw - 70, ph - 75
+        x0, y0, w, h = px + 55, py + 30, pw - 70, ph - 100
         out.append(f'<text x="{px + pw / 2}" y="{py + 18}" text-anchor="middle" font-weight="bold">'
                    f'{e(key[0])} c={key[1]}</text>')
         for t in range(5):
