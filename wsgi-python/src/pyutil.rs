@@ -90,3 +90,43 @@ pub(crate) fn type_name(object: &Bound<'_, PyAny>) -> String {
         .map(|name| name.to_string())
         .unwrap_or_else(|_| "?".to_owned())
 }
+
+/// Chunks at least this large are lent to the server without a copy; smaller
+/// ones are copied (cheaper than the deferred reference drop a loan costs).
+const LEND_THRESHOLD: usize = 16 * 1024;
+
+/// A Python `bytes` object lent to the server: its buffer is immutable and
+/// does not move while the object lives, and the owner keeps it alive.
+struct LentBytes {
+    _object: Py<PyBytes>,
+    data: *const u8,
+    len: usize,
+}
+
+// SAFETY: the pointed-to buffer belongs to an immutable `bytes` object kept
+// alive by `_object` (`Py<T>` is Send + Sync; dropping it without the GIL
+// defers the decref to pyo3's pool), so reading it from any thread is sound.
+unsafe impl Send for LentBytes {}
+// SAFETY: as above: shared reads of an immutable buffer.
+unsafe impl Sync for LentBytes {}
+
+impl AsRef<[u8]> for LentBytes {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `data`/`len` describe the buffer of the `bytes` object
+        // held by `_object`, valid and unchanged for its whole life.
+        unsafe { std::slice::from_raw_parts(self.data, self.len) }
+    }
+}
+
+/// The contents of a `bytes` chunk as `Bytes`: large ones without a copy.
+pub(crate) fn chunk_bytes(chunk: &Bound<'_, PyBytes>) -> Bytes {
+    let data = chunk.as_bytes();
+    if data.len() < LEND_THRESHOLD {
+        return Bytes::copy_from_slice(data);
+    }
+    Bytes::from_owner(LentBytes {
+        data: data.as_ptr(),
+        len: data.len(),
+        _object: chunk.clone().unbind(),
+    })
+}

@@ -21,7 +21,7 @@ use pyo3::sync::MutexExt;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use wsgi_core::{AppError, FileRegion, ResponseHead, ResponseSink, SinkError};
 
-use crate::pyutil::{latin1_bytes, type_name};
+use crate::pyutil::{chunk_bytes, latin1_bytes, type_name};
 
 /// Why a response could not go on.
 #[derive(Debug)]
@@ -169,13 +169,17 @@ impl ResponseState {
 
     /// The whole body in one piece (`[b"..."]`): the head gets a
     /// `Content-Length` if it has none, so the server needs no chunking.
-    pub(crate) fn send_whole(&self, py: Python<'_>, body: &[u8]) -> Result<(), SendError> {
+    pub(crate) fn send_whole(
+        &self,
+        py: Python<'_>,
+        body: &Bound<'_, PyBytes>,
+    ) -> Result<(), SendError> {
         let mut inner = self.lock(py);
-        inner.commit(Some(body.len() as u64))?;
-        if body.is_empty() {
+        inner.commit(Some(body.as_bytes().len() as u64))?;
+        if body.as_bytes().is_empty() {
             return Ok(());
         }
-        inner.send(py, Bytes::copy_from_slice(body))
+        inner.send(py, chunk_bytes(body))
     }
 
     /// Queues a file region of `remaining` bytes (to the end of the file).
@@ -391,12 +395,11 @@ impl PyWrite {
                 type_name(data)
             ))
         })?;
-        let bytes = data.as_bytes();
-        if bytes.is_empty() {
+        if data.as_bytes().is_empty() {
             return Ok(());
         }
         self.response
-            .send(py, Bytes::copy_from_slice(bytes))
+            .send(py, chunk_bytes(data))
             .map_err(SendError::into_pyerr)
     }
 }

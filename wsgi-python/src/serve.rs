@@ -21,7 +21,6 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 use wsgi_core::{AppError, Application, Environ, ErrorLog, Request, RequestSource, SinkError};
@@ -30,7 +29,7 @@ use crate::environ::EnvironBuilder;
 use crate::file_wrapper::PyFileWrapper;
 use crate::input::PyInput;
 use crate::load::{self, LoadError};
-use crate::pyutil::{format_traceback, type_name};
+use crate::pyutil::{chunk_bytes, format_traceback, type_name};
 use crate::response::{PyStartResponse, ResponseState, SendError};
 
 /// How the application is run, for the constant environ keys.
@@ -310,7 +309,7 @@ impl PyApplication {
 /// Sends what the application returned.
 fn send_result(py: Python<'_>, result: &Bound<'_, PyAny>, response: &ResponseState) -> Outcome {
     let sent = if let Some(body) = single_bytes(result) {
-        response.send_whole(py, body.as_bytes())
+        response.send_whole(py, &body)
     } else if let Some(region) = result
         .cast::<PyFileWrapper>()
         .ok()
@@ -353,11 +352,10 @@ fn iterate(py: Python<'_>, result: &Bound<'_, PyAny>, response: &ResponseState) 
         let Ok(chunk) = item.cast::<PyBytes>() else {
             return Outcome::NotBytes(type_name(&item));
         };
-        let bytes = chunk.as_bytes();
-        if bytes.is_empty() {
+        if chunk.as_bytes().is_empty() {
             continue;
         }
-        if let Err(error) = response.send(py, Bytes::copy_from_slice(bytes)) {
+        if let Err(error) = response.send(py, chunk_bytes(chunk)) {
             return Outcome::Send(error);
         }
     }

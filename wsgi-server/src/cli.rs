@@ -100,7 +100,8 @@ pub struct Cli {
     #[arg(long)]
     pub preload: bool,
 
-    /// Give each worker its own accept queue (SO_REUSEPORT).
+    /// Set SO_REUSEPORT on TCP listeners, as gunicorn does (another server
+    /// may then bind the same port, e.g. during a binary upgrade).
     #[arg(long)]
     pub reuse_port: bool,
 

@@ -75,7 +75,7 @@ pub struct ProcessSettings {
     pub reload_on_rss: Option<u64>,
     /// Import the application in the master before forking.
     pub preload: bool,
-    /// `SO_REUSEPORT` on TCP listeners.
+    /// `SO_REUSEPORT` on TCP listeners (gunicorn's `--reuse-port`).
     pub reuse_port: bool,
     /// Where to write the master's pid.
     pub pidfile: Option<PathBuf>,
