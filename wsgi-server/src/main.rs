@@ -155,7 +155,7 @@ fn serve_here(config: &ServerConfig, listeners: Vec<BoundListener>) -> i32 {
         log!(Error, "cannot start the log thread: {error}");
         return i32::from(EXIT_USAGE);
     }
-    let app = match load_app(config, false) {
+    let app = match load_app(config) {
         Ok(app) => app,
         Err(code) => return code,
     };
@@ -184,7 +184,7 @@ fn serve_here(config: &ServerConfig, listeners: Vec<BoundListener>) -> i32 {
 /// The default: a master supervising `--workers` processes.
 fn supervise(config: &ServerConfig, listeners: Vec<BoundListener>) -> i32 {
     let preloaded = if config.process.preload {
-        match load_app(config, true) {
+        match load_app(config) {
             Ok(app) => Some(app),
             Err(code) => return code,
         }
@@ -230,7 +230,7 @@ fn worker_main(context: &WorkerContext<'_>, preloaded: Option<Arc<dyn Applicatio
     let loading = std::time::Instant::now();
     let app = match preloaded {
         Some(app) => app,
-        None => match load_app(config, false) {
+        None => match load_app(config) {
             Ok(app) => app,
             Err(code) => return code,
         },
@@ -307,13 +307,13 @@ fn redirect_stderr_to_log() {
     }
 }
 
-fn load_app(config: &ServerConfig, in_master: bool) -> Result<Arc<dyn Application>, i32> {
+fn load_app(config: &ServerConfig) -> Result<Arc<dyn Application>, i32> {
     match &config.app {
         AppSource::Rust(name) => wsgi_core::testing::app_by_name(name).ok_or_else(|| {
             log!(Error, "unknown built-in application {name:?}");
             i32::from(EXIT_USAGE)
         }),
-        AppSource::Python(spec) => load_python(config, spec, in_master),
+        AppSource::Python(spec) => load_python(config, spec),
     }
 }
 
