@@ -318,11 +318,7 @@ fn load_app(config: &ServerConfig) -> Result<Arc<dyn Application>, i32> {
 }
 
 #[cfg(feature = "python")]
-fn load_python(
-    config: &ServerConfig,
-    spec: &str,
-    _in_master: bool,
-) -> Result<Arc<dyn Application>, i32> {
+fn load_python(config: &ServerConfig, spec: &str) -> Result<Arc<dyn Application>, i32> {
     use wsgi_python::{initialize, AppOptions, PyApplication, PythonConfig};
     let python = PythonConfig {
         virtualenv: config.python.virtualenv.clone(),
@@ -363,11 +359,7 @@ fn load_python(
 }
 
 #[cfg(not(feature = "python"))]
-fn load_python(
-    _config: &ServerConfig,
-    spec: &str,
-    _in_master: bool,
-) -> Result<Arc<dyn Application>, i32> {
+fn load_python(_config: &ServerConfig, spec: &str) -> Result<Arc<dyn Application>, i32> {
     log!(
         Error,
         "cannot load {spec:?}: this build has no Python runtime (use --rust-app)"
