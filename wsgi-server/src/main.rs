@@ -13,7 +13,7 @@ use wsgi_core::Application;
 use wsgi_server::cli::Cli;
 use wsgi_server::config::{AppSource, ServerConfig};
 use wsgi_server::listener::{bind, BindAddr, BindOptions, BindSpec, BoundListener, Protocol};
-use wsgi_server::master::{ForkHooks, Master, WorkerContext, EXIT_APP_LOAD};
+use wsgi_server::master::{ForkHooks, Master, WorkerContext};
 use wsgi_server::scoreboard::WorkerSlot;
 use wsgi_server::server::run;
 use wsgi_server::worker::{wait_for_stop, Recycle};
@@ -353,7 +353,7 @@ fn load_python(config: &ServerConfig, spec: &str) -> Result<Arc<dyn Application>
         Ok(app) => Ok(Arc::new(app)),
         Err(error) => {
             log!(Error, "Failed to load application {spec:?}:\n{error}");
-            Err(EXIT_APP_LOAD)
+            Err(wsgi_server::master::EXIT_APP_LOAD)
         }
     }
 }
