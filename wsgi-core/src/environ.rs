@@ -64,16 +64,38 @@ pub struct ConnInfo {
     /// Whether the peer is a trusted proxy (`--forwarded-allow-ips`), whose
     /// `SCRIPT_NAME` and `X-Forwarded-Proto` style headers are believed.
     pub trusted_proxy: bool,
+    /// `REMOTE_ADDR` and `REMOTE_PORT`, formatted once per connection rather
+    /// than for every request on it.
+    remote: (Bytes, Bytes),
 }
 
 impl ConnInfo {
+    /// A connection from `peer` (to `local`, for TCP), not trusted as a proxy.
+    pub fn new(peer: PeerAddr, local: Option<SocketAddr>, scheme: UrlScheme) -> Self {
+        ConnInfo {
+            peer,
+            local,
+            scheme,
+            trusted_proxy: false,
+            remote: peer_strings(peer),
+        }
+    }
+
     /// A plain-HTTP TCP connection from an untrusted peer.
     pub fn tcp(peer: SocketAddr, local: SocketAddr) -> Self {
+        ConnInfo::new(PeerAddr::Tcp(peer), Some(local), UrlScheme::Http)
+    }
+
+    /// A plain-HTTP unix-socket connection.
+    pub fn unix() -> Self {
+        ConnInfo::new(PeerAddr::Unix, None, UrlScheme::Http)
+    }
+
+    /// The same connection, trusted as a proxy or not.
+    pub fn with_trusted_proxy(self, trusted_proxy: bool) -> Self {
         ConnInfo {
-            peer: PeerAddr::Tcp(peer),
-            local: Some(local),
-            scheme: UrlScheme::Http,
-            trusted_proxy: false,
+            trusted_proxy,
+            ..self
         }
     }
 }
@@ -163,9 +185,7 @@ impl Environ {
             url_scheme: conn.scheme,
             ..Environ::default()
         };
-        let (remote_addr, remote_port) = peer_strings(conn.peer);
-        environ.remote_addr = remote_addr;
-        environ.remote_port = remote_port;
+        (environ.remote_addr, environ.remote_port) = conn.remote.clone();
 
         let mut script_name = options.script_name.clone();
         for name in headers.keys() {
@@ -277,9 +297,7 @@ impl Environ {
             url_scheme: conn.scheme,
             ..Environ::default()
         };
-        let (remote_addr, remote_port) = peer_strings(conn.peer);
-        environ.remote_addr = remote_addr;
-        environ.remote_port = remote_port;
+        (environ.remote_addr, environ.remote_port) = conn.remote.clone();
         let mut path_info = None;
         let mut script_name = options.script_name.clone();
         let mut has_server_port = false;

@@ -180,11 +180,6 @@ impl ServerConfig {
             log_level: crate::log::Level::Info,
         }
     }
-
-    /// Whether a peer is a trusted proxy.
-    pub fn is_trusted_proxy(&self, peer: &wsgi_core::PeerAddr) -> bool {
-        peer_in_list(peer, &self.forwarded_allow_ips)
-    }
 }
 
 /// Whether `peer` matches an allow-list of IP addresses (`*` matches all).

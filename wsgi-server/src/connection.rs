@@ -296,10 +296,8 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
     let mut read_buf = BytesMut::with_capacity(HEAD_READ_CHUNK);
     let mut write_buf = BytesMut::with_capacity(HEAD_READ_CHUNK);
     let mut shutdown = shared.shutdown.clone();
-    let conn = ConnInfo {
-        trusted_proxy: shared.is_trusted(&conn.peer),
-        ..conn
-    };
+    let trusted = shared.is_trusted(&conn.peer);
+    let conn = conn.with_trusted_proxy(trusted);
     let mut served_any = false;
     loop {
         let head = match read_head(

@@ -54,8 +54,6 @@ struct State {
     body_end: BodyEnd,
     /// The application is blocked waiting for body bytes.
     body_wanted: bool,
-    /// The application has asked for the body at least once (`100 Continue`).
-    body_requested: bool,
     /// The application changed something the connection must re-examine
     /// (body room freed, body wanted) without producing output.
     kick: bool,
@@ -104,8 +102,6 @@ pub struct IoBatch {
     pub aborted: Option<String>,
     /// The application is waiting for body bytes.
     pub body_wanted: bool,
-    /// The application has asked for the body at least once.
-    pub body_requested: bool,
 }
 
 impl Exchange {
@@ -121,7 +117,6 @@ impl Exchange {
                     BodyEnd::Open
                 },
                 body_wanted: false,
-                body_requested: false,
                 kick: false,
                 head: None,
                 output: VecDeque::new(),
@@ -196,7 +191,6 @@ impl Exchange {
             finished,
             aborted: if finished { state.aborted.take() } else { None },
             body_wanted: state.body_wanted,
-            body_requested: state.body_requested,
         })
     }
 
@@ -274,7 +268,6 @@ impl BodyReader for AppBody {
     fn wait(&mut self) -> io::Result<()> {
         let exchange = &*self.exchange;
         let mut state = exchange.lock();
-        state.body_requested = true;
         let ready = |state: &State| {
             !state.body.is_empty() || state.body_end != BodyEnd::Open || state.disconnected
         };

@@ -131,12 +131,7 @@ async fn accept_loop(
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    let conn = ConnInfo {
-                        peer: PeerAddr::Unix,
-                        local: None,
-                        scheme: UrlScheme::Http,
-                        trusted_proxy: false,
-                    };
+                    let conn = ConnInfo::unix();
                     spawn_connection(stream, conn, protocol, &shared, &alive);
                 }
                 Err(error) => accept_backoff(error).await,
@@ -158,12 +153,11 @@ async fn accept_loop(
                     // We coalesce writes ourselves; Nagle would only delay
                     // the last segment of each response.
                     let _ = stream.set_nodelay(true);
-                    let conn = ConnInfo {
-                        peer: PeerAddr::Tcp(peer),
-                        local: stream.local_addr().ok().or(local),
-                        scheme: UrlScheme::Http,
-                        trusted_proxy: false,
-                    };
+                    let conn = ConnInfo::new(
+                        PeerAddr::Tcp(peer),
+                        stream.local_addr().ok().or(local),
+                        UrlScheme::Http,
+                    );
                     spawn_connection(stream, conn, protocol, &shared, &alive);
                 }
                 Err(error) => accept_backoff(error).await,

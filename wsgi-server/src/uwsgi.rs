@@ -22,22 +22,24 @@ struct UwsgiProtocol {
     encoder: ResponseEncoder,
 }
 
+/// The body part of a decoder result.
+fn body_event(
+    decoded: Result<Option<Event>, wsgi_uwsgi::ParseError>,
+) -> Result<Option<BodyEvent>, (u16, String)> {
+    match decoded {
+        Ok(Some(Event::Data(data))) => Ok(Some(BodyEvent::Data(data))),
+        Ok(Some(Event::End)) => Ok(Some(BodyEvent::End)),
+        Ok(Some(Event::Head(_))) | Ok(None) => Ok(None),
+        Err(error) => Err((error.status_hint(), error.to_string())),
+    }
+}
+
 impl BodyDecoder for UwsgiProtocol {
     fn decode_body(&mut self, src: &mut BytesMut) -> Result<Option<BodyEvent>, (u16, String)> {
-        match self.decoder.decode(src) {
-            Ok(Some(Event::Data(data))) => Ok(Some(BodyEvent::Data(data))),
-            Ok(Some(Event::End)) => Ok(Some(BodyEvent::End)),
-            Ok(Some(Event::Head(_))) | Ok(None) => Ok(None),
-            Err(error) => Err((error.status_hint(), error.to_string())),
-        }
+        body_event(self.decoder.decode(src))
     }
     fn decode_body_eof(&mut self, src: &mut BytesMut) -> Result<Option<BodyEvent>, (u16, String)> {
-        match self.decoder.decode_eof(src) {
-            Ok(Some(Event::Data(data))) => Ok(Some(BodyEvent::Data(data))),
-            Ok(Some(Event::End)) => Ok(Some(BodyEvent::End)),
-            Ok(Some(Event::Head(_))) | Ok(None) => Ok(None),
-            Err(error) => Err((error.status_hint(), error.to_string())),
-        }
+        body_event(self.decoder.decode_eof(src))
     }
 }
 
@@ -89,10 +91,7 @@ pub async fn serve_uwsgi<S: Transport>(mut stream: S, conn: ConnInfo, shared: Ar
         }
     };
     // The uwsgi peer is the proxy itself: its variables are believed.
-    let conn = ConnInfo {
-        trusted_proxy: true,
-        ..conn
-    };
+    let conn = conn.with_trusted_proxy(true);
     let environ = match Environ::from_cgi_vars(head.vars.iter_bytes(), &conn, &shared.environ) {
         Ok(environ) => environ,
         Err(error) => {

@@ -187,10 +187,7 @@ fn trusted_proxy_headers() {
     );
     assert_eq!(untrusted.url_scheme, UrlScheme::Http);
 
-    let trusted_conn = ConnInfo {
-        trusted_proxy: true,
-        ..conn()
-    };
+    let trusted_conn = conn().with_trusted_proxy(true);
     let trusted = http(
         "/flasktodo/foobar",
         headers,
@@ -286,12 +283,7 @@ fn vars(pairs: &[(&str, &str)]) -> Vec<(Bytes, Bytes)> {
 
 #[test]
 fn nginx_uwsgi_params() {
-    let unix = ConnInfo {
-        peer: PeerAddr::Unix,
-        local: None,
-        scheme: UrlScheme::Http,
-        trusted_proxy: false,
-    };
+    let unix = ConnInfo::unix();
     let environ = Environ::from_cgi_vars(
         vars(&[
             ("QUERY_STRING", "a=1"),
