@@ -12,6 +12,9 @@ use std::process::Command;
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-env-changed=PYO3_PYTHON");
+    // `Py_3_12`, `Py_3_14`, `PyPy`, ... for code that reads CPython's
+    // string layout directly (pyutil::latin1_view).
+    pyo3_build_config::use_pyo3_cfgs();
     let config = pyo3_build_config::get();
 
     if let Some(lib_dir) = config.lib_dir() {

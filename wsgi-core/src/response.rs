@@ -28,7 +28,7 @@ impl ResponseHead {
         let mut content_length = None;
         for (name, value) in &headers {
             validate_header(name, value)?;
-            if name.eq_ignore_ascii_case(b"content-length") {
+            if name.len() == 14 && name.eq_ignore_ascii_case(b"content-length") {
                 content_length = Some(parse_content_length(value)?);
             }
         }
@@ -104,19 +104,22 @@ pub fn validate_header(name: &[u8], value: &[u8]) -> Result<(), HeadError> {
 /// The hop-by-hop headers PEP 3333 forbids to applications (RFC 2616 §13.5.1,
 /// the list PEP 3333 refers to; `wsgiref.util.is_hop_by_hop`).
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
-    const HOP_BY_HOP: [&[u8]; 8] = [
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailers",
-        b"transfer-encoding",
-        b"upgrade",
-    ];
-    HOP_BY_HOP
-        .iter()
-        .any(|candidate| candidate.eq_ignore_ascii_case(name))
+    // Dispatch on the length first: most names are not 2, 7, 8, 10, 14, 17
+    // or 19 bytes long, and those that are meet one comparison.
+    let candidate: &[u8] = match name.len() {
+        2 => b"te",
+        7 => b"upgrade",
+        8 => b"trailers",
+        10 => match name[0] | 0x20 {
+            b'c' => b"connection",
+            _ => b"keep-alive",
+        },
+        17 => b"transfer-encoding",
+        18 => b"proxy-authenticate",
+        19 => b"proxy-authorization",
+        _ => return false,
+    };
+    name.eq_ignore_ascii_case(candidate)
 }
 
 fn parse_content_length(value: &[u8]) -> Result<u64, HeadError> {
@@ -132,14 +135,42 @@ fn parse_content_length(value: &[u8]) -> Result<u64, HeadError> {
     })
 }
 
+/// Byte classes for header validation, one table lookup per byte.
+const TOKEN: u8 = 1;
+const FORBIDDEN_IN_TEXT: u8 = 2;
+
+const BYTE_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        // RFC 9110 §5.6.2 `tchar`.
+        if b.is_ascii_alphanumeric() {
+            table[byte] |= TOKEN;
+        }
+        // Control characters other than HTAB, and DEL.
+        if (b < 0x20 && b != b'\t') || b == 0x7f {
+            table[byte] |= FORBIDDEN_IN_TEXT;
+        }
+        byte += 1;
+    }
+    let tchar_symbols = b"!#$%&'*+-.^_`|~";
+    let mut index = 0;
+    while index < tchar_symbols.len() {
+        table[tchar_symbols[index] as usize] |= TOKEN;
+        index += 1;
+    }
+    table
+};
+
 /// RFC 9110 §5.6.2 `tchar`.
 fn is_token_byte(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+    BYTE_CLASS[usize::from(byte)] & TOKEN != 0
 }
 
 /// Control characters other than HTAB, and DEL.
 fn is_forbidden_in_text(byte: u8) -> bool {
-    (byte < 0x20 && byte != b'\t') || byte == 0x7f
+    BYTE_CLASS[usize::from(byte)] & FORBIDDEN_IN_TEXT != 0
 }
 
 #[cfg(test)]
@@ -211,6 +242,40 @@ mod tests {
                 head("200 OK", &[(name, value)]).is_err(),
                 "{name}: {value:?} must be refused"
             );
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_names() {
+        let hop = [
+            "connection",
+            "keep-alive",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "te",
+            "trailers",
+            "transfer-encoding",
+            "upgrade",
+        ];
+        for name in hop {
+            assert!(is_hop_by_hop(name.as_bytes()), "{name}");
+            assert!(is_hop_by_hop(name.to_uppercase().as_bytes()), "{name}");
+        }
+        // Same lengths and first letters as hop-by-hop names, but not them.
+        for name in [
+            "tx",
+            "upgrad3",
+            "trailer",
+            "connectio",
+            "connexion!",
+            "keep-alivf",
+            "Content-Length",
+            "transfer-encodinx",
+            "proxy-authorizatio",
+            "",
+            "x",
+        ] {
+            assert!(!is_hop_by_hop(name.as_bytes()), "{name}");
         }
     }
 

@@ -1,21 +1,30 @@
 //! The environ dict (PEP 3333 §"environ Variables") built from a
 //! [`wsgi_core::Environ`].
 //!
-//! Each executor thread keeps a template dict with the keys that never change
-//! (`wsgi.version`, `wsgi.errors`, `SERVER_SOFTWARE`, ...) and copies it per
-//! request (`PyDict_Copy`, the bjoern/pyruvate approach). The CGI keys are
-//! interned once (`pyo3::intern!`); `HTTP_*` and extra keys come from a
-//! bounded per-thread cache. Values are latin-1 strings decoded from the raw
-//! bytes, so no byte is lost. `os.environ` is never merged in.
+//! Each executor thread keeps a template dict holding every key a request
+//! always has, and copies it per request (`PyDict_Copy`, the bjoern/pyruvate
+//! approach): the copy clones the template's hash table in one `memcpy`. The
+//! template's values for those keys are the ones of the thread's previous
+//! request, so a request only sets what changed (`SERVER_NAME`,
+//! `REMOTE_ADDR`, the method and the protocol rarely do), and then in place.
+//! The template has more than 21 keys, so its table (and every copy's) has
+//! room for about 20 `HTTP_*` keys before CPython resizes it. The template
+//! never leaves this module: applications get copies.
+//!
+//! `HTTP_*` and extra keys come from a bounded per-thread cache, which also
+//! remembers each key's last value string for reuse when the bytes repeat
+//! (`Host`, `User-Agent`, `Accept`). Values are latin-1 strings decoded from
+//! the raw bytes, so no byte is lost. `os.environ` is never merged in.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
-use wsgi_core::{Environ, UrlScheme, SERVER_SOFTWARE};
+use wsgi_core::{Environ, SERVER_SOFTWARE};
 
 use crate::errors::PyErrorStream;
 use crate::file_wrapper::PyFileWrapper;
@@ -29,12 +38,98 @@ const MAX_CACHED_KEYS: usize = 512;
 /// Longer keys are not cached (a client inventing long header names must not
 /// fill the cache with them).
 const MAX_CACHED_KEY_LEN: usize = 64;
+/// Longer values are not remembered for reuse (bounds the cache's memory:
+/// at most [`MAX_CACHED_KEYS`] values of this size per thread).
+const MAX_CACHED_VALUE_LEN: usize = 256;
+
+/// FNV-1a: the key cache hashes short header-derived names on every request;
+/// SipHash's flood resistance buys nothing for a map capped at
+/// [`MAX_CACHED_KEYS`] entries that stops growing when full.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &byte in bytes {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+}
+
+/// The string a key had on the thread's previous request, reused while the
+/// bytes repeat.
+#[derive(Default)]
+struct LastValue {
+    bytes: Vec<u8>,
+    string: Option<Py<PyString>>,
+}
+
+impl LastValue {
+    fn get<'py>(&mut self, py: Python<'py>, value: &[u8]) -> PyResult<Bound<'py, PyString>> {
+        if let Some(string) = &self.string {
+            if self.bytes == value {
+                return Ok(string.bind(py).clone());
+            }
+        }
+        let string = latin1_str(py, value)?;
+        if value.len() <= MAX_CACHED_VALUE_LEN {
+            self.bytes.clear();
+            self.bytes.extend_from_slice(value);
+            self.string = Some(string.clone().unbind());
+        } else {
+            self.string = None;
+        }
+        Ok(string)
+    }
+}
+
+/// A cached `HTTP_*`/extra key and its last value.
+struct CachedKey {
+    key: Py<PyString>,
+    last: LastValue,
+}
+
+/// A key every request sets, with the bytes of the value the template holds.
+struct Slot {
+    key: Py<PyString>,
+    bytes: Vec<u8>,
+}
+
+/// The fixed keys, in [`FIXED_KEYS`] order.
+const FIXED_KEYS: [&str; 12] = [
+    "REQUEST_METHOD",
+    "SCRIPT_NAME",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "REQUEST_URI",
+    "RAW_URI",
+    "SERVER_PROTOCOL",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "REMOTE_ADDR",
+    "REMOTE_PORT",
+    "wsgi.url_scheme",
+];
 
 /// Per-thread environ machinery. Holds Python objects: create and drop it
 /// while attached.
 pub(crate) struct EnvironBuilder {
     template: Py<PyDict>,
-    keys: HashMap<Bytes, Py<PyString>>,
+    slots: [Slot; FIXED_KEYS.len()],
+    keys: HashMap<Bytes, CachedKey, BuildHasherDefault<Fnv>>,
+    content_type: LastValue,
+    content_length: LastValue,
 }
 
 impl EnvironBuilder {
@@ -55,22 +150,55 @@ impl EnvironBuilder {
         )?;
         template.set_item(intern!(py, "wsgi.input_terminated"), true)?;
         template.set_item(intern!(py, "SERVER_SOFTWARE"), SERVER_SOFTWARE)?;
+        // RFC 3875 §4.1.4 (CGI/1.1 requires it; mod_wsgi sets it too).
+        template.set_item(intern!(py, "GATEWAY_INTERFACE"), "CGI/1.1")?;
+        // Every request sets these: present in the template, they are
+        // replaced in place rather than inserted into each copy.
+        let placeholder = PyString::new(py, "");
+        let slots = FIXED_KEYS.map(|name| Slot {
+            key: PyString::intern(py, name).unbind(),
+            bytes: Vec::new(),
+        });
+        for slot in &slots {
+            template.set_item(slot.key.bind(py), &placeholder)?;
+        }
+        template.set_item(intern!(py, "wsgi.input"), &placeholder)?;
         Ok(EnvironBuilder {
             template: template.unbind(),
-            keys: HashMap::new(),
+            slots,
+            keys: HashMap::default(),
+            content_type: LastValue::default(),
+            content_length: LastValue::default(),
         })
     }
 
-    /// The key string for a variable name, from the cache when possible.
-    fn key<'py>(&mut self, py: Python<'py>, name: &Bytes) -> PyResult<Bound<'py, PyString>> {
-        if let Some(key) = self.keys.get(name) {
-            return Ok(key.bind(py).clone());
+    /// Sets an `HTTP_*`/extra variable, with its key (and value, when it
+    /// repeats) from the cache when possible.
+    fn set_variable(
+        &mut self,
+        dict: &Bound<'_, PyDict>,
+        name: &Bytes,
+        value: &[u8],
+    ) -> PyResult<()> {
+        let py = dict.py();
+        if let Some(cached) = self.keys.get_mut(name) {
+            return dict.set_item(cached.key.bind(py), cached.last.get(py, value)?);
         }
         let key = latin1_interned(py, name)?;
         if self.keys.len() < MAX_CACHED_KEYS && name.len() <= MAX_CACHED_KEY_LEN {
-            self.keys.insert(name.clone(), key.clone().unbind());
+            let mut last = LastValue::default();
+            let value = last.get(py, value)?;
+            dict.set_item(&key, value)?;
+            self.keys.insert(
+                name.clone(),
+                CachedKey {
+                    key: key.unbind(),
+                    last,
+                },
+            );
+            return Ok(());
         }
-        Ok(key)
+        dict.set_item(key, latin1_str(py, value)?)
     }
 
     /// The environ dict of one request.
@@ -80,47 +208,51 @@ impl EnvironBuilder {
         environ: &Environ,
         input: &Bound<'py, PyInput>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let dict = self.template.bind(py).copy()?;
-        let set = |key: &Bound<'py, PyString>, value: &[u8]| -> PyResult<()> {
-            dict.set_item(key, latin1_str(py, value)?)
-        };
-        let method = &environ.request_method[..];
-        match method {
-            b"GET" => dict.set_item(intern!(py, "REQUEST_METHOD"), intern!(py, "GET"))?,
-            b"POST" => dict.set_item(intern!(py, "REQUEST_METHOD"), intern!(py, "POST"))?,
-            _ => set(intern!(py, "REQUEST_METHOD"), method)?,
-        }
-        set(intern!(py, "SCRIPT_NAME"), &environ.script_name)?;
-        set(intern!(py, "PATH_INFO"), &environ.path_info)?;
-        set(intern!(py, "QUERY_STRING"), &environ.query_string)?;
-        let uri = latin1_str(py, &environ.request_uri)?;
-        dict.set_item(intern!(py, "REQUEST_URI"), &uri)?;
-        dict.set_item(intern!(py, "RAW_URI"), &uri)?;
-        match &environ.server_protocol[..] {
-            b"HTTP/1.1" => {
-                dict.set_item(intern!(py, "SERVER_PROTOCOL"), intern!(py, "HTTP/1.1"))?
+        let template = self.template.bind(py);
+        let scheme = environ.url_scheme.as_str().as_bytes();
+        let values: [&[u8]; FIXED_KEYS.len()] = [
+            &environ.request_method,
+            &environ.script_name,
+            &environ.path_info,
+            &environ.query_string,
+            &environ.request_uri,
+            &environ.request_uri,
+            &environ.server_protocol,
+            &environ.server_name,
+            &environ.server_port,
+            &environ.remote_addr,
+            &environ.remote_port,
+            scheme,
+        ];
+        // Bring the template up to date first: the copy then carries every
+        // fixed value, and a value that repeats costs one comparison.
+        let mut previous: Option<(&[u8], Bound<'py, PyString>)> = None;
+        for (slot, value) in self.slots.iter_mut().zip(values) {
+            if slot.bytes == value {
+                continue;
             }
-            protocol => set(intern!(py, "SERVER_PROTOCOL"), protocol)?,
+            // RAW_URI follows REQUEST_URI: one string for both.
+            let string = match &previous {
+                Some((bytes, string)) if *bytes == value => string.clone(),
+                _ => latin1_str(py, value)?,
+            };
+            template.set_item(slot.key.bind(py), &string)?;
+            slot.bytes.clear();
+            slot.bytes.extend_from_slice(value);
+            previous = Some((value, string));
         }
-        set(intern!(py, "SERVER_NAME"), &environ.server_name)?;
-        set(intern!(py, "SERVER_PORT"), &environ.server_port)?;
-        set(intern!(py, "REMOTE_ADDR"), &environ.remote_addr)?;
-        set(intern!(py, "REMOTE_PORT"), &environ.remote_port)?;
+        let dict = template.copy()?;
         if let Some(content_type) = &environ.content_type {
-            set(intern!(py, "CONTENT_TYPE"), content_type)?;
+            let value = self.content_type.get(py, content_type)?;
+            dict.set_item(intern!(py, "CONTENT_TYPE"), value)?;
         }
         if let Some(content_length) = &environ.content_length {
-            set(intern!(py, "CONTENT_LENGTH"), content_length)?;
+            let value = self.content_length.get(py, content_length)?;
+            dict.set_item(intern!(py, "CONTENT_LENGTH"), value)?;
         }
         for (name, value) in environ.headers.iter().chain(environ.extra.iter()) {
-            let key = self.key(py, name)?;
-            set(&key, value)?;
+            self.set_variable(&dict, name, value)?;
         }
-        let scheme = match environ.url_scheme {
-            UrlScheme::Http => intern!(py, "http"),
-            UrlScheme::Https => intern!(py, "https"),
-        };
-        dict.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
         dict.set_item(intern!(py, "wsgi.input"), input)?;
         Ok(dict)
     }

@@ -1,6 +1,7 @@
 //! Small bridges between Rust bytes and Python objects: latin-1 strings
 //! (PEP 3333 "bytes-as-unicode") and traceback formatting.
 
+use std::borrow::Cow;
 use std::os::raw::c_char;
 
 use bytes::Bytes;
@@ -41,18 +42,34 @@ pub(crate) fn latin1_interned<'py>(
     }
 }
 
-/// Encodes a `str` as latin-1 (PEP 3333: header names and values, status).
+/// The latin-1 encoding of a `str`, borrowed from the string itself when
+/// CPython stores it one byte per code point (every `str` whose code points
+/// are all below U+0100, i.e. every latin-1-encodable one), so headers and
+/// statuses are read without a copy.
 ///
 /// # Errors
 /// `UnicodeEncodeError` (a `ValueError`) for code points above U+00FF.
-pub(crate) fn latin1_bytes(string: &Bound<'_, PyString>) -> PyResult<Bytes> {
-    // Fast path: ASCII text (almost every header) is its own encoding, and
-    // CPython hands out the UTF-8 of a compact ASCII string without copying.
-    if let Ok(text) = string.to_str() {
-        if text.is_ascii() {
-            return Ok(Bytes::copy_from_slice(text.as_bytes()));
+pub(crate) fn latin1_view<'a>(string: &'a Bound<'_, PyString>) -> PyResult<Cow<'a, [u8]>> {
+    #[cfg(not(any(Py_LIMITED_API, PyPy, GraalPy, Py_3_14)))]
+    // SAFETY: `string` is a live exact-or-subclass `str` and the GIL is held.
+    // A compact string is always ready and keeps its characters inline, one
+    // byte each for kind 1; they live (unchanged: `str` is immutable) as
+    // long as the borrowed object, which `'a` ties the slice to.
+    unsafe {
+        let object = string.as_ptr();
+        if ffi::PyUnicode_IS_COMPACT(object) != 0
+            && ffi::PyUnicode_KIND(object) == ffi::PyUnicode_1BYTE_KIND
+        {
+            let data = ffi::PyUnicode_DATA(object).cast::<u8>();
+            let len = usize::try_from(ffi::PyUnicode_GET_LENGTH(object)).unwrap_or(0);
+            return Ok(Cow::Borrowed(std::slice::from_raw_parts(data, len)));
         }
     }
+    latin1_encoded(string).map(Cow::Owned)
+}
+
+/// The general path: CPython's own codec (also raises the right error).
+fn latin1_encoded(string: &Bound<'_, PyString>) -> PyResult<Vec<u8>> {
     let py = string.py();
     // SAFETY: `string` is a live `str` and the GIL is held; the function
     // returns a new reference to a `bytes` object, or NULL with an exception.
@@ -60,7 +77,7 @@ pub(crate) fn latin1_bytes(string: &Bound<'_, PyString>) -> PyResult<Bytes> {
         Bound::from_owned_ptr_or_err(py, ffi::PyUnicode_AsLatin1String(string.as_ptr()))?
             .cast_into_unchecked::<PyBytes>()
     };
-    Ok(Bytes::copy_from_slice(encoded.as_bytes()))
+    Ok(encoded.as_bytes().to_vec())
 }
 
 /// The full traceback of `error`, as Python prints it.

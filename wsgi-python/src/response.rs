@@ -12,7 +12,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pyo3::exceptions::{
     PyAssertionError, PyConnectionAbortedError, PyRuntimeError, PyTypeError, PyValueError,
 };
@@ -21,7 +21,7 @@ use pyo3::sync::MutexExt;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use wsgi_core::{AppError, FileRegion, ResponseHead, ResponseSink, SinkError};
 
-use crate::pyutil::{chunk_bytes, latin1_bytes, type_name};
+use crate::pyutil::{chunk_bytes, latin1_view, type_name};
 
 /// Why a response could not go on.
 #[derive(Debug)]
@@ -291,14 +291,18 @@ fn convert_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResu
     let status = status.cast::<PyString>().map_err(|_| {
         PyTypeError::new_err(format!("status must be a str, not {}", type_name(status)))
     })?;
-    let status = latin1_bytes(status)?;
+    let status = latin1_view(status)?;
     let list = headers.cast::<PyList>().map_err(|_| {
         PyTypeError::new_err(format!(
             "response_headers must be a list, not {}",
             type_name(headers)
         ))
     })?;
-    let mut converted = Vec::with_capacity(list.len());
+    // Every name and value is copied into one buffer and handed out as
+    // slices of it: one allocation per head rather than two per header.
+    let mut block = BytesMut::with_capacity(HEAD_BLOCK_CAPACITY);
+    // Room for the Content-Length the server may add.
+    let mut converted = Vec::with_capacity(list.len() + 1);
     for item in list.iter() {
         let pair = item
             .cast::<PyTuple>()
@@ -310,7 +314,7 @@ fn convert_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResu
                     item.repr().map(|repr| repr.to_string()).unwrap_or_default()
                 ))
             })?;
-        let text = |index: usize| -> PyResult<Bytes> {
+        let mut text = |index: usize| -> PyResult<Bytes> {
             let part = pair.get_item(index)?;
             let part = part.cast::<PyString>().map_err(|_| {
                 PyTypeError::new_err(format!(
@@ -319,12 +323,18 @@ fn convert_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResu
                     pair.repr().map(|repr| repr.to_string()).unwrap_or_default()
                 ))
             })?;
-            latin1_bytes(part)
+            block.extend_from_slice(&latin1_view(part)?);
+            Ok(block.split().freeze())
         };
-        converted.push((text(0)?, text(1)?));
+        let name = text(0)?;
+        converted.push((name, text(1)?));
     }
     ResponseHead::new(&status, converted).map_err(|error| PyValueError::new_err(error.to_string()))
 }
+
+/// Bytes reserved for a head's names and values (a typical head fits; a
+/// larger one grows the buffer).
+const HEAD_BLOCK_CAPACITY: usize = 256;
 
 /// The `start_response` callable of one request.
 #[pyclass(frozen, module = "wsgi_python", name = "StartResponse")]
