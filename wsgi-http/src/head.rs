@@ -222,8 +222,10 @@ impl HeadScanner {
     }
 }
 
-/// Header slots on the stack; heads allowed more headers use the heap.
-const STACK_HEADERS: usize = 64;
+/// Header slots on the stack (4 KiB, uninitialised): enough for the default
+/// limit of [`DEFAULT_MAX_HEADERS`](crate::DEFAULT_MAX_HEADERS) + 1, so only
+/// servers configured for more headers allocate per request.
+const STACK_HEADERS: usize = 128;
 
 /// Parses the complete head in `src[..head_len]`, consuming it from `src`.
 pub(crate) fn parse_head(
@@ -313,12 +315,39 @@ fn map_httparse_error(error: httparse::Error, head: &[u8]) -> ParseError {
     }
 }
 
-fn to_header_map(head: &Bytes, fields: &[httparse::Header<'_>]) -> Result<HeaderMap, ParseError> {
+/// Which framing-relevant fields a head has, noted while the map is built so
+/// that a head without them (most GETs) needs no lookups afterwards.
+#[derive(Debug, Default, Clone, Copy)]
+struct Seen {
+    hosts: u8,
+    transfer_encoding: bool,
+    content_length: bool,
+    connection: bool,
+    expect: bool,
+}
+
+fn to_header_map(
+    head: &Bytes,
+    fields: &[httparse::Header<'_>],
+) -> Result<(HeaderMap, Seen), ParseError> {
     let mut headers =
         HeaderMap::try_with_capacity(fields.len()).map_err(|_| ParseError::TooManyHeaders)?;
+    let mut seen = Seen::default();
     for field in fields {
         let name =
             HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| ParseError::HeaderName)?;
+        // Standard names compare as enum values: no string comparison.
+        if name == HOST {
+            seen.hosts = seen.hosts.saturating_add(1);
+        } else if name == TRANSFER_ENCODING {
+            seen.transfer_encoding = true;
+        } else if name == CONTENT_LENGTH {
+            seen.content_length = true;
+        } else if name == CONNECTION {
+            seen.connection = true;
+        } else if name == EXPECT {
+            seen.expect = true;
+        }
         // Zero-copy: the value shares the head's buffer. HeaderValue refuses
         // control bytes other than HTAB (RFC 9110 §5.5).
         let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value))
@@ -327,41 +356,52 @@ fn to_header_map(head: &Bytes, fields: &[httparse::Header<'_>]) -> Result<Header
             .try_append(name, value)
             .map_err(|_| ParseError::TooManyHeaders)?;
     }
-    Ok(headers)
+    Ok((headers, seen))
 }
 
 /// Checks and decisions made once the head's syntax is known to be good.
-pub(crate) fn finish_head(
+fn finish_head(
     method: Method,
     target: Bytes,
     version: Version,
-    headers: HeaderMap,
+    (headers, seen): (HeaderMap, Seen),
     config: &Config,
 ) -> Result<RequestHead, ParseError> {
     // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status
     // code to any HTTP/1.1 request message that lacks a Host header field and
     // to any request message that contains more than one Host header field
     // line or a Host header field with an invalid field value."
-    let mut hosts = headers.get_all(HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (None, _) if version == Version::HTTP_11 => return Err(ParseError::MissingHost),
-        (Some(_), Some(_)) => return Err(ParseError::InvalidHost),
-        (Some(host), None) if !is_valid_host(host.as_bytes()) => {
-            return Err(ParseError::InvalidHost)
+    match seen.hosts {
+        0 if version == Version::HTTP_11 => return Err(ParseError::MissingHost),
+        0 => {}
+        1 => {
+            let host = headers.get(HOST).map(HeaderValue::as_bytes);
+            if !host.is_some_and(is_valid_host) {
+                return Err(ParseError::InvalidHost);
+            }
         }
-        _ => {}
+        _ => return Err(ParseError::InvalidHost),
     }
-    let body = body_length(version, &headers)?;
+    let body = if seen.transfer_encoding || seen.content_length {
+        body_length(version, &headers)?
+    } else {
+        BodyLength::Empty
+    };
     if let (BodyLength::Known(length), Some(max)) = (body, config.max_body_size) {
         if length > max {
             return Err(ParseError::PayloadTooLarge);
         }
     }
-    let keep_alive = request_keep_alive(version, &headers);
+    let keep_alive = if seen.connection {
+        request_keep_alive(version, &headers)
+    } else {
+        version == Version::HTTP_11
+    };
     // RFC 9110 §10.1.1: "A server that receives a 100-continue expectation in
     // an HTTP/1.0 request MUST ignore that expectation." Other expectations
     // are ignored as well (417 is a MAY).
-    let expect_continue = version == Version::HTTP_11
+    let expect_continue = seen.expect
+        && version == Version::HTTP_11
         && body.has_body()
         && headers
             .get_all(EXPECT)

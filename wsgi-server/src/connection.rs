@@ -477,17 +477,28 @@ impl ResponseWriter {
                 } else {
                     None
                 };
-            let headers: Vec<(&[u8], &[u8])> = head
-                .headers
-                .iter()
-                .map(|(name, value)| (&name[..], &value[..]))
-                .collect();
+            // Borrowed views of the headers; on the stack for a usual head.
+            let mut stack: [(&[u8], &[u8]); 16] = [(&[], &[]); 16];
+            let heap: Vec<(&[u8], &[u8])>;
+            let headers: &[(&[u8], &[u8])] = if head.headers.len() <= stack.len() {
+                for (slot, (name, value)) in stack.iter_mut().zip(&head.headers) {
+                    *slot = (name, value);
+                }
+                &stack[..head.headers.len()]
+            } else {
+                heap = head
+                    .headers
+                    .iter()
+                    .map(|(name, value)| (&name[..], &value[..]))
+                    .collect();
+                &heap
+            };
             let encoded = with_http_date(|date| {
                 protocol.encode_head(
                     &wsgi_http::ResponseHead {
                         status: head.status,
                         reason: &head.reason,
-                        headers: &headers,
+                        headers,
                         date: Some(date),
                         content_length: known_length,
                         close,

@@ -153,11 +153,13 @@ async fn accept_loop(
                     // We coalesce writes ourselves; Nagle would only delay
                     // the last segment of each response.
                     let _ = stream.set_nodelay(true);
-                    let conn = ConnInfo::new(
-                        PeerAddr::Tcp(peer),
-                        stream.local_addr().ok().or(local),
-                        UrlScheme::Http,
-                    );
+                    // A listener bound to one address answers on that
+                    // address: no getsockname(2) per connection then.
+                    let local = match local {
+                        Some(address) if !address.ip().is_unspecified() => Some(address),
+                        _ => stream.local_addr().ok().or(local),
+                    };
+                    let conn = ConnInfo::new(PeerAddr::Tcp(peer), local, UrlScheme::Http);
                     spawn_connection(stream, conn, protocol, &shared, &alive);
                 }
                 Err(error) => accept_backoff(error).await,
