@@ -29,6 +29,13 @@ pub trait RequestSource: Send {
     /// A runtime with a global lock releases it around this call.
     fn next_request(&mut self) -> Option<Request>;
 
+    /// The next request if one is already waiting, without blocking: a
+    /// runtime with a global lock calls it first and releases the lock only
+    /// when it has to wait (`next_request`).
+    fn try_next_request(&mut self) -> Option<Request> {
+        None
+    }
+
     /// Called by the runtime when a request is finished (successfully or not),
     /// after the application's `close()`; the server uses it for accounting
     /// (timeouts, max-requests).

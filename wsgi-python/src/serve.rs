@@ -4,8 +4,8 @@
 //! # Theory of operation
 //! `serve_thread` attaches the thread to the interpreter once and keeps it
 //! attached (so `threading.local` survives between requests), releasing the
-//! GIL only to wait: for the next request, for body bytes, for a full
-//! response queue. Per request:
+//! GIL only to wait: for the next request (when none is queued already), for
+//! body bytes, for a full response queue. Per request:
 //!
 //! 1. the environ dict is copied from the thread's template and filled in;
 //! 2. `app(environ, start_response)` is called; `start_response` stores the
@@ -111,7 +111,12 @@ impl Application for PyApplication {
                     None
                 }
             };
-            while let Some(request) = py.detach(|| requests.next_request()) {
+            // The GIL is released only to wait: a request already queued is
+            // taken without the detach/re-attach pair.
+            while let Some(request) = requests
+                .try_next_request()
+                .or_else(|| py.detach(|| requests.next_request()))
+            {
                 match builder.as_mut() {
                     Some(builder) => self.serve_request(py, builder, request),
                     None => {

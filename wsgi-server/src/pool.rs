@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -172,24 +172,42 @@ struct ThreadSource {
     busy: bool,
 }
 
+/// Back from a request: the thread is idle until it takes the next one.
+fn leave_request(busy: &mut bool, state: &mut QueueState) {
+    if *busy {
+        *busy = false;
+        state.idle_threads += 1;
+    }
+}
+
+/// Takes the first queued job, if any, and counts the thread busy.
+fn take_job<'q>(
+    queue: &'q JobQueue,
+    index: usize,
+    busy: &mut bool,
+    mut state: MutexGuard<'q, QueueState>,
+) -> Result<Request, MutexGuard<'q, QueueState>> {
+    let Some((job, _queued)) = state.jobs.pop_front() else {
+        return Err(state);
+    };
+    state.idle_threads -= 1;
+    drop(state);
+    *busy = true;
+    queue.slots.add_permits(1);
+    queue.worker.request_started(index);
+    Ok(job)
+}
+
 impl RequestSource for ThreadSource {
     fn next_request(&mut self) -> Option<Request> {
         let queue = &*self.queue;
         let mut state = queue.lock();
-        if self.busy {
-            // Back from a request: idle until the next one is taken.
-            self.busy = false;
-            state.idle_threads += 1;
-        }
+        leave_request(&mut self.busy, &mut state);
         loop {
-            if let Some((job, _queued)) = state.jobs.pop_front() {
-                state.idle_threads -= 1;
-                drop(state);
-                self.busy = true;
-                queue.slots.add_permits(1);
-                queue.worker.request_started(self.index);
-                return Some(job);
-            }
+            state = match take_job(queue, self.index, &mut self.busy, state) {
+                Ok(job) => return Some(job),
+                Err(state) => state,
+            };
             if state.closed {
                 return None;
             }
@@ -205,6 +223,16 @@ impl RequestSource for ThreadSource {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             state.notified = state.notified.saturating_sub(1);
         }
+    }
+
+    fn try_next_request(&mut self) -> Option<Request> {
+        let queue = &*self.queue;
+        let mut state = queue.lock();
+        if state.jobs.is_empty() {
+            return None;
+        }
+        leave_request(&mut self.busy, &mut state);
+        take_job(queue, self.index, &mut self.busy, state).ok()
     }
 
     fn request_done(&mut self) {
@@ -318,11 +346,44 @@ mod tests {
         }
     }
 
+    /// Takes queued requests without blocking first, as the CPython
+    /// runtime does to keep its GIL.
+    struct TryFirst(Arc<dyn wsgi_core::Handler>);
+
+    impl Application for TryFirst {
+        fn serve_thread(&self, requests: &mut dyn RequestSource) {
+            std::thread::sleep(Duration::from_millis(50));
+            while let Some(request) = requests
+                .try_next_request()
+                .or_else(|| requests.next_request())
+            {
+                let mut request = request;
+                match self.0.call(&mut request) {
+                    Ok(()) => drop(request.output.finish()),
+                    Err(error) => request.output.abort(&error),
+                }
+                drop(request);
+                requests.request_done();
+            }
+        }
+    }
+
     /// After every request is done, the queue must count no thread as active
     /// and no wake-up as outstanding; otherwise the next request waits for
     /// the starvation watchdog instead of waking a thread at once.
     #[test]
     fn idle_pool_has_no_active_thread_and_no_outstanding_wake() {
+        let app = Arc::new(SlowStart(wsgi_core::testing::app_by_name("hello").unwrap()));
+        check_idle_accounting(app);
+    }
+
+    /// The same with `try_next_request` taking the queued requests.
+    #[test]
+    fn accounting_holds_when_requests_are_taken_without_waiting() {
+        check_idle_accounting(Arc::new(TryFirst(Arc::new(wsgi_core::testing::Hello))));
+    }
+
+    fn check_idle_accounting(app: Arc<dyn Application>) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -330,7 +391,6 @@ mod tests {
         let local = tokio::task::LocalSet::new();
         let pool = local.block_on(&runtime, async {
             let slot: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
-            let app = Arc::new(SlowStart(wsgi_core::testing::app_by_name("hello").unwrap()));
             // Submit at once: the first wake-up races the threads' start
             // (a notification sent before any thread waits is lost).
             let pool = AppPool::start(app, 4, 16, slot).unwrap();
@@ -342,7 +402,13 @@ mod tests {
                     assert!(queue.submit(request).await.is_ok());
                     exchanges.push(exchange);
                 }
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
                 while queue.served() < 5 * (round + 1) {
+                    // Broken accounting strands requests: fail, do not hang.
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "round {round}: requests not served within 10 s"
+                    );
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
