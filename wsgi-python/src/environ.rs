@@ -106,7 +106,8 @@ struct Slot {
     bytes: Vec<u8>,
 }
 
-/// The fixed keys, in [`FIXED_KEYS`] order.
+/// The keys every request sets; [`EnvironBuilder`]'s slots and the values
+/// `build` compares with them follow this order.
 const FIXED_KEYS: [&str; 12] = [
     "REQUEST_METHOD",
     "SCRIPT_NAME",
@@ -152,8 +153,8 @@ impl EnvironBuilder {
         template.set_item(intern!(py, "SERVER_SOFTWARE"), SERVER_SOFTWARE)?;
         // RFC 3875 §4.1.4 (CGI/1.1 requires it; mod_wsgi sets it too).
         template.set_item(intern!(py, "GATEWAY_INTERFACE"), "CGI/1.1")?;
-        // Every request sets these: present in the template, they are
-        // replaced in place rather than inserted into each copy.
+        // Every request sets these: the template holds them with the
+        // previous request's values, and `build` updates only what changed.
         let placeholder = PyString::new(py, "");
         let slots = FIXED_KEYS.map(|name| Slot {
             key: PyString::intern(py, name).unbind(),

@@ -55,15 +55,20 @@ def wait_until(predicate, timeout, interval=0.05):
         time.sleep(interval)
 
 
-def ppid_of(pid):
+def stat_fields(pid):
+    """The fields of /proc/PID/stat after the command name (None if gone)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             text = stat.read().decode(errors="replace")
     except OSError:
         return None
     # comm is in parentheses and may hold spaces: the fields follow the last ')'.
-    fields = text[text.rindex(")") + 2:].split()
-    return int(fields[1])
+    return text[text.rindex(")") + 2:].split()
+
+
+def ppid_of(pid):
+    fields = stat_fields(pid)
+    return int(fields[1]) if fields else None
 
 
 def cmdline(pid):
@@ -91,12 +96,8 @@ def workers_of(master_pid):
 
 
 def is_zombie_or_gone(pid):
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            text = stat.read().decode(errors="replace")
-    except OSError:
-        return True
-    return text[text.rindex(")") + 2:].split()[0] == "Z"
+    fields = stat_fields(pid)
+    return fields is None or fields[0] == "Z"
 
 
 def ready_count(server):
