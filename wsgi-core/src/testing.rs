@@ -5,7 +5,8 @@
 //!   the body and answers its length (as the benchmark's `echo.py`); other
 //!   requests with a body get it back; `/fail` fails before the response,
 //!   `/fail-late` after its first chunk; `/environ` lists the CGI variables;
-//!   `/slow?MS` answers `slow` after MS milliseconds (default 1000).
+//!   `/slow?MS` answers `slow` after MS milliseconds (default 1000);
+//!   `/blob?N` answers N bytes (default 1 MiB) in one piece.
 
 use std::sync::Arc;
 
@@ -77,6 +78,18 @@ impl Handler for Echo {
                 std::thread::sleep(std::time::Duration::from_millis(millis));
                 output.start(text_head(4))?;
                 output.send(Bytes::from_static(b"slow"))?;
+            }
+            b"/blob" => {
+                let size = std::str::from_utf8(&request.environ.query_string)
+                    .ok()
+                    .and_then(|query| query.parse::<usize>().ok())
+                    .unwrap_or(1024 * 1024);
+                output.start(text_head(size))?;
+                output.send(Bytes::from(
+                    (0..size)
+                        .map(|at| b'a' + (at % 26) as u8)
+                        .collect::<Vec<u8>>(),
+                ))?;
             }
             b"/fail" => return Err(AppError::new("failure requested by /fail")),
             b"/fail-late" => {

@@ -240,6 +240,20 @@ impl ServerConn {
         head: &ResponseHead<'_>,
         dst: &mut BytesMut,
     ) -> Result<(), EncodeError> {
+        let mut encoder = self.prepare_encoder()?;
+        encoder.encode_head(head, dst)?;
+        self.adopt_encoder(encoder);
+        Ok(())
+    }
+
+    /// The encoder [`encode_head`](Self::encode_head) would use for the
+    /// current response, for a caller that encodes the response elsewhere
+    /// (another thread) and hands the encoder back with
+    /// [`adopt_encoder`](Self::adopt_encoder).
+    ///
+    /// # Errors
+    /// [`EncodeError::HeadAlreadySent`].
+    pub fn prepare_encoder(&self) -> Result<ResponseEncoder, EncodeError> {
         if let Writing::Started(_) = self.writing {
             return Err(EncodeError::HeadAlreadySent);
         }
@@ -255,10 +269,15 @@ impl ServerConn {
         if self.expect_continue {
             encoder = encoder.with_keep_alive(false);
         }
-        encoder.encode_head(head, dst)?;
+        Ok(encoder)
+    }
+
+    /// Takes over an encoder from [`prepare_encoder`](Self::prepare_encoder)
+    /// after the head (and perhaps the whole response) was encoded with it:
+    /// the connection goes on from the encoder's state.
+    pub fn adopt_encoder(&mut self, encoder: ResponseEncoder) {
         self.expect_continue = false;
         self.writing = Writing::Started(encoder);
-        Ok(())
     }
 
     /// The framing for `len` body bytes; see [`Frame`].

@@ -854,6 +854,61 @@ fn response<'a>(status: u16, headers: &'a [(&'a [u8], &'a [u8])]) -> ResponseHea
 }
 
 #[test]
+fn a_response_encoded_elsewhere_continues_the_cycle() {
+    let mut conn = ServerConn::new(Config::default());
+    let mut buf = BytesMut::from(
+        &b"HEAD /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+    );
+    assert!(matches!(conn.decode(&mut buf), Ok(Some(Event::Head(_)))));
+    assert_eq!(conn.decode(&mut buf), Ok(Some(Event::End)));
+    // The prepared encoder knows the request: HEAD, keep-alive.
+    let mut encoder = conn.prepare_encoder().unwrap();
+    let mut out = BytesMut::new();
+    let head = ResponseHead {
+        content_length: Some(5),
+        ..response(200, &[])
+    };
+    encoder.encode_head(&head, &mut out).unwrap();
+    let frame = encoder.frame_data(5).unwrap();
+    assert_eq!(frame.len, 0, "no body for HEAD");
+    encoder.encode_end(&mut out).unwrap();
+    assert_eq!(&out[..], b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
+    conn.adopt_encoder(encoder);
+    assert_eq!(
+        conn.encode_head(&head, &mut out),
+        Err(EncodeError::HeadAlreadySent)
+    );
+    assert_eq!(
+        conn.prepare_encoder().err(),
+        Some(EncodeError::HeadAlreadySent)
+    );
+    assert!(conn.keep_alive());
+    conn.start_next_cycle().unwrap();
+    assert!(matches!(conn.decode(&mut buf), Ok(Some(Event::Head(_)))));
+
+    // A client still waiting for 100: the response closes the connection.
+    let mut conn = ServerConn::new(Config::default());
+    let mut buf = BytesMut::from(
+        &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n"[..],
+    );
+    assert!(matches!(conn.decode(&mut buf), Ok(Some(Event::Head(_)))));
+    let mut encoder = conn.prepare_encoder().unwrap();
+    encoder
+        .encode_head(
+            &ResponseHead {
+                content_length: Some(0),
+                ..response(200, &[])
+            },
+            &mut out,
+        )
+        .unwrap();
+    assert!(!encoder.keep_alive());
+    conn.adopt_encoder(encoder);
+    assert!(!conn.wants_100_continue(), "answered");
+    assert!(!conn.keep_alive());
+}
+
+#[test]
 fn paused_until_next_cycle() {
     let mut conn = ServerConn::new(Config::default());
     let mut buf = BytesMut::from(

@@ -13,6 +13,14 @@
 //! the body, more body bytes from the socket. The head and the first chunk
 //! leave in one write; a response that finished before the connection saw it
 //! gets a `Content-Length` even if the application gave none.
+//!
+//! When a request is the only one in the pool, its body is in hand and the
+//! connection goes on after it, the task lends the application thread the
+//! socket for a response complete in one piece ([`crate::direct`]) and
+//! waits for its client rather than for the application: the next request
+//! (or the client's close, the keep-alive timeout, a graceful stop) wakes it,
+//! and it takes the written response from the exchange. At one connection
+//! that is 2.0 context switches per request instead of 3.7.
 
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -27,7 +35,8 @@ use wsgi_core::{ConnInfo, Environ, EnvironOptions, Request};
 use wsgi_http::{EncodeError, Event, ResponseEncoder, ServerConn};
 
 use crate::date::with_http_date;
-use crate::exchange::{AppBody, AppOutput, Exchange, IoBatch, OutItem};
+use crate::direct::{encode_head, DirectWrite, Written};
+use crate::exchange::{AppBody, AppOutput, DisconnectOnDrop, Exchange, IoBatch, OutItem};
 use crate::pool::JobQueue;
 
 /// Chunks at least this large are written with `writev` instead of being
@@ -75,6 +84,8 @@ impl Shared {
 
 /// A stream we can serve on: tokio's TCP and unix streams.
 pub trait Transport: AsyncRead + AsyncWrite + AsRawFd + Unpin {
+    /// Waits until the socket is readable (or closed by the peer).
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>>;
     /// Waits until the socket is writable.
     fn writable(&self) -> impl std::future::Future<Output = io::Result<()>>;
     /// Runs a non-blocking write syscall, clearing readiness on `WouldBlock`.
@@ -84,6 +95,9 @@ pub trait Transport: AsyncRead + AsyncWrite + AsRawFd + Unpin {
 }
 
 impl Transport for tokio::net::TcpStream {
+    async fn readable(&self) -> io::Result<()> {
+        tokio::net::TcpStream::readable(self).await
+    }
     async fn writable(&self) -> io::Result<()> {
         tokio::net::TcpStream::writable(self).await
     }
@@ -96,6 +110,9 @@ impl Transport for tokio::net::TcpStream {
 }
 
 impl Transport for tokio::net::UnixStream {
+    async fn readable(&self) -> io::Result<()> {
+        tokio::net::UnixStream::readable(self).await
+    }
     async fn writable(&self) -> io::Result<()> {
         tokio::net::UnixStream::writable(self).await
     }
@@ -120,6 +137,11 @@ pub trait Framer {
     fn frame_data(&mut self, len: u64) -> Result<wsgi_http::Frame, EncodeError>;
     /// Ends the body.
     fn encode_end(&mut self, dst: &mut BytesMut) -> Result<(), EncodeError>;
+    /// A copy of the encoder for the current response, for a writer on
+    /// another thread; `None` once the head is out.
+    fn prepare_encoder(&self) -> Option<ResponseEncoder>;
+    /// Goes on from the encoder another writer used for the whole response.
+    fn adopt_encoder(&mut self, encoder: ResponseEncoder);
 }
 
 impl Framer for ServerConn {
@@ -136,6 +158,16 @@ impl Framer for ServerConn {
     fn encode_end(&mut self, dst: &mut BytesMut) -> Result<(), EncodeError> {
         ServerConn::encode_end(self, dst)
     }
+    fn prepare_encoder(&self) -> Option<ResponseEncoder> {
+        // Only for a connection that may go on (see `serve_request`).
+        if !self.keep_alive() {
+            return None;
+        }
+        ServerConn::prepare_encoder(self).ok()
+    }
+    fn adopt_encoder(&mut self, encoder: ResponseEncoder) {
+        ServerConn::adopt_encoder(self, encoder);
+    }
 }
 
 impl Framer for ResponseEncoder {
@@ -151,6 +183,12 @@ impl Framer for ResponseEncoder {
     }
     fn encode_end(&mut self, dst: &mut BytesMut) -> Result<(), EncodeError> {
         ResponseEncoder::encode_end(self, dst)
+    }
+    fn prepare_encoder(&self) -> Option<ResponseEncoder> {
+        (!self.is_head_sent()).then(|| self.clone())
+    }
+    fn adopt_encoder(&mut self, encoder: ResponseEncoder) {
+        *self = encoder;
     }
 }
 
@@ -299,6 +337,7 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
     let trusted = shared.is_trusted(&conn.peer);
     let conn = conn.with_trusted_proxy(trusted);
     let mut served_any = false;
+    let mut idle_since = None;
     loop {
         let head = match read_head(
             &mut stream,
@@ -307,6 +346,7 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
             &shared,
             &mut shutdown,
             served_any,
+            idle_since,
         )
         .await
         {
@@ -329,7 +369,7 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
         // first `feed` consumes (the codec pauses until it has been seen).
         let mut body = BodyState::new(false, head.expect_continue);
         drop(head);
-        let outcome = serve_request(
+        let served = serve_request(
             &mut stream,
             &mut codec,
             &mut read_buf,
@@ -341,7 +381,8 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
         )
         .await;
         served_any = true;
-        if outcome == Outcome::Close || body.failed || !codec.keep_alive() {
+        idle_since = served.idle_since;
+        if served.outcome == Outcome::Close || body.failed || !codec.keep_alive() {
             return;
         }
         if !body.done {
@@ -368,6 +409,16 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
     }
 }
 
+/// How a request ended on its connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Served {
+    /// Whether the connection may go on.
+    pub outcome: Outcome,
+    /// When the application thread wrote the response itself: the
+    /// keep-alive timeout counts from then, not from when the task noticed.
+    pub idle_since: Option<Instant>,
+}
+
 /// Hands one request to the application and writes its response. Shared by
 /// both protocols.
 #[allow(clippy::too_many_arguments)]
@@ -380,8 +431,11 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
     body: &mut BodyState,
     shared: &Shared,
     close: bool,
-) -> Outcome {
+) -> Served {
     let exchange = Exchange::new(body.done, shared.timeouts.body);
+    // Declared before anything that borrows the socket, so it runs while
+    // the socket is still open, whatever ends this function.
+    let _disconnect = DisconnectOnDrop(Arc::clone(&exchange));
     if !body.done && body.continue_sent {
         // Body bytes that came with the head go over before the application
         // starts, so small bodies never make it wait.
@@ -392,34 +446,149 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
         input: Box::new(AppBody::new(Arc::clone(&exchange))),
         output: Box::new(AppOutput::new(Arc::clone(&exchange))),
     };
-    if shared.queue.submit(request).await.is_err() {
-        write_error(stream, 503, write_buf).await;
-        return Outcome::Close;
+    let alone = match shared.queue.submit(request).await {
+        Ok(alone) => alone,
+        Err(_) => {
+            write_error(stream, 503, write_buf).await;
+            return Served {
+                outcome: Outcome::Close,
+                idle_since: None,
+            };
+        }
+    };
+    // The only request in the pool, with its whole body in hand, on a
+    // connection that goes on: this task has nothing to write before the
+    // response, so the application thread may write it (it starts after
+    // this I/O tick). Measured (docs/performance.md), direct writes pay
+    // only then: under load the application thread's writes cost more than
+    // the wake-ups they save, and a connection that closes after the
+    // response needs the I/O thread for the close anyway.
+    let mut watch_client = false;
+    if alone && body.done && !close {
+        if let Some(encoder) = protocol.prepare_encoder() {
+            // Pipelined bytes are waiting: the task must hear of the response.
+            watch_client = read_buf.is_empty();
+            let direct =
+                DirectWrite::new(stream.as_raw_fd(), encoder, close, shared.shutdown.clone());
+            exchange.lend_direct(direct, !watch_client);
+        }
     }
     let mut writer = ResponseWriter {
         head_written: false,
         close,
         shutdown: shared.shutdown.clone(),
     };
+    let mut client_wait = watch_client.then(|| ClientWait {
+        until: Instant::now() + shared.timeouts.keep_alive,
+        stopping: shared.shutdown.clone(),
+    });
+    let mut idle_since = None;
     let outcome = loop {
-        let read_more = !body.done && body.continue_sent && exchange.wants_more_body();
+        let wait = if !body.done && body.continue_sent && exchange.wants_more_body() {
+            SocketWait::Body
+        } else if let Some(client_wait) = &mut client_wait {
+            SocketWait::Client(client_wait)
+        } else {
+            SocketWait::Nothing
+        };
         tokio::select! {
             batch = poll_fn(|context| exchange.poll_batch(context)) => {
+                client_wait = None;
+                if let Some(written) = batch.written {
+                    idle_since = Some(Instant::from_std(written.at));
+                    break finish_written(stream, protocol, written).await;
+                }
                 match writer.write_batch(stream, protocol, write_buf, batch, body).await {
                     Ok(None) => {}
                     Ok(Some(outcome)) => break outcome,
                     Err(_) => break Outcome::Close,
                 }
             }
-            read = read_some(stream, read_buf, BODY_READ_CHUNK), if read_more => match read {
-                Ok(0) => body.feed_eof(protocol, read_buf, &exchange),
-                Ok(_) => body.feed(protocol, read_buf, &exchange),
-                Err(error) => body.fail(&exchange, error.kind(), error.to_string()),
+            event = socket_event(stream, read_buf, wait) => match event {
+                SocketEvent::Read(Ok(0)) => body.feed_eof(protocol, read_buf, &exchange),
+                SocketEvent::Read(Ok(_)) => body.feed(protocol, read_buf, &exchange),
+                SocketEvent::Read(Err(error)) => {
+                    body.fail(&exchange, error.kind(), error.to_string())
+                }
+                SocketEvent::Client => {
+                    // The client is back (or the keep-alive time is up, or
+                    // the server stops): from now on, be woken by the
+                    // application thread when it is done.
+                    client_wait = None;
+                    exchange.want_written_wake();
+                }
             },
         }
     };
-    exchange.disconnect();
-    outcome
+    Served {
+        outcome,
+        idle_since,
+    }
+}
+
+/// While the application thread may write the response itself, the task
+/// waits for its client instead, until `until` or a graceful stop.
+#[derive(Debug)]
+struct ClientWait {
+    until: Instant,
+    stopping: watch::Receiver<bool>,
+}
+
+/// What the task waits for on the socket while a request is served.
+enum SocketWait<'a> {
+    /// More request body.
+    Body,
+    /// The client's next move (see [`ClientWait`]).
+    Client(&'a mut ClientWait),
+    /// Nothing: only the application's output.
+    Nothing,
+}
+
+enum SocketEvent {
+    Read(io::Result<usize>),
+    Client,
+}
+
+async fn socket_event<S: Transport>(
+    stream: &mut S,
+    read_buf: &mut BytesMut,
+    wait: SocketWait<'_>,
+) -> SocketEvent {
+    match wait {
+        SocketWait::Body => SocketEvent::Read(read_some(stream, read_buf, BODY_READ_CHUNK).await),
+        SocketWait::Client(client_wait) => {
+            tokio::select! {
+                _ = stream.readable() => {}
+                _ = tokio::time::sleep_until(client_wait.until) => {}
+                _ = client_wait.stopping.changed() => {}
+            }
+            SocketEvent::Client
+        }
+        SocketWait::Nothing => std::future::pending().await,
+    }
+}
+
+/// Takes over after the application thread wrote the response: what the
+/// socket did not take, and the encoder's state.
+async fn finish_written<S: Transport, P: Framer>(
+    stream: &mut S,
+    protocol: &mut P,
+    written: Written,
+) -> Outcome {
+    if let Some(error) = written.error {
+        crate::log!(
+            Debug,
+            "writing the response: {error}; closing the connection"
+        );
+        return Outcome::Close;
+    }
+    for part in &written.unwritten {
+        if stream.write_all(part).await.is_err() {
+            return Outcome::Close;
+        }
+    }
+    protocol.adopt_encoder(written.encoder);
+    Outcome::Complete
 }
 
 /// Room made in the read buffer for a request head: most heads are a few
@@ -477,35 +646,7 @@ impl ResponseWriter {
                 } else {
                     None
                 };
-            // Borrowed views of the headers; on the stack for a usual head.
-            let mut stack: [(&[u8], &[u8]); 16] = [(&[], &[]); 16];
-            let heap: Vec<(&[u8], &[u8])>;
-            let headers: &[(&[u8], &[u8])] = if head.headers.len() <= stack.len() {
-                for (slot, (name, value)) in stack.iter_mut().zip(&head.headers) {
-                    *slot = (name, value);
-                }
-                &stack[..head.headers.len()]
-            } else {
-                heap = head
-                    .headers
-                    .iter()
-                    .map(|(name, value)| (&name[..], &value[..]))
-                    .collect();
-                &heap
-            };
-            let encoded = with_http_date(|date| {
-                protocol.encode_head(
-                    &wsgi_http::ResponseHead {
-                        status: head.status,
-                        reason: &head.reason,
-                        headers,
-                        date: Some(date),
-                        content_length: known_length,
-                        close,
-                    },
-                    write_buf,
-                )
-            });
+            let encoded = encode_head(protocol, head, known_length, close, write_buf);
             if let Err(error) = encoded {
                 crate::log!(Error, "cannot encode the response head: {error}");
                 return Ok(Some(Outcome::Close));
@@ -701,7 +842,8 @@ enum HeadRead {
 /// has arrived, the header timeout once the first byte has. A graceful stop
 /// closes an idle keep-alive connection at once; a connection that has not
 /// had its first request yet was accepted to be served, and is (its client
-/// has sent, or is sending, that request).
+/// has sent, or is sending, that request). `idle_since`: when the last
+/// response went out, if that was before this task noticed.
 async fn read_head<S: Transport>(
     stream: &mut S,
     codec: &mut ServerConn,
@@ -709,6 +851,7 @@ async fn read_head<S: Transport>(
     shared: &Shared,
     shutdown: &mut watch::Receiver<bool>,
     served_any: bool,
+    idle_since: Option<Instant>,
 ) -> HeadRead {
     let mut deadline: Option<Instant> = None;
     loop {
@@ -734,7 +877,7 @@ async fn read_head<S: Transport>(
         // Nothing yet: the keep-alive timeout (an idle connection may wait
         // that long). Part of a head: the header deadline, fixed at its first byte.
         let limit = if read_buf.is_empty() {
-            Instant::now() + shared.timeouts.keep_alive
+            idle_since.unwrap_or_else(Instant::now) + shared.timeouts.keep_alive
         } else {
             *deadline.get_or_insert_with(|| Instant::now() + shared.timeouts.header)
         };

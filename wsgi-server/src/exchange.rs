@@ -10,6 +10,12 @@
 //! finished, the application started waiting for body bytes), so a small
 //! response costs one wake-up of the I/O thread.
 //!
+//! A small response complete in one piece skips the I/O thread: when the
+//! connection lent a [`DirectWrite`], the application thread writes it
+//! itself (see [`crate::direct`]) and wakes the connection only if it asked
+//! ([`Exchange::want_written_wake`]): a connection waiting for its client's
+//! next request learns of the response when that request arrives.
+//!
 //! Budgets bound memory: the connection reads ahead at most
 //! [`BODY_READ_AHEAD`] body bytes the application has not asked for, and the
 //! application may queue [`OUTPUT_BUDGET`] bytes before `must_wait` says to
@@ -24,6 +30,8 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use futures::task::AtomicWaker;
 use wsgi_core::{AppError, BodyReader, FileRegion, ResponseHead, ResponseSink, SinkError};
+
+use crate::direct::{DirectWrite, Written};
 
 /// Body bytes buffered ahead of the application's reads.
 pub const BODY_READ_AHEAD: usize = 256 * 1024;
@@ -64,6 +72,15 @@ struct State {
     finished: bool,
     aborted: Option<String>,
 
+    /// Lent by the connection: the application thread may write a response
+    /// complete in one piece itself.
+    direct: Option<DirectWrite>,
+    /// A response the application thread wrote, for the connection.
+    written: Option<Written>,
+    /// The connection wants a wake-up when `written` is set (otherwise it
+    /// learns of it when its client sends again).
+    wake_when_written: bool,
+
     /// The connection is gone: every application call fails from now on.
     disconnected: bool,
     /// The application is blocked on the condvar. std's `Condvar::notify_*`
@@ -102,6 +119,8 @@ pub struct IoBatch {
     pub aborted: Option<String>,
     /// The application is waiting for body bytes.
     pub body_wanted: bool,
+    /// The application thread wrote the whole response itself.
+    pub written: Option<Written>,
 }
 
 impl Exchange {
@@ -123,6 +142,9 @@ impl Exchange {
                 output_bytes: 0,
                 finished: false,
                 aborted: None,
+                direct: None,
+                written: None,
+                wake_when_written: false,
                 disconnected: false,
                 app_waiting: false,
             }),
@@ -164,6 +186,20 @@ impl Exchange {
         state.wake_app(&self.app_wakeup);
     }
 
+    /// Lends the application thread what it needs to write a response
+    /// complete in one piece itself; `wake` asks for a wake-up when it has.
+    pub fn lend_direct(&self, direct: DirectWrite, wake: bool) {
+        let mut state = self.lock();
+        state.direct = Some(direct);
+        state.wake_when_written = wake;
+    }
+
+    /// Asks for a wake-up once the application thread has written the
+    /// response itself (at once, through `poll_batch`, if it already has).
+    pub fn want_written_wake(&self) {
+        self.lock().wake_when_written = true;
+    }
+
     /// Whether the connection should read more body bytes now.
     pub fn wants_more_body(&self) -> bool {
         let state = self.lock();
@@ -175,6 +211,12 @@ impl Exchange {
     pub fn poll_batch(&self, context: &mut Context<'_>) -> Poll<IoBatch> {
         self.io_waker.register(context.waker());
         let mut state = self.lock();
+        if let Some(written) = state.written.take() {
+            return Poll::Ready(IoBatch {
+                written: Some(written),
+                ..IoBatch::default()
+            });
+        }
         if state.head.is_none() && state.output.is_empty() && !state.finished && !state.kick {
             return Poll::Pending;
         }
@@ -191,13 +233,17 @@ impl Exchange {
             finished,
             aborted: if finished { state.aborted.take() } else { None },
             body_wanted: state.body_wanted,
+            written: None,
         })
     }
 
     /// The connection is gone (or done with this request): fail the
     /// application's calls from now on.
     pub fn disconnect(&self) {
+        // Taking the lock waits out a direct write in progress, so the
+        // socket outlives it; `direct` is gone afterwards.
         let mut state = self.lock();
+        state.direct = None;
         state.disconnected = true;
         state.wake_app(&self.app_wakeup);
     }
@@ -206,6 +252,30 @@ impl Exchange {
 
     fn wake_io(&self) {
         self.io_waker.wake();
+    }
+
+    /// Hands a direct write's result to the connection; wakes it if it
+    /// asked, or if it has to finish the job (bytes left, an error).
+    fn note_written(&self, mut state: MutexGuard<'_, State>, written: Written) {
+        let wake =
+            state.wake_when_written || !written.unwritten.is_empty() || written.error.is_some();
+        state.head = None;
+        state.written = Some(written);
+        drop(state);
+        if wake {
+            self.wake_io();
+        }
+    }
+}
+
+/// Disconnects the exchange when the connection is done with it, however
+/// it leaves (a dropped task too): see [`Exchange::disconnect`].
+#[derive(Debug)]
+pub struct DisconnectOnDrop(pub Arc<Exchange>);
+
+impl Drop for DisconnectOnDrop {
+    fn drop(&mut self) {
+        self.0.disconnect();
     }
 }
 
@@ -301,6 +371,9 @@ pub struct AppOutput {
     exchange: Arc<Exchange>,
     started: bool,
     ended: bool,
+    /// The response went out whole by a direct write; whatever the
+    /// application does next cannot change it.
+    written: bool,
 }
 
 impl AppOutput {
@@ -310,6 +383,7 @@ impl AppOutput {
             exchange,
             started: false,
             ended: false,
+            written: false,
         }
     }
 
@@ -320,9 +394,32 @@ impl AppOutput {
         if self.ended {
             return Err(SinkError::Misuse("body after the end of the response"));
         }
+        if self.written {
+            // Past the end of a complete response: nothing to send, as
+            // the encoder would drop bytes past `Content-Length`.
+            return Ok(());
+        }
         let mut state = self.exchange.lock();
         if state.disconnected {
             return Err(SinkError::Disconnected);
+        }
+        if let Some(direct) = state.direct.take() {
+            // A first chunk that completes the response: write it now.
+            let written = match (&item, &state.head) {
+                (OutItem::Data(chunk), Some(head))
+                    if head
+                        .content_length
+                        .is_some_and(|length| chunk.len() as u64 >= length) =>
+                {
+                    direct.write(head, Some(chunk), None)
+                }
+                _ => None,
+            };
+            if let Some(written) = written {
+                self.written = true;
+                self.exchange.note_written(state, written);
+                return Ok(());
+            }
         }
         let was_idle = state.output.is_empty();
         state.output.push_back(item);
@@ -394,8 +491,26 @@ impl ResponseSink for AppOutput {
             return Err(SinkError::Misuse("finish before the response head"));
         }
         self.ended = true;
+        if self.written {
+            return Ok(());
+        }
         let mut state = self.exchange.lock();
         state.finished = true;
+        if let Some(direct) = state.direct.take() {
+            // An empty body: the head is the whole response.
+            let written = match &state.head {
+                Some(head) if state.output.is_empty() && !state.disconnected => {
+                    let known_length = head.content_length.is_none().then_some(0);
+                    direct.write(head, None, known_length)
+                }
+                _ => None,
+            };
+            if let Some(written) = written {
+                self.written = true;
+                self.exchange.note_written(state, written);
+                return Ok(());
+            }
+        }
         let disconnected = state.disconnected;
         drop(state);
         self.exchange.wake_io();
@@ -410,7 +525,12 @@ impl ResponseSink for AppOutput {
             return;
         }
         self.ended = true;
+        if self.written {
+            // The whole response is out; the runtime logged the error.
+            return;
+        }
         let mut state = self.exchange.lock();
+        state.direct = None;
         state.finished = true;
         state.aborted = Some(error.message.clone());
         drop(state);

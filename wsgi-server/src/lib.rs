@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod date;
+pub mod direct;
 pub mod exchange;
 pub mod listener;
 pub mod log;

@@ -72,10 +72,11 @@ impl JobQueue {
     }
 
     /// Hands a request to the application threads, waiting for a slot.
-    /// Returns the request back if the queue is closed.
+    /// Returns whether it is the only request in the pool (no thread busy,
+    /// nothing else queued), or the request back if the queue is closed.
     ///
     /// Must run on the I/O thread's `LocalSet` (it schedules wake-ups there).
-    pub async fn submit(self: &Arc<Self>, request: Request) -> Result<(), Box<Request>> {
+    pub async fn submit(self: &Arc<Self>, request: Request) -> Result<bool, Box<Request>> {
         match self.slots.acquire().await {
             Ok(permit) => permit.forget(),
             Err(_) => return Err(Box::new(request)),
@@ -88,6 +89,7 @@ impl JobQueue {
         }
         state.jobs.push_back((request, Instant::now()));
         let nobody_active = state.active() == 0;
+        let alone = nobody_active && state.jobs.len() == 1;
         let arm_watchdog = !nobody_active && state.can_wake() && !state.watchdog_armed;
         if arm_watchdog {
             state.watchdog_armed = true;
@@ -108,7 +110,7 @@ impl JobQueue {
         if arm_watchdog {
             tokio::task::spawn_local(Arc::clone(self).starvation_watchdog());
         }
-        Ok(())
+        Ok(alone)
     }
 
     fn wake_first_thread(self: Arc<Self>) {

@@ -298,6 +298,36 @@ fn idle_keep_alive_connection_times_out() {
 }
 
 #[test]
+fn a_response_larger_than_the_socket_takes_at_once_arrives_whole() {
+    // One piece, far more than the socket buffers hold while the client does
+    // not read: the application thread's direct write is cut short and the
+    // I/O thread sends the rest; the connection then serves on.
+    let server = TestServer::start("echo", |_| {});
+    let mut stream = server.connect();
+    let size = 16 * 1024 * 1024;
+    stream
+        .write_all(format!("GET /blob?{size} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let response = read_response(&mut stream);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains(&format!("Content-Length: {size}")), "{head}");
+    assert_eq!(body.len(), size);
+    let expected = (0..size).map(|at| (b'a' + (at % 26) as u8) as char);
+    assert!(
+        body.chars().eq(expected),
+        "the body is not the bytes sent, in order"
+    );
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(
+        read_response(&mut stream),
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n"
+    );
+}
+
+#[test]
 fn slow_head_gets_408() {
     let server = TestServer::start("hello", |config| {
         config.timeouts.header = Duration::from_millis(300)

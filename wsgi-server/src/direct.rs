@@ -1,0 +1,269 @@
+//! Small complete responses written by the application thread itself, so
+//! the I/O thread is not woken to write them.
+//!
+//! # Theory of operation
+//! When a request's body is already in hand, the connection lends the
+//! application thread what it needs to answer alone: the socket's
+//! descriptor and a copy of the response encoder ([`DirectWrite`]). If the
+//! application's response turns out to be complete in one piece (a body
+//! that fills its `Content-Length`, or an empty one), the application
+//! thread encodes head and body and writes them with one non-blocking
+//! `sendmsg`, as bjoern or a gunicorn sync worker would, and hands the
+//! encoder back ([`Written`]). Anything else (a streamed body, a file, an
+//! error before the body) goes the usual way through the I/O thread.
+//!
+//! The write never blocks: what the socket buffer does not take is handed to
+//! the I/O thread. The [`Exchange`](crate::exchange::Exchange) lock is held
+//! during the write, and the connection takes that lock before it lets the
+//! socket go, so the descriptor cannot be closed (and reused) under the
+//! writer.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::RawFd;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
+use wsgi_core::ResponseHead;
+use wsgi_http::{EncodeError, ResponseEncoder};
+
+use crate::connection::Framer;
+use crate::date::with_http_date;
+
+/// Bodies at least this large are not copied into the write buffer but
+/// written from their own memory (`sendmsg` with two parts).
+const COPY_LIMIT: usize = 16 * 1024;
+/// A write buffer that grew past this is not kept for the next response.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+thread_local! {
+    /// The application thread's write buffer, reused across responses.
+    static SCRATCH: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// What an application thread needs to write a response itself.
+#[derive(Debug)]
+pub struct DirectWrite {
+    fd: RawFd,
+    encoder: ResponseEncoder,
+    /// The protocol closes after every response (uwsgi).
+    close: bool,
+    /// Becomes `true` on a graceful stop: the response then says
+    /// `Connection: close`, as the I/O thread's would.
+    stopping: watch::Receiver<bool>,
+}
+
+/// A response the application thread wrote.
+#[derive(Debug)]
+pub struct Written {
+    /// The encoder after the response: the connection goes on from it.
+    pub encoder: ResponseEncoder,
+    /// Bytes the socket did not take without blocking, in order.
+    pub unwritten: Vec<Bytes>,
+    /// The write failed (the client went away): close the connection.
+    pub error: Option<io::Error>,
+    /// When the response was written: the keep-alive timeout counts from here.
+    pub at: std::time::Instant,
+}
+
+impl DirectWrite {
+    /// Lends `fd` and a prepared encoder (see
+    /// [`ServerConn::prepare_encoder`](wsgi_http::ServerConn::prepare_encoder)).
+    pub fn new(
+        fd: RawFd,
+        encoder: ResponseEncoder,
+        close: bool,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
+        DirectWrite {
+            fd,
+            encoder,
+            close,
+            stopping,
+        }
+    }
+
+    /// Encodes `head` and `body` (the whole response) and writes them.
+    /// `known_length` frames a head without `Content-Length`. `None` when
+    /// the encoder refuses the response: the caller leaves it to the I/O
+    /// thread, which reports the error the usual way.
+    ///
+    /// The caller holds the exchange lock (see the module docs).
+    pub fn write(
+        self,
+        head: &ResponseHead,
+        body: Option<&Bytes>,
+        known_length: Option<u64>,
+    ) -> Option<Written> {
+        SCRATCH.with(move |scratch| {
+            let mut buffer = scratch.borrow_mut();
+            buffer.clear();
+            let written = self.encode_and_send(head, body, known_length, &mut buffer);
+            if buffer.capacity() > SCRATCH_KEEP {
+                *buffer = BytesMut::new();
+            }
+            written
+        })
+    }
+
+    fn encode_and_send(
+        mut self,
+        head: &ResponseHead,
+        body: Option<&Bytes>,
+        known_length: Option<u64>,
+        buffer: &mut BytesMut,
+    ) -> Option<Written> {
+        let close = self.close || *self.stopping.borrow();
+        encode_head(&mut self.encoder, head, known_length, close, buffer).ok()?;
+        let mut large: &[u8] = &[];
+        let mut tail = BytesMut::new();
+        if let Some(body) = body {
+            let frame = self.encoder.frame_data(body.len() as u64).ok()?;
+            let data = &body[..frame.len as usize];
+            buffer.extend_from_slice(frame.prefix.as_ref());
+            if data.len() < COPY_LIMIT {
+                buffer.extend_from_slice(data);
+                buffer.extend_from_slice(frame.suffix);
+            } else {
+                large = data;
+                tail.extend_from_slice(frame.suffix);
+            }
+        }
+        if large.is_empty() {
+            self.encoder.encode_end(buffer).ok()?;
+        } else {
+            self.encoder.encode_end(&mut tail).ok()?;
+        }
+        let parts: [&[u8]; 3] = [&buffer[..], large, &tail[..]];
+        let (unwritten, error) = match send_now(self.fd, &parts) {
+            Ok(sent) => (unsent_parts(&parts, sent, body), None),
+            Err(error) => (Vec::new(), Some(error)),
+        };
+        if error.is_none() && unwritten.is_empty() && !self.encoder.keep_alive() {
+            // The connection ends with this response: tell the client now.
+            // The I/O thread closes the socket when it next looks.
+            // SAFETY: the descriptor is open (see the module docs).
+            unsafe { libc::shutdown(self.fd, libc::SHUT_WR) };
+        }
+        Some(Written {
+            encoder: self.encoder,
+            unwritten,
+            error,
+            at: std::time::Instant::now(),
+        })
+    }
+}
+
+/// The parts (or their ends) past the first `sent` bytes, as owned bytes;
+/// the body's part is a slice of `body`, not a copy.
+fn unsent_parts(parts: &[&[u8]; 3], mut sent: usize, body: Option<&Bytes>) -> Vec<Bytes> {
+    let mut rest = Vec::new();
+    for (index, part) in parts.iter().enumerate() {
+        let skip = sent.min(part.len());
+        sent -= skip;
+        if skip == part.len() {
+            continue;
+        }
+        match (index, body) {
+            // `parts[1]` is a prefix of `body` (its framed length).
+            (1, Some(body)) => rest.push(body.slice(skip..part.len())),
+            _ => rest.push(Bytes::copy_from_slice(&part[skip..])),
+        }
+    }
+    rest
+}
+
+/// Writes `parts` without blocking; returns how many bytes the socket took
+/// (fewer than all when its buffer is full).
+fn send_now(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
+    let total: usize = parts.iter().map(|part| part.len()).sum();
+    let mut sent = 0;
+    while sent < total {
+        let mut iovecs = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; 3];
+        let mut count = 0;
+        let mut skip = sent;
+        for part in parts.iter().take(iovecs.len()) {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            let rest = &part[skip..];
+            skip = 0;
+            iovecs[count] = libc::iovec {
+                iov_base: rest.as_ptr() as *mut libc::c_void,
+                iov_len: rest.len(),
+            };
+            count += 1;
+        }
+        // SAFETY: an all-zero msghdr is valid (no name, no control data).
+        let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+        message.msg_iov = iovecs.as_mut_ptr();
+        message.msg_iovlen = count as _;
+        // SAFETY: the iovecs point into `parts`, alive for the call; the
+        // descriptor is open (see the module docs). MSG_NOSIGNAL: a gone
+        // client is an error, not a SIGPIPE.
+        let result =
+            unsafe { libc::sendmsg(fd, &message, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+        if result < 0 {
+            let error = io::Error::last_os_error();
+            match error.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => break,
+                _ => return Err(error),
+            }
+        }
+        if result == 0 {
+            break;
+        }
+        sent += result as usize;
+    }
+    Ok(sent)
+}
+
+/// Encodes a response head with the `Date` header, the framing the
+/// connection knows (`known_length` for a head without `Content-Length`)
+/// and `Connection: close` when asked. Shared by the I/O thread and the
+/// application thread's direct writes.
+///
+/// # Errors
+/// What the encoder refuses.
+pub fn encode_head<F: Framer>(
+    framer: &mut F,
+    head: &ResponseHead,
+    known_length: Option<u64>,
+    close: bool,
+    dst: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    // Borrowed views of the headers; on the stack for a usual head.
+    let mut stack: [(&[u8], &[u8]); 16] = [(&[], &[]); 16];
+    let heap: Vec<(&[u8], &[u8])>;
+    let headers: &[(&[u8], &[u8])] = if head.headers.len() <= stack.len() {
+        for (slot, (name, value)) in stack.iter_mut().zip(&head.headers) {
+            *slot = (name, value);
+        }
+        &stack[..head.headers.len()]
+    } else {
+        heap = head
+            .headers
+            .iter()
+            .map(|(name, value)| (&name[..], &value[..]))
+            .collect();
+        &heap
+    };
+    with_http_date(|date| {
+        framer.encode_head(
+            &wsgi_http::ResponseHead {
+                status: head.status,
+                reason: &head.reason,
+                headers,
+                date: Some(date),
+                content_length: known_length,
+                close,
+            },
+            dst,
+        )
+    })
+}
