@@ -26,6 +26,29 @@ pub enum Stop {
     Immediate,
 }
 
+/// Puts the calling thread (the I/O thread) under `SCHED_BATCH`: woken by
+/// the network, it no longer preempts a running application thread, but
+/// runs when that thread blocks or its time slice ends, and then finds a
+/// batch of work (responses to write, requests to read). On an idle core it
+/// runs at once, as before. Measured on one core (docs/performance.md): a
+/// Flask route at 16 connections +50 % (the I/O thread had preempted the
+/// application thread once per request), hello at 128 connections +13 %,
+/// hello at 1 and 16 connections and the body scenarios unchanged. No
+/// privilege is needed; a refusal leaves the thread as it was.
+fn batch_io_thread() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: a plain system call on the calling thread (pid 0), with a
+    // valid parameter block.
+    let result = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+    if result != 0 {
+        crate::log!(
+            Debug,
+            "SCHED_BATCH for the I/O thread refused: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// Serves on `listeners` until `stop` resolves, then stops as it says.
 /// Blocks the calling thread (which becomes the I/O thread).
 ///
@@ -42,6 +65,8 @@ pub fn run(
         .enable_all()
         .build()?;
     let pool = AppPool::start(app, config.threads, config.queue_size, worker)?;
+    // After the application threads are spawned: they keep the normal policy.
+    batch_io_thread();
     let (shutdown_sender, shutdown) = watch::channel(false);
     let shared = Arc::new(Shared {
         limits: wsgi_http::Config {

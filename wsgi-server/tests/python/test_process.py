@@ -792,6 +792,38 @@ def test_pidfile_and_process_titles(start, tmp_path):
     assert not pidfile.exists(), "the pidfile is left behind after a clean stop"
 
 
+SCHED_OTHER, SCHED_BATCH = 0, 3
+
+
+def thread_policies(pid):
+    """{thread name: [scheduling policy, ...]} of a process's threads."""
+    policies = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm") as comm:
+            name = comm.read().strip()
+        fields = stat_fields(f"{pid}/task/{tid}")
+        if fields:
+            # Field 41 of stat(5) is the policy; `fields` starts at field 3.
+            policies.setdefault(name, []).append(int(fields[41 - 3]))
+    return policies
+
+
+def test_the_io_thread_runs_batched_and_the_application_threads_do_not(start):
+    # SCHED_BATCH keeps the I/O thread from preempting a running application
+    # thread at every network event (docs/performance.md); the application
+    # threads keep the normal policy.
+    server = start_workers(start, "--threads", "2", workers=1)
+    assert get(server, "/").status_code == 200
+    (worker,) = workers_of(server.pid)
+    policies = thread_policies(worker)
+    io_thread = [policy for name, found in policies.items() if name.startswith("wsgi-server")
+                 for policy in found]
+    assert io_thread == [SCHED_BATCH], policies
+    assert policies.get("wsgi-app-0") == [SCHED_OTHER], policies
+    assert policies.get("wsgi-app-1") == [SCHED_OTHER], policies
+    assert server.stop() == 0, server.log()
+
+
 def test_daemon_detaches_writes_the_pidfile_and_stops_on_term(server_bin, tmp_path):
     name = f"daemon-{uuid.uuid4().hex[:6]}"
     pidfile = tmp_path / "daemon.pid"
