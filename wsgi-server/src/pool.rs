@@ -437,6 +437,24 @@ mod tests {
         (request, exchange)
     }
 
+    /// Runs `body` on an I/O thread of its own against a pool of four
+    /// threads of `app` (16 queue slots), then shuts the pool down.
+    fn with_pool<T, F>(app: Arc<dyn Application>, body: impl FnOnce(Arc<JobQueue>) -> F) -> T
+    where
+        F: std::future::Future<Output = T>,
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        let slot: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
+        let pool = AppPool::start(app, 4, 16, slot).unwrap();
+        let result = local.block_on(&runtime, body(pool.queue()));
+        assert!(pool.shutdown(Duration::from_secs(2)));
+        result
+    }
+
     /// An application whose threads take a while to reach their first
     /// wait, as CPython's do (attach, build the environ template).
     struct SlowStart(Arc<dyn Application>);
@@ -486,17 +504,9 @@ mod tests {
     }
 
     fn check_idle_accounting(app: Arc<dyn Application>) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let local = tokio::task::LocalSet::new();
-        let pool = local.block_on(&runtime, async {
-            let slot: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
-            // Submit at once: the first wake-up races the threads' start
-            // (a notification sent before any thread waits is lost).
-            let pool = AppPool::start(app, 4, 16, slot).unwrap();
-            let queue = pool.queue();
+        // Submit at once: the first wake-up races the threads' start (a
+        // notification sent before any thread waits must not be lost).
+        with_pool(app, |queue| async move {
             for round in 0..3 {
                 let mut exchanges = Vec::new();
                 for _ in 0..5 {
@@ -519,9 +529,7 @@ mod tests {
                 assert_eq!(state.notified, 0, "round {round}");
                 assert!(state.jobs.is_empty());
             }
-            pool
         });
-        assert!(pool.shutdown(Duration::from_secs(2)));
     }
 
     /// Notes which thread served each request.
@@ -564,16 +572,9 @@ mod tests {
             computes,
             seen: std::sync::atomic::AtomicUsize::new(0),
         }));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let local = tokio::task::LocalSet::new();
-        let (pool, waited) = local.block_on(&runtime, async {
-            let slot: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
-            let pool = AppPool::start(app, 4, 16, slot).unwrap();
+        with_pool(app, |queue| async move {
+            // Let every thread reach its first wait.
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let queue = pool.queue();
             let (slow, _slow_exchange) = request();
             assert!(queue.submit(slow).await.is_ok());
             while !queue.lock().busy.iter().any(|&busy| busy) {
@@ -586,10 +587,8 @@ mod tests {
                 assert!(queued.elapsed() < Duration::from_secs(10), "not served");
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            (pool, queued.elapsed())
-        });
-        assert!(pool.shutdown(Duration::from_secs(2)));
-        waited
+            queued.elapsed()
+        })
     }
 
     /// Behind a request that waits (I/O, a sleep), another thread takes the
@@ -617,17 +616,9 @@ mod tests {
         let served_by = Arc::new(Mutex::new(Vec::new()));
         let app: Arc<dyn Application> =
             Arc::new(wsgi_core::HandlerApp(WhoServes(Arc::clone(&served_by))));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let local = tokio::task::LocalSet::new();
-        let pool = local.block_on(&runtime, async {
-            let slot: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
-            let pool = AppPool::start(app, 4, 16, slot).unwrap();
+        with_pool(app, |queue| async move {
             // Let every thread reach its first wait.
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let queue = pool.queue();
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             for round in 1..=8u64 {
                 let (request, _exchange) = request();
@@ -639,9 +630,7 @@ mod tests {
                 // The thread goes back to sleep.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            pool
         });
-        assert!(pool.shutdown(Duration::from_secs(2)));
         let served_by = served_by.lock().unwrap();
         assert_eq!(served_by.len(), 8);
         assert!(
