@@ -468,8 +468,7 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
         if let Some(encoder) = protocol.prepare_encoder() {
             // Pipelined bytes are waiting: the task must hear of the response.
             watch_client = read_buf.is_empty();
-            let direct =
-                DirectWrite::new(stream.as_raw_fd(), encoder, close, shared.shutdown.clone());
+            let direct = DirectWrite::new(stream.as_raw_fd(), encoder, shared.shutdown.clone());
             exchange.lend_direct(direct, !watch_client);
         }
     }

@@ -2,8 +2,10 @@
 //! the I/O thread is not woken to write them.
 //!
 //! # Theory of operation
-//! When a request's body is already in hand, the connection lends the
-//! application thread what it needs to answer alone: the socket's
+//! When a request is alone in the pool, its body is in hand and its
+//! connection goes on after it (`connection::serve_request` says why only
+//! then), the connection lends the application thread what it needs to
+//! answer alone: the socket's
 //! descriptor and a copy of the response encoder ([`DirectWrite`]). If the
 //! application's response turns out to be complete in one piece (a body
 //! that fills its `Content-Length`, or an empty one), the application
@@ -46,8 +48,6 @@ thread_local! {
 pub struct DirectWrite {
     fd: RawFd,
     encoder: ResponseEncoder,
-    /// The protocol closes after every response (uwsgi).
-    close: bool,
     /// Becomes `true` on a graceful stop: the response then says
     /// `Connection: close`, as the I/O thread's would.
     stopping: watch::Receiver<bool>,
@@ -69,16 +69,10 @@ pub struct Written {
 impl DirectWrite {
     /// Lends `fd` and a prepared encoder (see
     /// [`ServerConn::prepare_encoder`](wsgi_http::ServerConn::prepare_encoder)).
-    pub fn new(
-        fd: RawFd,
-        encoder: ResponseEncoder,
-        close: bool,
-        stopping: watch::Receiver<bool>,
-    ) -> Self {
+    pub fn new(fd: RawFd, encoder: ResponseEncoder, stopping: watch::Receiver<bool>) -> Self {
         DirectWrite {
             fd,
             encoder,
-            close,
             stopping,
         }
     }
@@ -113,7 +107,7 @@ impl DirectWrite {
         known_length: Option<u64>,
         buffer: &mut BytesMut,
     ) -> Option<Written> {
-        let close = self.close || *self.stopping.borrow();
+        let close = *self.stopping.borrow();
         encode_head(&mut self.encoder, head, known_length, close, buffer).ok()?;
         let mut large: &[u8] = &[];
         let mut tail = BytesMut::new();
