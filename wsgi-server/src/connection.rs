@@ -138,10 +138,14 @@ pub trait Framer {
     /// Ends the body.
     fn encode_end(&mut self, dst: &mut BytesMut) -> Result<(), EncodeError>;
     /// A copy of the encoder for the current response, for a writer on
-    /// another thread; `None` once the head is out.
-    fn prepare_encoder(&self) -> Option<ResponseEncoder>;
-    /// Goes on from the encoder another writer used for the whole response.
-    fn adopt_encoder(&mut self, encoder: ResponseEncoder);
+    /// another thread (`crate::direct`); `None` (the default) when the
+    /// protocol never lends its socket or the head is out.
+    fn prepare_encoder(&self) -> Option<ResponseEncoder> {
+        None
+    }
+    /// Goes on from the encoder another writer used for the whole response;
+    /// called only with an encoder from `prepare_encoder`.
+    fn adopt_encoder(&mut self, _encoder: ResponseEncoder) {}
 }
 
 impl Framer for ServerConn {
@@ -183,12 +187,6 @@ impl Framer for ResponseEncoder {
     }
     fn encode_end(&mut self, dst: &mut BytesMut) -> Result<(), EncodeError> {
         ResponseEncoder::encode_end(self, dst)
-    }
-    fn prepare_encoder(&self) -> Option<ResponseEncoder> {
-        (!self.is_head_sent()).then(|| self.clone())
-    }
-    fn adopt_encoder(&mut self, encoder: ResponseEncoder) {
-        *self = encoder;
     }
 }
 

@@ -258,14 +258,11 @@ impl JobQueue {
 struct ThreadSource {
     queue: Arc<JobQueue>,
     index: usize,
-    /// This thread holds a request (it is not counted idle).
-    busy: bool,
 }
 
 /// Back from a request: the thread is idle until it takes the next one.
-fn leave_request(index: usize, busy: &mut bool, state: &mut QueueState) {
-    if *busy {
-        *busy = false;
+fn leave_request(index: usize, state: &mut QueueState) {
+    if state.busy[index] {
         state.busy[index] = false;
         state.idle_threads += 1;
     }
@@ -275,7 +272,6 @@ fn leave_request(index: usize, busy: &mut bool, state: &mut QueueState) {
 fn take_job<'q>(
     queue: &'q JobQueue,
     index: usize,
-    busy: &mut bool,
     mut state: MutexGuard<'q, QueueState>,
 ) -> Result<Request, MutexGuard<'q, QueueState>> {
     let Some((job, _queued)) = state.jobs.pop_front() else {
@@ -284,7 +280,6 @@ fn take_job<'q>(
     state.idle_threads -= 1;
     state.busy[index] = true;
     drop(state);
-    *busy = true;
     queue.slots.add_permits(1);
     queue.worker.request_started(index);
     Ok(job)
@@ -294,9 +289,9 @@ impl RequestSource for ThreadSource {
     fn next_request(&mut self) -> Option<Request> {
         let queue = &*self.queue;
         let mut state = queue.lock();
-        leave_request(self.index, &mut self.busy, &mut state);
+        leave_request(self.index, &mut state);
         loop {
-            state = match take_job(queue, self.index, &mut self.busy, state) {
+            state = match take_job(queue, self.index, state) {
                 Ok(job) => return Some(job),
                 Err(state) => state,
             };
@@ -326,8 +321,8 @@ impl RequestSource for ThreadSource {
         if state.jobs.is_empty() {
             return None;
         }
-        leave_request(self.index, &mut self.busy, &mut state);
-        take_job(queue, self.index, &mut self.busy, state).ok()
+        leave_request(self.index, &mut state);
+        take_job(queue, self.index, state).ok()
     }
 
     fn request_done(&mut self) {
@@ -383,7 +378,6 @@ impl AppPool {
             let mut source = ThreadSource {
                 queue: Arc::clone(&queue),
                 index,
-                busy: false,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("wsgi-app-{index}"))

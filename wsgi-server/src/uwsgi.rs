@@ -57,12 +57,6 @@ impl Framer for UwsgiProtocol {
     fn encode_end(&mut self, dst: &mut BytesMut) -> Result<(), wsgi_http::EncodeError> {
         self.encoder.encode_end(dst)
     }
-    fn prepare_encoder(&self) -> Option<ResponseEncoder> {
-        Framer::prepare_encoder(&self.encoder)
-    }
-    fn adopt_encoder(&mut self, encoder: ResponseEncoder) {
-        self.encoder = encoder;
-    }
 }
 
 /// Serves one uwsgi request on `stream`, then closes it. A malformed packet
