@@ -100,6 +100,13 @@ pub trait BodyReader: Send + std::fmt::Debug {
     /// The client went away, or the body timed out.
     fn wait(&mut self) -> io::Result<()>;
 
+    /// How many body bytes are still to be read, when the request says so
+    /// (a `Content-Length`); `None` when unknown (a chunked body). A reader
+    /// that knows lets the caller size its buffer once, and copy once.
+    fn remaining_hint(&self) -> Option<u64> {
+        None
+    }
+
     /// Reads up to `max` bytes, waiting if needed; empty at the end.
     ///
     /// # Errors

@@ -23,6 +23,15 @@ pub enum BodyLength {
 }
 
 impl BodyLength {
+    /// The body's length when the head says it (`None` for a chunked body).
+    pub fn known_length(&self) -> Option<u64> {
+        match *self {
+            BodyLength::Empty => Some(0),
+            BodyLength::Known(length) => Some(length),
+            BodyLength::Chunked => None,
+        }
+    }
+
     /// Whether the request carries at least one body byte (or may, if chunked).
     pub fn has_body(&self) -> bool {
         !matches!(self, BodyLength::Empty | BodyLength::Known(0))

@@ -260,16 +260,19 @@ pub struct BodyState {
     pub error_status: Option<u16>,
     /// `100 Continue` was sent, or not needed.
     pub continue_sent: bool,
+    /// The body's length, when the request gives it.
+    pub length: Option<u64>,
 }
 
 impl BodyState {
-    /// A body of the given kind.
-    pub fn new(empty: bool, expect_continue: bool) -> Self {
+    /// A body of the given kind; `length` when the request gives it.
+    pub fn new(empty: bool, expect_continue: bool, length: Option<u64>) -> Self {
         BodyState {
             done: empty,
             failed: false,
             error_status: None,
             continue_sent: !expect_continue,
+            length,
         }
     }
 
@@ -365,7 +368,7 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
         );
         // Even an empty body ends with the codec's `End` event, which the
         // first `feed` consumes (the codec pauses until it has been seen).
-        let mut body = BodyState::new(false, head.expect_continue);
+        let mut body = BodyState::new(false, head.expect_continue, head.body.known_length());
         drop(head);
         let served = serve_request(
             &mut stream,
@@ -441,7 +444,7 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
     }
     let request = Request {
         environ,
-        input: Box::new(AppBody::new(Arc::clone(&exchange))),
+        input: Box::new(AppBody::new(Arc::clone(&exchange), body.length)),
         output: Box::new(AppOutput::new(Arc::clone(&exchange))),
     };
     let alone = match shared.queue.submit(request).await {

@@ -284,14 +284,18 @@ impl Drop for DisconnectOnDrop {
 pub struct AppBody {
     exchange: Arc<Exchange>,
     current: Bytes,
+    /// Body bytes not consumed yet, when the framing says (`Content-Length`).
+    remaining: Option<u64>,
 }
 
 impl AppBody {
-    /// The body reader of an exchange.
-    pub fn new(exchange: Arc<Exchange>) -> Self {
+    /// The body reader of an exchange; `length` is the body's length when
+    /// the request gives it.
+    pub fn new(exchange: Arc<Exchange>, length: Option<u64>) -> Self {
         AppBody {
             exchange,
             current: Bytes::new(),
+            remaining: length,
         }
     }
 }
@@ -332,7 +336,15 @@ impl BodyReader for AppBody {
     }
 
     fn consume(&mut self, amount: usize) {
-        self.current.advance(amount.min(self.current.len()));
+        let amount = amount.min(self.current.len());
+        self.current.advance(amount);
+        if let Some(remaining) = &mut self.remaining {
+            *remaining = remaining.saturating_sub(amount as u64);
+        }
+    }
+
+    fn remaining_hint(&self) -> Option<u64> {
+        self.remaining
     }
 
     fn wait(&mut self) -> io::Result<()> {

@@ -425,7 +425,7 @@ mod tests {
         let exchange = Exchange::new(true, Duration::from_secs(1));
         let request = Request {
             environ: wsgi_core::Environ::default(),
-            input: Box::new(AppBody::new(Arc::clone(&exchange))),
+            input: Box::new(AppBody::new(Arc::clone(&exchange), Some(0))),
             output: Box::new(AppOutput::new(Arc::clone(&exchange))),
         };
         (request, exchange)

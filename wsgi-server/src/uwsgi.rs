@@ -112,7 +112,7 @@ pub async fn serve_uwsgi<S: Transport>(mut stream: S, conn: ConnInfo, shared: Ar
         // after the response.
         encoder: ResponseEncoder::new(version, is_head, false).with_keep_alive(false),
     };
-    let mut body = BodyState::new(head.content_length == 0, false);
+    let mut body = BodyState::new(head.content_length == 0, false, Some(head.content_length));
     serve_request(
         &mut stream,
         &mut protocol,

@@ -217,6 +217,9 @@ pub enum Piece {
     Pending,
     /// `fill_buf` fails.
     Error,
+    /// First in a script: the body's length as the reader tells it
+    /// (`remaining_hint`), which may be wrong on purpose.
+    Length(u64),
 }
 
 /// A [`BodyReader`] that plays a script.
@@ -226,13 +229,23 @@ pub struct TestReader {
     buffer: Vec<u8>,
     position: usize,
     released: bool,
+    remaining: Option<u64>,
     pub waits: Arc<Mutex<usize>>,
 }
 
 impl TestReader {
     pub fn new(script: impl IntoIterator<Item = Piece>) -> Self {
+        let mut script: VecDeque<Piece> = script.into_iter().collect();
+        let remaining = match script.front() {
+            Some(Piece::Length(length)) => Some(*length),
+            _ => None,
+        };
+        if remaining.is_some() {
+            script.pop_front();
+        }
         TestReader {
-            script: script.into_iter().collect(),
+            script,
+            remaining,
             ..TestReader::default()
         }
     }
@@ -254,6 +267,9 @@ impl BodyReader for TestReader {
                 Some(Piece::Error) => {
                     return Err(io::Error::new(io::ErrorKind::ConnectionReset, "reset"))
                 }
+                Some(Piece::Length(_)) => {
+                    self.script.pop_front();
+                }
                 Some(Piece::Data(data)) => {
                     self.buffer = data.to_vec();
                     self.position = 0;
@@ -266,6 +282,13 @@ impl BodyReader for TestReader {
     fn consume(&mut self, amount: usize) {
         self.position += amount;
         assert!(self.position <= self.buffer.len());
+        if let Some(remaining) = &mut self.remaining {
+            *remaining = remaining.saturating_sub(amount as u64);
+        }
+    }
+
+    fn remaining_hint(&self) -> Option<u64> {
+        self.remaining
     }
 
     fn wait(&mut self) -> io::Result<()> {
