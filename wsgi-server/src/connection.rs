@@ -653,19 +653,28 @@ impl ResponseWriter {
             }
             self.head_written = true;
         }
+        // Large chunks are not copied: they wait in `gathered`, in order
+        // with what `write_buf` held before them, and the whole batch
+        // leaves in one writev (a 1 MiB stream in 64 KiB chunks: a few
+        // system calls instead of one per chunk).
+        let mut gathered = Vec::new();
         for item in batch.items {
             match item {
-                OutItem::Data(data) => self.write_data(stream, protocol, write_buf, data).await?,
+                OutItem::Data(data) => gather_data(protocol, write_buf, &mut gathered, data)?,
                 OutItem::File(region) => {
+                    flush_gathered(stream, write_buf, &mut gathered).await?;
                     self.write_file(stream, protocol, write_buf, region).await?
                 }
+            }
+            if gathered.len() >= GATHER_LIMIT {
+                flush_gathered(stream, write_buf, &mut gathered).await?;
             }
         }
         if let Some(message) = batch.aborted {
             if self.head_written {
                 // PEP 3333: an error after the head was sent can only cut the
                 // connection, so the client sees an incomplete response.
-                flush(stream, write_buf).await?;
+                flush_gathered(stream, write_buf, &mut gathered).await?;
                 crate::log!(Debug, "response cut after an application error: {message}");
                 return Ok(Some(Outcome::Close));
             }
@@ -700,14 +709,14 @@ impl ResponseWriter {
         }
         if batch.finished {
             let ended = protocol.encode_end(write_buf);
-            flush(stream, write_buf).await?;
+            flush_gathered(stream, write_buf, &mut gathered).await?;
             if let Err(error) = ended {
                 crate::log!(Warning, "{error}; closing the connection");
                 return Ok(Some(Outcome::Close));
             }
             return Ok(Some(Outcome::Complete));
         }
-        flush(stream, write_buf).await?;
+        flush_gathered(stream, write_buf, &mut gathered).await?;
         Ok(None)
     }
 
@@ -718,22 +727,9 @@ impl ResponseWriter {
         write_buf: &mut BytesMut,
         data: Bytes,
     ) -> io::Result<()> {
-        let frame = frame(protocol, data.len() as u64)?;
-        let data = &data[..frame.len as usize];
-        if data.is_empty() {
-            return Ok(());
-        }
-        write_buf.extend_from_slice(frame.prefix.as_ref());
-        if data.len() < COPY_LIMIT {
-            write_buf.extend_from_slice(data);
-            write_buf.extend_from_slice(frame.suffix);
-            return Ok(());
-        }
-        // Large chunk: one writev of what is buffered and the chunk itself.
-        write_all_vectored(stream, &mut [write_buf.as_ref(), data]).await?;
-        write_buf.clear();
-        write_buf.extend_from_slice(frame.suffix);
-        Ok(())
+        let mut gathered = Vec::new();
+        gather_data(protocol, write_buf, &mut gathered, data)?;
+        flush_gathered(stream, write_buf, &mut gathered).await
     }
 
     async fn write_file<S: Transport, P: Framer>(
@@ -769,6 +765,52 @@ async fn flush<S: Transport>(stream: &mut S, write_buf: &mut BytesMut) -> io::Re
         stream.write_all(write_buf).await?;
         write_buf.clear();
     }
+    Ok(())
+}
+
+/// Large chunks gathered for one writev, at most (`IOV_MAX` is 1024).
+const GATHER_LIMIT: usize = 64;
+
+/// Frames `data` into `write_buf`, or, when it is large, moves what
+/// `write_buf` holds and the chunk itself to `gathered` (no copy).
+fn gather_data<P: Framer>(
+    protocol: &mut P,
+    write_buf: &mut BytesMut,
+    gathered: &mut Vec<Bytes>,
+    data: Bytes,
+) -> io::Result<()> {
+    let frame = frame(protocol, data.len() as u64)?;
+    if frame.len == 0 {
+        return Ok(());
+    }
+    let data = data.slice(..frame.len as usize);
+    write_buf.extend_from_slice(frame.prefix.as_ref());
+    if data.len() < COPY_LIMIT {
+        write_buf.extend_from_slice(&data);
+    } else {
+        if !write_buf.is_empty() {
+            gathered.push(write_buf.split().freeze());
+        }
+        gathered.push(data);
+    }
+    write_buf.extend_from_slice(frame.suffix);
+    Ok(())
+}
+
+/// Writes the gathered chunks and then `write_buf`, in one writev.
+async fn flush_gathered<S: Transport>(
+    stream: &mut S,
+    write_buf: &mut BytesMut,
+    gathered: &mut Vec<Bytes>,
+) -> io::Result<()> {
+    if gathered.is_empty() {
+        return flush(stream, write_buf).await;
+    }
+    let mut parts: Vec<&[u8]> = gathered.iter().map(|part| &part[..]).collect();
+    parts.push(write_buf);
+    write_all_vectored(stream, &mut parts).await?;
+    gathered.clear();
+    write_buf.clear();
     Ok(())
 }
 
