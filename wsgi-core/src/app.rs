@@ -16,7 +16,7 @@ use crate::response::ResponseHead;
 #[derive(Debug)]
 pub struct Request {
     /// The CGI variables.
-    pub environ: Environ,
+    pub environ: Box<Environ>,
     /// The request body (`wsgi.input`).
     pub input: Box<dyn BodyReader>,
     /// Where the response goes.

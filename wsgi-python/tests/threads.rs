@@ -35,7 +35,7 @@ def app(environ, start_response):
             let record = sink.inner.record.clone();
             let mut source = TestSource::default();
             source.requests.push_back(Request {
-                environ: environ("GET", "/"),
+                environ: Box::new(environ("GET", "/")),
                 input: Box::new(TestReader::new([])),
                 output: Box::new(sink),
             });
@@ -86,7 +86,7 @@ def app(environ, start_response):
     let record = sink.inner.record.clone();
     let mut source = TestSource::default();
     source.requests.push_back(Request {
-        environ: environ("GET", "/"),
+        environ: Box::new(environ("GET", "/")),
         input: Box::new(TestReader::new([])),
         output: Box::new(sink),
     });

@@ -424,7 +424,7 @@ mod tests {
     fn request() -> (Request, Arc<Exchange>) {
         let exchange = Exchange::new(true, Duration::from_secs(1));
         let request = Request {
-            environ: wsgi_core::Environ::default(),
+            environ: Box::default(),
             input: Box::new(AppBody::new(Arc::clone(&exchange), Some(0))),
             output: Box::new(AppOutput::new(Arc::clone(&exchange))),
         };

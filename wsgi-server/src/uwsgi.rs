@@ -93,7 +93,7 @@ pub async fn serve_uwsgi<S: Transport>(mut stream: S, conn: ConnInfo, shared: Ar
     // The uwsgi peer is the proxy itself: its variables are believed.
     let conn = conn.with_trusted_proxy(true);
     let environ = match Environ::from_cgi_vars(head.vars.iter_bytes(), &conn, &shared.environ) {
-        Ok(environ) => environ,
+        Ok(environ) => Box::new(environ),
         Err(error) => {
             crate::log!(Warning, "uwsgi: unusable request: {error}");
             write_error(&mut stream, 400, &mut write_buf).await;

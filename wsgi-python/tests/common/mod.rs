@@ -343,7 +343,7 @@ pub fn serve_all(
     for (environ, script, sink) in requests {
         records.push(sink.record.clone());
         source.requests.push_back(Request {
-            environ,
+            environ: Box::new(environ),
             input: Box::new(TestReader::new(script)),
             output: Box::new(sink),
         });
