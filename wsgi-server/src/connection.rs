@@ -707,8 +707,12 @@ impl ResponseWriter {
                 return Ok(Some(Outcome::Close));
             }
             self.head_written = true;
-            self.write_data(stream, protocol, write_buf, Bytes::from_static(body_text))
-                .await?;
+            gather_data(
+                protocol,
+                write_buf,
+                &mut gathered,
+                Bytes::from_static(body_text),
+            )?;
         }
         if batch.finished {
             let ended = protocol.encode_end(write_buf);
@@ -721,18 +725,6 @@ impl ResponseWriter {
         }
         flush_gathered(stream, write_buf, &mut gathered).await?;
         Ok(None)
-    }
-
-    async fn write_data<S: Transport, P: Framer>(
-        &mut self,
-        stream: &mut S,
-        protocol: &mut P,
-        write_buf: &mut BytesMut,
-        data: Bytes,
-    ) -> io::Result<()> {
-        let mut gathered = Vec::new();
-        gather_data(protocol, write_buf, &mut gathered, data)?;
-        flush_gathered(stream, write_buf, &mut gathered).await
     }
 
     async fn write_file<S: Transport, P: Framer>(
