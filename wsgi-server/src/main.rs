@@ -376,8 +376,11 @@ fn load_python(config: &ServerConfig, spec: &str) -> Result<Arc<dyn Application>
     let info = match initialize(&python) {
         Ok(info) => info,
         Err(error) => {
+            // Like an application that does not load: at start-up the
+            // master stops (a worker respawned forever would serve nothing),
+            // and on a reload the old workers stay.
             log!(Error, "cannot start Python: {error}");
-            return Err(i32::from(EXIT_USAGE));
+            return Err(wsgi_server::master::EXIT_APP_LOAD);
         }
     };
     log!(

@@ -250,6 +250,18 @@ def test_unusable_application_exits_4(server_bin, spec, needle):
     assert "The application failed to load: stopping" in stderr
 
 
+def test_unusable_virtualenv_stops_the_master_with_4(tmp_path):
+    # Workers that cannot start Python must not be respawned forever.
+    command = [str(SERVER_BIN), "--bind", f"127.0.0.1:{free_port()}",
+               "-H", str(tmp_path / "no-venv"), "--pythonpath", str(TEST_APPS), "reportapp"]
+    result = subprocess.run(command, cwd=REPO, stdin=subprocess.DEVNULL,
+                            capture_output=True, timeout=15)
+    stderr = result.stderr.decode(errors="replace")
+    assert result.returncode == 4, stderr
+    assert "is not a usable virtualenv" in stderr, stderr
+    assert "The application failed to load: stopping" in stderr, stderr
+
+
 def test_startup_log_names_the_interpreter(start):
     server = start("--pythonpath", str(TEST_APPS), "reportapp")
     log = server.log()
