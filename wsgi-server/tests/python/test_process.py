@@ -792,6 +792,28 @@ def test_pidfile_and_process_titles(start, tmp_path):
     assert not pidfile.exists(), "the pidfile is left behind after a clean stop"
 
 
+def ids_of(pid):
+    """(real, effective uid), (real, effective gid) and groups of a process."""
+    with open(f"/proc/{pid}/status") as status:
+        fields = dict(line.rstrip("\n").split(":\t", 1) for line in status if ":\t" in line)
+    uids, gids = fields["Uid"].split(), fields["Gid"].split()
+    return (int(uids[0]), int(uids[1])), (int(gids[0]), int(gids[1])), fields["Groups"].split()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_user_and_group_apply_to_the_master_and_its_workers(start):
+    # The Rust app, so no file of the test venv needs to be readable by nobody.
+    server = start("--workers", "2", "--rust-app", "hello", "--user", "nobody",
+                   "--group", "nogroup", venv=None)
+    assert get(server, "/").status_code == 200
+    nobody, nogroup = 65534, 65534
+    for pid in [server.pid] + workers_of(server.pid):
+        uid, gid, groups = ids_of(pid)
+        assert uid == (nobody, nobody) and gid == (nogroup, nogroup), (pid, uid, gid)
+        assert groups in ([], [str(nogroup)]), (pid, groups)
+    assert server.stop() == 0, server.log()
+
+
 SCHED_OTHER, SCHED_BATCH = 0, 3
 
 
