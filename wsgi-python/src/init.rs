@@ -135,11 +135,22 @@ fn resolve_virtualenv(path: &Path) -> Result<(PathBuf, PathBuf), InitError> {
     let venv = std::path::absolute(path).map_err(|error| bad(error.to_string()))?;
     let cfg = std::fs::read_to_string(venv.join("pyvenv.cfg"))
         .map_err(|error| bad(format!("cannot read pyvenv.cfg ({error})")))?;
+    // A python that exists but cannot be reached (a symlink into another
+    // user's home, after --user) is named with its error, not as missing.
+    let mut unusable = None;
     let python = ["python", "python3"]
         .iter()
         .map(|name| venv.join("bin").join(name))
-        .find(|candidate| candidate.exists())
-        .ok_or_else(|| bad("it has no bin/python".to_owned()))?;
+        .find(|candidate| match std::fs::metadata(candidate) {
+            Ok(_) => true,
+            Err(error) => {
+                if error.kind() != std::io::ErrorKind::NotFound && unusable.is_none() {
+                    unusable = Some(format!("{} is not usable ({error})", candidate.display()));
+                }
+                false
+            }
+        })
+        .ok_or_else(|| bad(unusable.unwrap_or_else(|| "it has no bin/python".to_owned())))?;
     let linked = linked_version();
     match venv_version(&cfg) {
         Some(version) => {

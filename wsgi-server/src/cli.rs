@@ -113,7 +113,9 @@ pub struct Cli {
     #[arg(short = 'D', long, visible_alias = "daemonize")]
     pub daemon: bool,
 
-    /// Switch to this user after binding (name or uid).
+    /// Switch to this user after binding (name or uid); Python starts
+    /// after the switch, so the interpreter, the virtualenv and the app
+    /// must be readable by this user.
     #[arg(short = 'u', long, visible_alias = "uid", value_name = "USER")]
     pub user: Option<String>,
 
