@@ -54,30 +54,28 @@ impl PyInput {
     }
 
     fn io_error(&self, error: io::Error) -> PyErr {
-        if error.get_ref().is_some_and(|inner| inner.is::<PyErr>()) {
-            // A Python error (no memory for the `bytes`), not the client's.
-            if let Some(Ok(python)) = error.into_inner().map(|inner| inner.downcast::<PyErr>()) {
-                return *python;
-            }
-            return PyErr::new::<pyo3::exceptions::PyMemoryError, _>("reading wsgi.input");
-        }
         self.failed.store(true, Ordering::Relaxed);
         PyErr::from(error)
     }
 
-    /// Runs `body` with the reader, or returns `b""` once detached.
+    /// Runs `body` with the reader and the mapping of its I/O errors, or
+    /// returns `b""` once detached.
     fn with_reader<'py>(
         &self,
         py: Python<'py>,
-        body: impl FnOnce(&mut dyn BodyReader) -> io::Result<Bound<'py, PyBytes>>,
+        body: impl FnOnce(&mut dyn BodyReader, &IoError<'_>) -> PyResult<Bound<'py, PyBytes>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let mut guard = self.lock(py);
         match guard.as_deref_mut() {
             None => Ok(PyBytes::new(py, b"")),
-            Some(reader) => body(reader).map_err(|error| self.io_error(error)),
+            Some(reader) => body(reader, &|error| self.io_error(error)),
         }
     }
 }
+
+/// Turns a body read error into the exception the application sees (and
+/// notes that the client, not the application, is at fault).
+type IoError<'a> = dyn Fn(io::Error) -> PyErr + 'a;
 
 /// Makes `fill_buf` say something (data or the end), waiting with the GIL
 /// released only if nothing is buffered; returns the buffered bytes, empty at
@@ -93,14 +91,15 @@ fn fill<'r>(py: Python<'_>, reader: &'r mut dyn BodyReader) -> io::Result<&'r [u
 fn read<'py>(
     py: Python<'py>,
     reader: &mut dyn BodyReader,
+    io_error: &IoError<'_>,
     limit: Option<usize>,
-) -> io::Result<Bound<'py, PyBytes>> {
+) -> PyResult<Bound<'py, PyBytes>> {
     let limit = limit.unwrap_or(usize::MAX);
     if limit == 0 {
         return Ok(PyBytes::new(py, b""));
     }
     // One copy when the buffer already holds what was asked for.
-    let buffer = fill(py, reader)?;
+    let buffer = fill(py, reader).map_err(io_error)?;
     if buffer.len() >= limit || buffer.is_empty() {
         let taken = buffer.len().min(limit);
         let bytes = PyBytes::new(py, &buffer[..taken]);
@@ -111,7 +110,7 @@ fn read<'py>(
     let Some(remaining) = reader.remaining_hint() else {
         // Length unknown (chunked): collect, then one `bytes`. A `bytes`
         // object grows by a quarter at a time; a `Vec` doubles.
-        return read_collected(py, reader, limit);
+        return read_collected(py, reader, io_error, limit);
     };
     // The length is known: the chunks are copied straight into one `bytes`
     // object of the right size (a 64 KiB upload read in one call: one copy
@@ -119,16 +118,9 @@ fn read<'py>(
     let capacity = limit
         .min(usize::try_from(remaining).unwrap_or(usize::MAX))
         .max(buffered);
-    let mut failure = None;
-    let bytes = PyBytes::new_with_writer(py, capacity, |writer| {
+    PyBytes::new_with_writer(py, capacity, |writer| {
         while writer.len() < limit {
-            let buffer = match fill(py, reader) {
-                Ok(buffer) => buffer,
-                Err(error) => {
-                    failure = Some(error);
-                    break;
-                }
-            };
+            let buffer = fill(py, reader).map_err(io_error)?;
             if buffer.is_empty() {
                 break;
             }
@@ -137,24 +129,19 @@ fn read<'py>(
             reader.consume(taken);
         }
         Ok(())
-    });
-    match (failure, bytes) {
-        (Some(error), _) => Err(error),
-        (None, Ok(bytes)) => Ok(bytes),
-        // Out of memory: carried to `io_error`, which raises it as it is.
-        (None, Err(error)) => Err(io::Error::other(error)),
-    }
+    })
 }
 
 /// Reads up to `limit` bytes into a growing buffer, then makes one `bytes`.
 fn read_collected<'py>(
     py: Python<'py>,
     reader: &mut dyn BodyReader,
+    io_error: &IoError<'_>,
     limit: usize,
-) -> io::Result<Bound<'py, PyBytes>> {
+) -> PyResult<Bound<'py, PyBytes>> {
     let mut collected = Vec::with_capacity(limit.min(64 * 1024));
     while collected.len() < limit {
-        let buffer = fill(py, reader)?;
+        let buffer = fill(py, reader).map_err(io_error)?;
         if buffer.is_empty() {
             break;
         }
@@ -169,12 +156,13 @@ fn read_collected<'py>(
 fn readline<'py>(
     py: Python<'py>,
     reader: &mut dyn BodyReader,
+    io_error: &IoError<'_>,
     limit: Option<usize>,
-) -> io::Result<Bound<'py, PyBytes>> {
+) -> PyResult<Bound<'py, PyBytes>> {
     let limit = limit.unwrap_or(usize::MAX);
     let mut collected: Vec<u8> = Vec::new();
     while collected.len() < limit {
-        let buffer = fill(py, reader)?;
+        let buffer = fill(py, reader).map_err(io_error)?;
         if buffer.is_empty() {
             break;
         }
@@ -209,13 +197,17 @@ impl PyInput {
     /// is negative or `None`. Returns fewer bytes only at the end of the body.
     #[pyo3(signature = (size = -1))]
     fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-        self.with_reader(py, |reader| read(py, reader, size_limit(size)))
+        self.with_reader(py, |reader, io_error| {
+            read(py, reader, io_error, size_limit(size))
+        })
     }
 
     /// `readline(size=-1)`: one line including its `\n`, at most `size` bytes.
     #[pyo3(signature = (size = -1))]
     fn readline<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-        self.with_reader(py, |reader| readline(py, reader, size_limit(size)))
+        self.with_reader(py, |reader, io_error| {
+            readline(py, reader, io_error, size_limit(size))
+        })
     }
 
     /// `readlines(hint=-1)`: the remaining lines; stops once `hint` bytes
