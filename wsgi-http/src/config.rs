@@ -3,20 +3,23 @@
 /// Longest accepted request line (method, target, version; without the line
 /// ending). Exceeding it fails with [`ParseError::RequestLineTooLong`]
 /// (414 URI Too Long), detected as soon as the line outgrows the limit, even
-/// before the head is complete. Same value as gunicorn's `limit_request_line`.
+/// before the head is complete. gunicorn's `limit_request_line` default
+/// (4094), so that its documentation holds for us.
 ///
 /// [`ParseError::RequestLineTooLong`]: crate::ParseError::RequestLineTooLong
-pub const DEFAULT_MAX_REQUEST_LINE: usize = 8190;
+pub const DEFAULT_MAX_REQUEST_LINE: usize = 4094;
 
 /// Most header field lines accepted in one head (and in one trailer section).
 /// Exceeding it fails with [`ParseError::TooManyHeaders`]
-/// (431 Request Header Fields Too Large).
+/// (431 Request Header Fields Too Large). gunicorn's `limit_request_fields`
+/// default.
 ///
 /// [`ParseError::TooManyHeaders`]: crate::ParseError::TooManyHeaders
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 
 /// Longest accepted header field line (name, colon, value; without the line
 /// ending). Exceeding it fails with [`ParseError::HeaderFieldTooLong`] (431).
+/// gunicorn's `limit_request_field_size` default.
 ///
 /// [`ParseError::HeaderFieldTooLong`]: crate::ParseError::HeaderFieldTooLong
 pub const DEFAULT_MAX_FIELD_SIZE: usize = 8190;

@@ -613,13 +613,15 @@ fn refused_chunk_framing() {
 #[test]
 fn limits() {
     // Request line: 414, even before the line is complete.
-    let long_target = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(8200));
+    // The default is gunicorn's `limit_request_line`, 4094 bytes.
+    assert_eq!(wsgi_http::DEFAULT_MAX_REQUEST_LINE, 4094);
+    let long_target = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(4200));
     check(long_target.as_bytes(), &["414"]);
-    check(&long_target.as_bytes()[..8200], &["414"]);
-    let exact = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(8190 - 14));
-    let exact_head = format!("GET /{} HTTP/1.1 Empty ka", "a".repeat(8190 - 14));
+    check(&long_target.as_bytes()[..4200], &["414"]);
+    let exact = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(4094 - 14));
+    let exact_head = format!("GET /{} HTTP/1.1 Empty ka", "a".repeat(4094 - 14));
     check(exact.as_bytes(), &[&exact_head, "end"]);
-    let over = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(8190 - 13));
+    let over = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(4094 - 13));
     check(over.as_bytes(), &["414"]);
 
     // Header count: 431.
