@@ -29,9 +29,16 @@ pub enum ParseError {
     /// The method is not a valid token (400).
     #[error("invalid method")]
     Method,
-    /// The request-target is malformed (400).
+    /// The request-target holds a byte outside visible ASCII, or its form
+    /// does not go with the method: origin-form must start with `/`,
+    /// asterisk-form is only for `OPTIONS`, absolute-form must be an
+    /// `http(s)` URI with a host (RFC 9112 §3.2) (400).
     #[error("invalid request target")]
     Target,
+    /// A well-formed `CONNECT` request: an origin server does not tunnel
+    /// (RFC 9110 §9.1, §9.3.6) (501).
+    #[error("CONNECT is not supported")]
+    ConnectNotSupported,
     /// An `HTTP/x.y` version this server does not speak, such as `HTTP/2.0` (505).
     #[error("unsupported HTTP version")]
     UnsupportedVersion,
@@ -57,6 +64,9 @@ pub enum ParseError {
     /// More than one `Host` header line, or an invalid `Host` value (400).
     #[error("invalid or repeated Host header")]
     InvalidHost,
+    /// More than one `Content-Type` field (RFC 9110 §5.3) (400).
+    #[error("repeated Content-Type header")]
+    RepeatedContentType,
     /// A malformed `Content-Length`, or repeated ones that differ (400).
     #[error("invalid Content-Length")]
     ContentLength,
@@ -112,6 +122,8 @@ impl ParseError {
             // RFC 9112 §6.1: "A server that receives a request message with a
             // transfer coding it does not understand SHOULD respond with 501".
             ParseError::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
+            // RFC 9110 §9.1: a method the origin server does not implement.
+            ParseError::ConnectNotSupported => StatusCode::NOT_IMPLEMENTED,
             _ => StatusCode::BAD_REQUEST,
         }
     }

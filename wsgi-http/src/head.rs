@@ -4,7 +4,8 @@ use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{
-    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING,
+    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST,
+    TRANSFER_ENCODING,
 };
 use http::{HeaderMap, Method, Version};
 
@@ -43,8 +44,9 @@ impl BodyLength {
 pub struct RequestHead {
     /// The request method.
     pub method: Method,
-    /// The raw request-target exactly as sent (origin-, absolute-,
-    /// authority- or asterisk-form), sharing the read buffer.
+    /// The raw request-target exactly as sent, sharing the read buffer:
+    /// origin-form, absolute-form, or asterisk-form with `OPTIONS` (the
+    /// authority-form belongs to `CONNECT`, which is refused with 501).
     pub target: Bytes,
     /// `HTTP_10` or `HTTP_11`.
     pub version: Version,
@@ -62,13 +64,12 @@ pub struct RequestHead {
 impl RequestHead {
     /// The path part of the target (before `?`): for origin-form the path as
     /// sent; for absolute-form the URL's path (`/` if empty); `*` for
-    /// asterisk-form; empty for authority-form (CONNECT).
+    /// asterisk-form.
     pub fn path(&self) -> &[u8] {
         let target = strip_fragment(&self.target);
         let path_and_query = match split_absolute(target) {
             Some((_, rest)) if rest.is_empty() || rest[0] == b'?' => return b"/",
             Some((_, rest)) => rest,
-            None if self.method == Method::CONNECT => return b"",
             None => target,
         };
         match path_and_query.iter().position(|&b| b == b'?') {
@@ -91,9 +92,6 @@ impl RequestHead {
     pub fn host(&self) -> Option<&[u8]> {
         if let Some((authority, _)) = split_absolute(strip_fragment(&self.target)) {
             return Some(authority);
-        }
-        if self.method == Method::CONNECT {
-            return Some(&self.target);
         }
         self.headers.get(HOST).map(HeaderValue::as_bytes)
     }
@@ -269,20 +267,80 @@ fn parse_with<'b>(
     let method = Method::from_bytes(request.method.unwrap_or_default().as_bytes())
         .map_err(|_| ParseError::Method)?;
     let target = request.path.unwrap_or_default();
-    if target.is_empty() {
-        return Err(ParseError::Target);
-    }
     let version = match request.version {
         Some(0) => Version::HTTP_10,
         Some(1) => Version::HTTP_11,
         _ => return Err(ParseError::UnsupportedVersion),
     };
+    check_target(&method, target.as_bytes())?;
     if request.headers.len() > config.max_headers {
         return Err(ParseError::TooManyHeaders);
     }
     let headers = to_header_map(head, request.headers)?;
     let target = head.slice_ref(target.as_bytes());
     finish_head(method, target, version, headers, config)
+}
+
+/// RFC 9112 §3.2: the request-target's bytes, and which of its four forms
+/// goes with which method. "Recipients of an invalid request-line SHOULD
+/// respond with [...] a 400 (Bad Request) error" and "SHOULD NOT attempt to
+/// autocorrect" it.
+fn check_target(method: &Method, target: &[u8]) -> Result<(), ParseError> {
+    // A URI is visible ASCII (RFC 3986 §2). httparse lets bytes 0x80-0xFF
+    // through; spaces and controls it already refuses, checked again here
+    // so the rule does not rest on it. Visible characters outside the URI
+    // grammar (`"<>\^`{|}`) pass, as in h11: clients send `|` and `{}`
+    // unescaped in queries, and Tomcat's refusal of them had to be relaxed.
+    if target.is_empty() || !target.iter().all(|&b| (0x21..=0x7e).contains(&b)) {
+        return Err(ParseError::Target);
+    }
+    if *method == Method::CONNECT {
+        // §3.2.3: CONNECT takes the authority-form, `uri-host ":" port`. A
+        // WSGI application is an origin server, not a tunnel: RFC 9110 §9.1
+        // says a method the origin server does not implement gets 501. 405
+        // (RFC 9110 §15.5.6) would need an `Allow` header listing what the
+        // resource supports, which only the application knows.
+        return match target.iter().rposition(|&b| b == b':') {
+            Some(colon)
+                if colon > 0
+                    && colon + 1 < target.len()
+                    && target[colon + 1..].iter().all(u8::is_ascii_digit)
+                    && is_valid_host(&target[..colon]) =>
+            {
+                Err(ParseError::ConnectNotSupported)
+            }
+            _ => Err(ParseError::Target),
+        };
+    }
+    match target {
+        // §3.2.1: origin-form = absolute-path [ "?" query ].
+        [b'/', ..] => Ok(()),
+        // §3.2.4: "The asterisk-form [...] is only used for a server-wide
+        // OPTIONS request".
+        b"*" if *method == Method::OPTIONS => Ok(()),
+        // §3.2.2: absolute-form, which a server "MUST accept"; for us only
+        // http(s) URIs with a host. RFC 9110 §4.2.1: an empty host "MUST
+        // [be rejected] as invalid"; RFC 9110 §4.2.4: userinfo SHOULD be
+        // treated as an error (`is_valid_host` refuses `@`).
+        _ => match split_absolute(strip_fragment(target)) {
+            Some((authority, _))
+                if is_http_scheme(target)
+                    && !authority.is_empty()
+                    && authority[0] != b':'
+                    && is_valid_host(authority) =>
+            {
+                Ok(())
+            }
+            _ => Err(ParseError::Target),
+        },
+    }
+}
+
+/// Whether an absolute-form target's scheme is `http` or `https` (schemes
+/// compare ignoring case, RFC 3986 §3.1).
+fn is_http_scheme(target: &[u8]) -> bool {
+    let scheme = &target[..target.iter().position(|&b| b == b':').unwrap_or(0)];
+    scheme.eq_ignore_ascii_case(b"http") || scheme.eq_ignore_ascii_case(b"https")
 }
 
 /// Maps httparse's error, telling a well-formed but unsupported version
@@ -329,6 +387,7 @@ fn map_httparse_error(error: httparse::Error, head: &[u8]) -> ParseError {
 #[derive(Debug, Default, Clone, Copy)]
 struct Seen {
     hosts: u8,
+    content_types: u8,
     transfer_encoding: bool,
     content_length: bool,
     connection: bool,
@@ -348,6 +407,8 @@ fn to_header_map(
         // Standard names compare as enum values: no string comparison.
         if name == HOST {
             seen.hosts = seen.hosts.saturating_add(1);
+        } else if name == CONTENT_TYPE {
+            seen.content_types = seen.content_types.saturating_add(1);
         } else if name == TRANSFER_ENCODING {
             seen.transfer_encoding = true;
         } else if name == CONTENT_LENGTH {
@@ -390,6 +451,13 @@ fn finish_head(
             }
         }
         _ => return Err(ParseError::InvalidHost),
+    }
+    // RFC 9110 §5.3: a field that is not a list (Content-Type is a single
+    // media type, §8.3) must not be repeated. Two of them are how a cache
+    // and an application are made to read different types (gunicorn and
+    // waitress refuse them too).
+    if seen.content_types > 1 {
+        return Err(ParseError::RepeatedContentType);
     }
     let body = if seen.transfer_encoding || seen.content_length {
         body_length(version, &headers)?

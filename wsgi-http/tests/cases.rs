@@ -148,10 +148,6 @@ fn simple_requests() {
         &["GET http://example.com/a?b HTTP/1.1 Empty ka", "end"],
     );
     check(
-        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
-        &["CONNECT example.com:443 HTTP/1.1 Empty ka", "end"],
-    );
-    check(
         b"PURGE /x HTTP/1.1\r\nHost: a\r\n\r\n",
         &["PURGE /x HTTP/1.1 Empty ka", "end"],
     );
@@ -215,7 +211,20 @@ fn content_length_bodies() {
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
         &["POST / HTTP/1.1 Known(0) ka", "end"],
     );
-    // Identical repeats are accepted (RFC 9112 §6.3 rule 5).
+    // Identical repeats are one value (RFC 9112 §6.3 rule 5, RFC 9110 §8.6).
+    check(
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello",
+        &["POST / HTTP/1.1 Known(5) ka", "data:hello", "end"],
+    );
+    check(
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        &["POST / HTTP/1.1 Known(5) ka", "data:hello", "end"],
+    );
+    // The same decimal value, written differently.
+    check(
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5,05\r\n\r\nhello",
+        &["POST / HTTP/1.1 Known(5) ka", "data:hello", "end"],
+    );
     check(
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\nContent-Length: 3\r\n\r\nabc",
         &["POST / HTTP/1.1 Known(3) ka", "data:abc", "end"],
@@ -429,6 +438,100 @@ fn refused_request_lines() {
     check(b"\r\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", &["400"]);
 }
 
+/// RFC 9112 §3.2: each request-target form with the methods it goes with,
+/// and bytes outside visible ASCII.
+#[test]
+fn request_target_forms() {
+    let request = |method: &str, target: &[u8]| {
+        [
+            method.as_bytes(),
+            b" ",
+            target,
+            b" HTTP/1.1\r\nHost: a\r\n\r\n",
+        ]
+        .concat()
+    };
+    let accepted: &[(&str, &[u8])] = &[
+        // origin-form (§3.2.1), with characters outside the URI grammar
+        // that clients send unescaped.
+        ("GET", b"/"),
+        ("GET", b"//a"),
+        ("GET", b"/a?b=%20&c"),
+        ("GET", b"/a|b?{\"c\"}^`<>\\"),
+        ("OPTIONS", b"/"),
+        // asterisk-form (§3.2.4), OPTIONS only.
+        ("OPTIONS", b"*"),
+        // absolute-form (§3.2.2), any method.
+        ("GET", b"http://example.com"),
+        ("GET", b"http://example.com/a?b"),
+        ("POST", b"HTTPS://example.com:8443?q"),
+        ("OPTIONS", b"http://[::1]:80/x"),
+        ("DELETE", b"http://a/b#frag"),
+    ];
+    for (method, target) in accepted {
+        let head = format!(
+            "{method} {} HTTP/1.1 Empty ka",
+            String::from_utf8_lossy(target)
+        );
+        check(&request(method, target), &[&head, "end"]);
+    }
+    let refused: &[(&str, &[u8], &str)] = &[
+        // Not one of the forms.
+        ("GET", b"a/b", "400"),
+        ("GET", b"?a", "400"),
+        ("GET", b"#a", "400"),
+        // asterisk-form with another method, or not alone.
+        ("GET", b"*", "400"),
+        ("POST", b"*", "400"),
+        ("OPTIONS", b"*a", "400"),
+        ("OPTIONS", b"**", "400"),
+        ("OPTIONS", b"*/", "400"),
+        // authority-form without CONNECT.
+        ("GET", b"example.com:80", "400"),
+        ("OPTIONS", b"example.com:80", "400"),
+        // absolute-form: other schemes, no host, userinfo (RFC 9110 §4.2).
+        ("GET", b"ftp://a/", "400"),
+        ("GET", b"1http://a/", "400"),
+        ("GET", b"://a/", "400"),
+        ("GET", b"http:///p", "400"),
+        ("GET", b"http://", "400"),
+        ("GET", b"http://?q", "400"),
+        ("GET", b"http://:80/", "400"),
+        ("GET", b"http://user@a/", "400"),
+        ("GET", b"http://a\"b/", "400"),
+        ("GET", b"http:/a", "400"),
+        // CONNECT is 501 when well formed (RFC 9110 §9.1), 400 otherwise.
+        ("CONNECT", b"example.com:443", "501"),
+        ("CONNECT", b"[::1]:443", "501"),
+        ("CONNECT", b"example.com", "400"),
+        ("CONNECT", b"example.com:", "400"),
+        ("CONNECT", b":443", "400"),
+        ("CONNECT", b"a:44x", "400"),
+        ("CONNECT", b"/", "400"),
+        ("CONNECT", b"*", "400"),
+        ("CONNECT", b"http://a:443/", "400"),
+        ("CONNECT", b"a@b:443", "400"),
+        // Bytes outside visible ASCII (httparse passes 0x80-0xFF).
+        ("GET", b"/caf\xc3\xa9", "400"),
+        ("GET", b"/\x80", "400"),
+        ("GET", b"/\xff?a", "400"),
+        ("GET", b"/?\xe9", "400"),
+        ("GET", b"http://h\xe9/", "400"),
+        ("OPTIONS", b"*\xff", "400"),
+        ("CONNECT", b"\xe9:443", "400"),
+        ("GET", b"/a\x01b", "400"),
+        ("GET", b"/a\x1bb", "400"),
+        ("GET", b"/a\x7fb", "400"),
+        ("GET", b"/a\tb", "400"),
+        ("GET", b"/a b", "400"),
+        ("GET", b"/a\x0bb", "400"),
+        ("GET", b"/a\x0cb", "400"),
+    ];
+    for (method, target, status) in refused {
+        check(&request(method, target), &[status]);
+    }
+}
+
 #[test]
 fn refused_header_fields() {
     // Obsolete line folding (RFC 9112 §5.2).
@@ -471,6 +574,20 @@ fn refused_hosts() {
     check(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", &["400"]);
     check(b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n", &["400"]);
     check(b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", &["400"]);
+    check(
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: y\r\nHOST: b\r\n\r\n",
+        &["400"],
+    );
+    check(
+        b"GET http://a/ HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+        &["400"],
+    );
+    // The absolute-form does not stand in for Host (RFC 9112 §3.2).
+    check(b"GET http://a/ HTTP/1.1\r\n\r\n", &["400"]);
+    check(
+        b"GET http://a/ HTTP/1.0\r\n\r\n",
+        &["GET http://a/ HTTP/1.0 Empty", "end"],
+    );
     check(b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", &["400"]);
     check(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", &["400"]);
     // An empty Host is valid (RFC 9112 §3.2).
@@ -478,6 +595,30 @@ fn refused_hosts() {
         b"GET / HTTP/1.1\r\nHost:\r\n\r\n",
         &["GET / HTTP/1.1 Empty ka", "end"],
     );
+}
+
+/// RFC 9110 §5.3: Content-Type is a singleton; a second one, in any case,
+/// even with the same value, is refused.
+#[test]
+fn refused_content_type() {
+    check(
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Type: text/plain\r\nContent-Length: 1\r\n\r\nx",
+        &["POST / HTTP/1.1 Known(1) ka", "data:x", "end"],
+    );
+    for fields in [
+        &b"Content-Type: text/plain\r\nContent-Type: text/plain\r\n"[..],
+        b"Content-Type: text/plain\r\ncontent-type: application/json\r\n",
+        b"Content-Type: a\r\nX: b\r\nCONTENT-TYPE: a\r\n",
+        b"Content-Type:\r\nContent-Type: a\r\n",
+    ] {
+        let input = [
+            &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n"[..],
+            fields,
+            b"\r\nx",
+        ]
+        .concat();
+        check(&input, &["400"]);
+    }
 }
 
 #[test]
@@ -503,6 +644,15 @@ fn refused_content_length() {
     }
     check(
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        &["400"],
+    );
+    // RFC 9110 §8.6: a list of values that differ, in one line or several.
+    check(
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n",
+        &["400"],
+    );
+    check(
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\nContent-Length: 6\r\n\r\n",
         &["400"],
     );
     // u64::MAX itself parses (and is then only bounded by max_body_size).
@@ -780,6 +930,18 @@ fn error_kinds_and_statuses() {
         kind(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
         Some(ParseError::TransferEncodingAndContentLength)
     );
+    assert_eq!(
+        kind(b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n"),
+        Some(ParseError::ConnectNotSupported)
+    );
+    assert_eq!(
+        kind(b"GET * HTTP/1.1\r\nHost: a\r\n\r\n"),
+        Some(ParseError::Target)
+    );
+    assert_eq!(
+        kind(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Type: a\r\nContent-Type: a\r\n\r\n"),
+        Some(ParseError::RepeatedContentType)
+    );
     assert_eq!(kind(&chunked(b"z\r\n")), Some(ParseError::ChunkSize));
     assert_eq!(kind(&chunked(b"1\r\nxy")), Some(ParseError::ChunkDataEnd));
     for (error, status) in [
@@ -790,6 +952,9 @@ fn error_kinds_and_statuses() {
         (ParseError::PayloadTooLarge, 413),
         (ParseError::UnsupportedVersion, 505),
         (ParseError::UnsupportedTransferCoding, 501),
+        (ParseError::ConnectNotSupported, 501),
+        (ParseError::Target, 400),
+        (ParseError::RepeatedContentType, 400),
         (ParseError::ChunkExtensionTooLong, 400),
         (ParseError::TrailersTooLarge, 400),
         (ParseError::Incomplete, 400),

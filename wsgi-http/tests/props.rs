@@ -2,7 +2,7 @@
 
 use bytes::BytesMut;
 use proptest::prelude::*;
-use wsgi_http::{BodyLength, Config, Event, ResponseEncoder, ResponseHead, ServerConn};
+use wsgi_http::{BodyLength, Config, Event, ParseError, ResponseEncoder, ResponseHead, ServerConn};
 
 /// Decodes everything in `pieces` (fed one after another), answering each
 /// request so pipelined ones are reached. Stops at the first error.
@@ -65,15 +65,37 @@ fn method() -> impl Strategy<Value = String> {
         Just("GET".to_owned()),
         Just("POST".to_owned()),
         Just("DELETE".to_owned()),
-        "[A-Z][A-Z_!#-]{0,10}",
+        // CONNECT is refused (501): not a method this codec serves.
+        "[A-Z][A-Z_!#-]{0,10}".prop_filter("CONNECT", |m| m != "CONNECT"),
     ]
 }
 
+/// Targets of every form a server serves (RFC 9112 §3.2); `*` is sent with
+/// `OPTIONS` only.
 fn target() -> impl Strategy<Value = String> {
     prop_oneof![
         "/[a-zA-Z0-9/._~%!$&'()*+,;=:@-]{0,40}(\\?[a-zA-Z0-9=&%/?-]{0,20})?",
+        "(http|HTTPS)://[a-z0-9.-]{1,20}(:[0-9]{1,5})?(/[a-zA-Z0-9/._~%-]{0,20})?(\\?[a-z0-9=&]{0,10})?",
         Just("*".to_owned()),
     ]
+}
+
+/// The first decode error for `pieces`, if any (no response is given, so
+/// only the first request counts).
+fn first_error(pieces: &[&[u8]]) -> Option<ParseError> {
+    let mut conn = ServerConn::new(Config::default());
+    let mut buf = BytesMut::new();
+    for piece in pieces {
+        buf.extend_from_slice(piece);
+        loop {
+            match conn.decode(&mut buf) {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(error) => return Some(error),
+            }
+        }
+    }
+    None
 }
 
 fn field() -> impl Strategy<Value = (String, String)> {
@@ -92,6 +114,7 @@ proptest! {
         fields in prop::collection::vec(field(), 0..20),
         points in prop::collection::vec(any::<usize>(), 0..6),
     ) {
+        let method = if target == "*" { "OPTIONS".to_owned() } else { method };
         let mut wire = format!("{method} {target} HTTP/1.{}\r\nHost: example.com\r\n", if http10 { 0 } else { 1 });
         for (name, value) in &fields {
             wire.push_str(&format!("{name}: {value}\r\n"));
@@ -121,6 +144,25 @@ proptest! {
         let got: Vec<(String, Vec<u8>)> =
             head.headers.iter().map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec())).collect();
         prop_assert_eq!(got, grouped);
+    }
+
+    #[test]
+    fn targets_outside_visible_ascii_are_refused(
+        method in method(),
+        before in "/[!-~]{0,20}",
+        bad in prop::sample::select(
+            (0u8..=0x20).chain(0x7f..=0xff).filter(|b| *b != b'\r' && *b != b'\n').collect::<Vec<u8>>()
+        ),
+        after in "[!-~]{0,20}",
+        points in prop::collection::vec(any::<usize>(), 0..6),
+    ) {
+        let wire = [
+            method.as_bytes(), b" ", before.as_bytes(), &[bad], after.as_bytes(),
+            b" HTTP/1.1\r\nHost: a\r\n\r\n",
+        ].concat();
+        let error = first_error(&split_at(&wire, &points));
+        prop_assert!(error.is_some(), "accepted {:?}", String::from_utf8_lossy(&wire));
+        prop_assert_eq!(error.unwrap().status().as_u16(), 400);
     }
 
     #[test]
