@@ -198,7 +198,18 @@ impl Environ {
                     continue;
                 }
                 "content-length" => {
-                    environ.content_length = Some(Bytes::copy_from_slice(first.as_bytes()));
+                    environ.content_length = Some(content_length_value(first, values));
+                    continue;
+                }
+                // RFC 9112 §3.2.2: with an absolute-form target the origin
+                // server "MUST ignore the received Host header field (if
+                // any) and instead use the host information of the
+                // request-target"; the application sees that as `HTTP_HOST`.
+                "host" if !authority.is_empty() => {
+                    environ.headers.push((
+                        Bytes::from_static(b"HTTP_HOST"),
+                        Bytes::copy_from_slice(authority),
+                    ));
                     continue;
                 }
                 _ => {}
@@ -251,9 +262,23 @@ impl Environ {
                 .get(http::header::HOST)
                 .map(|value| value.as_bytes())
         } else {
+            if !headers.contains_key(http::header::HOST) {
+                // HTTP/1.0 may omit Host; the target still names the host.
+                environ.headers.push((
+                    Bytes::from_static(b"HTTP_HOST"),
+                    Bytes::copy_from_slice(authority),
+                ));
+            }
             Some(authority)
         };
         environ.set_server(host, conn);
+        if !authority.is_empty() && split_host_port(authority).1.is_none() {
+            // The URI's own scheme gives the default port (`https://h/` is
+            // port 443 whatever the listener speaks).
+            if let Some(port) = absolute_form_default_port(&target) {
+                environ.server_port = Bytes::from_static(port);
+            }
+        }
         environ.mount(script_name, percent_decode(path));
         environ.request_uri = target;
         environ
@@ -497,6 +522,57 @@ fn split_target(target: &[u8]) -> (&[u8], &[u8], &[u8]) {
     }
     // authority-form (CONNECT) or garbage: no path.
     (&before_query[..0], query, before_query)
+}
+
+/// The default port of an absolute-form target's scheme (RFC 9110 §4.2.1,
+/// §4.2.2), if it is `http` or `https`.
+fn absolute_form_default_port(target: &[u8]) -> Option<&'static [u8]> {
+    let scheme = &target[..find(target, b"://")?];
+    if scheme.eq_ignore_ascii_case(b"https") {
+        Some(b"443")
+    } else if scheme.eq_ignore_ascii_case(b"http") {
+        Some(b"80")
+    } else {
+        None
+    }
+}
+
+/// `CONTENT_LENGTH` from the request's `Content-Length` lines. RFC 9110
+/// §8.6: a list of one decimal value repeated (`5, 5`, or two lines of `5`)
+/// is that value, so the application sees `5`, not `5, 5` (which it would
+/// fail to parse and read as an empty body). A single value is kept as sent;
+/// differing values never get here (the codec refuses them with 400) but
+/// are kept joined rather than guessed at.
+fn content_length_value<'a>(
+    first: &'a http::HeaderValue,
+    mut rest: impl Iterator<Item = &'a http::HeaderValue>,
+) -> Bytes {
+    let second = rest.next();
+    if second.is_none() && !first.as_bytes().contains(&b',') {
+        return Bytes::copy_from_slice(first.as_bytes());
+    }
+    let values: Vec<&[u8]> = std::iter::once(first)
+        .chain(second)
+        .chain(rest)
+        .map(http::HeaderValue::as_bytes)
+        .collect();
+    let mut length: Option<u64> = None;
+    let mut same = true;
+    for item in values.iter().flat_map(|value| value.split(|&b| b == b',')) {
+        let item = item.trim_ascii();
+        let parsed = (!item.is_empty() && item.iter().all(u8::is_ascii_digit))
+            .then(|| std::str::from_utf8(item).ok()?.parse::<u64>().ok())
+            .flatten();
+        match (parsed, length) {
+            (None, _) => same = false,
+            (Some(value), Some(previous)) if value != previous => same = false,
+            (Some(value), _) => length = Some(value),
+        }
+    }
+    match (same, length) {
+        (true, Some(length)) => Bytes::from(length.to_string()),
+        _ => Bytes::from(values.join(&b", "[..])),
+    }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

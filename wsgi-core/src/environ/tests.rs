@@ -110,6 +110,36 @@ fn content_headers_are_not_http_vars() {
     );
 }
 
+/// RFC 9110 §8.6: a Content-Length list of one repeated value is that value.
+#[test]
+fn content_length_list_is_one_value() {
+    let cases: &[(&[&[u8]], &str)] = &[
+        (&[b"5"], "5"),
+        (&[b"005"], "005"),
+        (&[b"5, 5"], "5"),
+        (&[b"5,5,5"], "5"),
+        (&[b"5", b"5"], "5"),
+        (&[b"5, 5", b"05"], "5"),
+        (&[b"0, 0"], "0"),
+        // Refused by the codec; kept as sent rather than guessed at.
+        (&[b"5, 6"], "5, 6"),
+        (&[b"5", b"6"], "5, 6"),
+        (&[b"5, x"], "5, x"),
+        (&[b"5,"], "5,"),
+    ];
+    for (lines, expect) in cases {
+        let headers: Vec<(&str, &[u8])> =
+            lines.iter().map(|line| ("content-length", *line)).collect();
+        let environ = http("/", &headers, &conn(), &EnvironOptions::default());
+        assert_eq!(
+            environ.get("CONTENT_LENGTH"),
+            Some(expect.as_bytes()),
+            "{lines:?}"
+        );
+        assert_eq!(environ.get("HTTP_CONTENT_LENGTH"), None);
+    }
+}
+
 #[test]
 fn repeated_headers_are_joined() {
     let environ = http(
@@ -221,11 +251,59 @@ fn target_forms() {
             "QUERY_STRING=x=1",
             "SERVER_NAME=other.example",
             "SERVER_PORT=81",
+            "HTTP_HOST=other.example:81",
+            "REQUEST_URI=http://other.example:81/p%2Fq?x=1",
+        ],
+    );
+    // The Host header is replaced, not joined or kept next to it.
+    let absolute = http(
+        "http://other.example:81/",
+        &[("host", b"ignored"), ("accept", b"*/*")],
+        &conn(),
+        &options,
+    );
+    let hosts: Vec<_> = absolute
+        .headers
+        .iter()
+        .filter(|(key, _)| &key[..] == b"HTTP_HOST")
+        .collect();
+    assert_eq!(hosts.len(), 1, "{hosts:?}");
+    check(
+        &http("http://h", &[], &conn(), &options),
+        &[
+            "PATH_INFO=/",
+            "SERVER_NAME=h",
+            "SERVER_PORT=80",
+            "HTTP_HOST=h",
         ],
     );
     check(
-        &http("http://h", &[], &conn(), &options),
-        &["PATH_INFO=/", "SERVER_NAME=h"],
+        &http("http://h?q=1", &[("host", b"x:9")], &conn(), &options),
+        &[
+            "PATH_INFO=/",
+            "QUERY_STRING=q=1",
+            "SERVER_NAME=h",
+            "SERVER_PORT=80",
+            "HTTP_HOST=h",
+        ],
+    );
+    // The URI's scheme gives the default port.
+    check(
+        &http("HTTPS://h/a", &[("host", b"x:9")], &conn(), &options),
+        &[
+            "PATH_INFO=/a",
+            "SERVER_NAME=h",
+            "SERVER_PORT=443",
+            "HTTP_HOST=h",
+        ],
+    );
+    check(
+        &http("https://[::1]:8443/a", &[("host", b"x")], &conn(), &options),
+        &[
+            "SERVER_NAME=[::1]",
+            "SERVER_PORT=8443",
+            "HTTP_HOST=[::1]:8443",
+        ],
     );
     check(
         &http("*", &[], &conn(), &options),
