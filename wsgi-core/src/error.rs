@@ -24,6 +24,9 @@ pub enum HeadError {
     /// `Content-Length` that is not a decimal number.
     #[error("invalid Content-Length value {0:?}")]
     InvalidContentLength(String),
+    /// Two `Content-Length` headers with different values (RFC 9110 §8.6).
+    #[error("conflicting Content-Length values {0} and {1}")]
+    ConflictingContentLength(u64, u64),
 }
 
 /// Why an environ could not be built from a request.

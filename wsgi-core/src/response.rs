@@ -12,7 +12,8 @@ pub struct ResponseHead {
     pub status: u16,
     /// The reason phrase as the application wrote it (may be empty).
     pub reason: Bytes,
-    /// Header (name, value) pairs, validated by [`validate_header`].
+    /// Header (name, value) pairs, validated by [`validate_header`]; at most
+    /// one `Content-Length` when built by [`ResponseHead::new`].
     pub headers: Vec<(Bytes, Bytes)>,
     /// The application's `Content-Length`, parsed.
     pub content_length: Option<u64>,
@@ -20,17 +21,36 @@ pub struct ResponseHead {
 
 impl ResponseHead {
     /// Validates a status line such as `b"200 OK"` and a list of headers.
+    /// `Content-Length` given twice with the same value is kept once (the
+    /// first); RFC 9110 §8.6 allows a recipient to collapse such a list,
+    /// but a client or proxy that does not may refuse the response.
     ///
     /// # Errors
-    /// [`HeadError`] naming the first offending part.
-    pub fn new(status_line: &[u8], headers: Vec<(Bytes, Bytes)>) -> Result<Self, HeadError> {
+    /// [`HeadError`] naming the first offending part;
+    /// [`HeadError::ConflictingContentLength`] for two different lengths,
+    /// which no framing can honour (RFC 9110 §8.6).
+    pub fn new(status_line: &[u8], mut headers: Vec<(Bytes, Bytes)>) -> Result<Self, HeadError> {
         let (status, reason) = parse_status(status_line)?;
         let mut content_length = None;
+        let mut duplicate_length = false;
         for (name, value) in &headers {
             validate_header(name, value)?;
-            if name.len() == 14 && name.eq_ignore_ascii_case(b"content-length") {
-                content_length = Some(parse_content_length(value)?);
+            if is_content_length(name) {
+                let length = parse_content_length(value)?;
+                match content_length {
+                    Some(previous) if previous != length => {
+                        return Err(HeadError::ConflictingContentLength(previous, length))
+                    }
+                    Some(_) => duplicate_length = true,
+                    None => content_length = Some(length),
+                }
             }
+        }
+        if duplicate_length {
+            let mut seen = false;
+            headers.retain(|(name, _)| {
+                !is_content_length(name) || !std::mem::replace(&mut seen, true)
+            });
         }
         Ok(ResponseHead {
             status,
@@ -120,6 +140,10 @@ pub fn is_hop_by_hop(name: &[u8]) -> bool {
         _ => return false,
     };
     name.eq_ignore_ascii_case(candidate)
+}
+
+fn is_content_length(name: &[u8]) -> bool {
+    name.len() == 14 && name.eq_ignore_ascii_case(b"content-length")
 }
 
 fn parse_content_length(value: &[u8]) -> Result<u64, HeadError> {
@@ -285,6 +309,47 @@ mod tests {
         assert_eq!(parsed.content_length, Some(13));
         assert!(parsed.has_header(b"Content-Length"));
         assert!(!parsed.has_header(b"Date"));
+    }
+
+    #[test]
+    fn repeated_content_length() {
+        // Identical values: one header stays, the first, in its place.
+        let parsed = head(
+            "200 OK",
+            &[
+                ("Content-Length", "5"),
+                ("X-A", "1"),
+                ("content-length", " 5"),
+                ("CONTENT-LENGTH", "05"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(parsed.content_length, Some(5));
+        assert_eq!(
+            parsed.headers,
+            [
+                (
+                    Bytes::from_static(b"Content-Length"),
+                    Bytes::from_static(b"5")
+                ),
+                (Bytes::from_static(b"X-A"), Bytes::from_static(b"1")),
+            ]
+        );
+        // Different values: refused, whichever order.
+        for (first, second) in [("5", "6"), ("6", "5"), ("0", "1")] {
+            let error = head(
+                "200 OK",
+                &[("Content-Length", first), ("Content-Length", second)],
+            )
+            .unwrap_err();
+            assert_eq!(
+                error,
+                HeadError::ConflictingContentLength(
+                    first.parse().unwrap(),
+                    second.parse().unwrap()
+                )
+            );
+        }
     }
 
     #[test]

@@ -207,9 +207,13 @@ impl ResponseEncoder {
         dst.put_u8(b' ');
         dst.put_slice(head.reason);
         dst.put_slice(b"\r\n");
+        // Identical repeats were accepted above; only the first goes out, so
+        // the wire never carries two Content-Length fields (RFC 9110 §8.6: a
+        // recipient MAY refuse the list).
+        let mut length_sent = !keep_app_length;
         for &(name, value) in head.headers {
             let is_length = name.eq_ignore_ascii_case(b"content-length");
-            if (is_length && !keep_app_length)
+            if (is_length && std::mem::replace(&mut length_sent, true))
                 || name.eq_ignore_ascii_case(b"transfer-encoding")
                 || name.eq_ignore_ascii_case(b"connection")
             {

@@ -1300,6 +1300,26 @@ fn encode_responses() {
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n1\r\nx\r\n0\r\n\r\n",
         ),
         (GET11, ResponseHead { reason: b"", content_length: Some(0), ..response(999, &[]) }, &[], "HTTP/1.1 999 \r\nContent-Length: 0\r\n\r\n"),
+        // The same Content-Length twice: one field on the wire, the first
+        // (RFC 9110 §8.6), for a body, for HEAD and for 304.
+        (
+            GET11,
+            response(200, &[(b"Content-Length", b"2"), (b"X", b"y"), (b"content-length", b"02")]),
+            &[b"hi"],
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX: y\r\n\r\nhi",
+        ),
+        (
+            HEAD11,
+            response(200, &[(b"Content-Length", b"2"), (b"Content-Length", b"2")]),
+            &[],
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+        ),
+        (
+            GET11,
+            response(304, &[(b"Content-Length", b"7"), (b"Content-Length", b" 7")]),
+            &[],
+            "HTTP/1.1 304 OK\r\nContent-Length: 7\r\n\r\n",
+        ),
     ];
     for (request, head, body, expected) in cases {
         let (bytes, end) = encode(request, *head, body);
@@ -1363,6 +1383,10 @@ fn encoder_misuse() {
         ),
         (
             response(200, &[(b"Content-Length", b"1"), (b"Content-Length", b"2")]),
+            EncodeError::InvalidContentLength,
+        ),
+        (
+            response(200, &[(b"Content-Length", b"1, 1")]),
             EncodeError::InvalidContentLength,
         ),
     ] {
