@@ -6,8 +6,16 @@
 //!   requests with a body get it back; `/fail` fails before the response,
 //!   `/fail-late` after its first chunk; `/environ` lists the CGI variables;
 //!   `/slow?MS` answers `slow` after MS milliseconds (default 1000);
-//!   `/blob?N` answers N bytes (default 1 MiB) in one piece.
+//!   `/blob?N` answers N bytes (default 1 MiB) in one piece;
+//!   `/content-length?A,B,...` answers `x` times the first value with one
+//!   `Content-Length` header per value, through [`ResponseHead::new`] (which
+//!   refuses values that differ: the app fails); `/raw-head?A,B,...` does
+//!   the same with a head built field by field, unchecked, so the server's
+//!   own guard is what a bad head meets; `/calls` answers how many
+//!   requests this app was called with before (so a test can show that a
+//!   refused request never reached it).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -23,7 +31,7 @@ pub const APP_NAMES: [&str; 2] = ["hello", "echo"];
 pub fn app_by_name(name: &str) -> Option<Arc<dyn Application>> {
     match name {
         "hello" => Some(Arc::new(HandlerApp(Hello))),
-        "echo" => Some(Arc::new(HandlerApp(Echo))),
+        "echo" => Some(Arc::new(HandlerApp(Echo::default()))),
         _ => None,
     }
 }
@@ -44,14 +52,23 @@ impl Handler for Hello {
 }
 
 /// Echoes bodies, streams, and fails on demand (see the module docs).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Echo;
+#[derive(Debug, Default)]
+pub struct Echo {
+    /// Requests this app was called with.
+    calls: AtomicU64,
+}
 
 impl Handler for Echo {
     fn call(&self, request: &mut Request) -> Result<(), AppError> {
+        let before = self.calls.fetch_add(1, Ordering::Relaxed);
         let path = request.environ.path_info.clone();
         let output = &mut request.output;
         match &path[..] {
+            b"/calls" => {
+                let count = before.to_string();
+                output.start(text_head(count.len()))?;
+                output.send(Bytes::from(count))?;
+            }
             b"/big" => {
                 let head = ResponseHead::new(
                     b"200 OK",
@@ -90,6 +107,35 @@ impl Handler for Echo {
                         .map(|at| b'a' + (at % 26) as u8)
                         .collect::<Vec<u8>>(),
                 ))?;
+            }
+            b"/content-length" | b"/raw-head" => {
+                let values: Vec<Bytes> = request
+                    .environ
+                    .query_string
+                    .split(|&b| b == b',')
+                    .map(Bytes::copy_from_slice)
+                    .collect();
+                let length = std::str::from_utf8(&values[0])
+                    .ok()
+                    .and_then(|value| value.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                let headers = values
+                    .into_iter()
+                    .map(|value| (Bytes::from_static(b"Content-Length"), value))
+                    .collect();
+                let head = if &path[..] == b"/raw-head" {
+                    ResponseHead {
+                        status: 200,
+                        reason: Bytes::from_static(b"OK"),
+                        headers,
+                        content_length: Some(length as u64),
+                    }
+                } else {
+                    ResponseHead::new(b"200 OK", headers)
+                        .map_err(|error| AppError::new(error.to_string()))?
+                };
+                output.start(head)?;
+                output.send(Bytes::from(vec![b'x'; length]))?;
             }
             b"/fail" => return Err(AppError::new("failure requested by /fail")),
             b"/fail-late" => {

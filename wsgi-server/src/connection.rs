@@ -651,7 +651,25 @@ impl ResponseWriter {
                 };
             let encoded = encode_head(protocol, head, known_length, close, write_buf);
             if let Err(error) = encoded {
-                crate::log!(Error, "cannot encode the response head: {error}");
+                // The encoder wrote nothing: no byte of this response is out,
+                // so the client gets a 500 rather than a silent close. The
+                // connection closes after it, as the application may still
+                // be producing the response it meant.
+                crate::log!(
+                    Error,
+                    "the application's response head cannot be sent ({error}); answering 500"
+                );
+                let mut gathered = Vec::new();
+                let ended = encode_status_response(protocol, write_buf, &mut gathered, 500, true)
+                    .and_then(|()| {
+                        protocol
+                            .encode_end(write_buf)
+                            .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))
+                    });
+                if ended.is_ok() {
+                    self.head_written = true;
+                    flush_gathered(stream, write_buf, &mut gathered).await?;
+                }
                 return Ok(Some(Outcome::Close));
             }
             self.head_written = true;
@@ -685,34 +703,10 @@ impl ResponseWriter {
             // A malformed or oversized body made the application fail: the
             // client gets the codec's status (400, 413), not a 500.
             let status = body.error_status.unwrap_or(500);
-            let reason = http::StatusCode::from_u16(status)
-                .ok()
-                .and_then(|code| code.canonical_reason())
-                .unwrap_or("Internal Server Error");
-            let body_text: &'static [u8] = reason.as_bytes();
-            let encoded = with_http_date(|date| {
-                protocol.encode_head(
-                    &wsgi_http::ResponseHead {
-                        status,
-                        reason: body_text,
-                        headers: &[(b"Content-Type", b"text/plain")],
-                        date: Some(date),
-                        content_length: Some(body_text.len() as u64),
-                        close,
-                    },
-                    write_buf,
-                )
-            });
-            if encoded.is_err() {
+            if encode_status_response(protocol, write_buf, &mut gathered, status, close).is_err() {
                 return Ok(Some(Outcome::Close));
             }
             self.head_written = true;
-            gather_data(
-                protocol,
-                write_buf,
-                &mut gathered,
-                Bytes::from_static(body_text),
-            )?;
         }
         if batch.finished {
             let ended = protocol.encode_end(write_buf);
@@ -747,6 +741,37 @@ impl ResponseWriter {
         write_buf.extend_from_slice(frame.suffix);
         Ok(())
     }
+}
+
+/// Encodes a whole `text/plain` response whose body is the status's reason
+/// phrase (the end is left to the caller).
+fn encode_status_response<P: Framer>(
+    protocol: &mut P,
+    write_buf: &mut BytesMut,
+    gathered: &mut Vec<Bytes>,
+    status: u16,
+    close: bool,
+) -> io::Result<()> {
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|code| code.canonical_reason())
+        .unwrap_or("Internal Server Error");
+    let body_text: &'static [u8] = reason.as_bytes();
+    with_http_date(|date| {
+        protocol.encode_head(
+            &wsgi_http::ResponseHead {
+                status,
+                reason: body_text,
+                headers: &[(b"Content-Type", b"text/plain")],
+                date: Some(date),
+                content_length: Some(body_text.len() as u64),
+                close,
+            },
+            write_buf,
+        )
+    })
+    .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+    gather_data(protocol, write_buf, gathered, Bytes::from_static(body_text))
 }
 
 fn frame<P: Framer>(protocol: &mut P, len: u64) -> io::Result<wsgi_http::Frame> {

@@ -457,3 +457,206 @@ fn slow_requests_run_in_parallel_on_the_thread_pool() {
         "4 x 400 ms took {took:?}: not parallel"
     );
 }
+
+/// The application's call count, asked on a new connection (`/calls`
+/// counts the requests before itself).
+fn app_calls(server: &TestServer) -> String {
+    let response = exchange(server, b"GET /calls HTTP/1.1\r\nHost: x\r\n\r\n");
+    response.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+#[test]
+fn requests_the_rfcs_refuse_never_reach_the_application() {
+    let server = TestServer::start("echo", |_| {});
+    let line = |method: &str, target: &[u8]| {
+        [
+            method.as_bytes(),
+            b" ",
+            target,
+            b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        ]
+        .concat()
+    };
+    let mut cases: Vec<(Vec<u8>, &str)> = vec![
+        // RFC 9112 §3.2: each target form with its method only.
+        (line("GET", b"a/b"), "400 Bad Request"),
+        (line("GET", b"*"), "400 Bad Request"),
+        (line("POST", b"*"), "400 Bad Request"),
+        (line("OPTIONS", b"*x"), "400 Bad Request"),
+        (line("GET", b"example.com:80"), "400 Bad Request"),
+        (line("GET", b"ftp://x/"), "400 Bad Request"),
+        (line("GET", b"http:///p"), "400 Bad Request"),
+        (line("GET", b"http://user@x/"), "400 Bad Request"),
+        // CONNECT: an origin server does not tunnel (RFC 9110 §9.1).
+        (line("CONNECT", b"x:443"), "501 Not Implemented"),
+        (line("CONNECT", b"[::1]:443"), "501 Not Implemented"),
+        (line("CONNECT", b"x"), "400 Bad Request"),
+        (line("CONNECT", b"/"), "400 Bad Request"),
+        // Bytes outside visible ASCII in the target.
+        (line("GET", b"/caf\xc3\xa9"), "400 Bad Request"),
+        (line("GET", b"/?q=\x80"), "400 Bad Request"),
+        (line("GET", b"/a\x01b"), "400 Bad Request"),
+        (line("GET", b"/a\x7fb"), "400 Bad Request"),
+        (line("GET", b"/a\tb"), "400 Bad Request"),
+        (line("GET", b"/a b"), "400 Bad Request"),
+    ];
+    let fields: &[(&[u8], &str)] = &[
+        // RFC 9110 §8.6: different Content-Length values, as a list or lines.
+        (b"Content-Length: 5, 6\r\n", "400 Bad Request"),
+        (
+            b"Content-Length: 5\r\nContent-Length: 6\r\n",
+            "400 Bad Request",
+        ),
+        // A second Content-Type, even the same one (RFC 9110 §5.3).
+        (
+            b"Content-Type: text/plain\r\nContent-Type: text/plain\r\n",
+            "400 Bad Request",
+        ),
+        (
+            b"Content-Type: text/plain\r\ncontent-type: application/json\r\n",
+            "400 Bad Request",
+        ),
+        // A second Host (RFC 9112 §3.2).
+        (b"Host: x\r\n", "400 Bad Request"),
+        (b"HOST: y\r\n", "400 Bad Request"),
+    ];
+    for (field, status) in fields {
+        let request = [
+            &b"POST /echo HTTP/1.1\r\nHost: x\r\n"[..],
+            field,
+            b"\r\nhello",
+        ]
+        .concat();
+        cases.push((request, status));
+    }
+    for (request, status) in &cases {
+        let mut stream = server.connect();
+        stream.write_all(request).unwrap();
+        let name = String::from_utf8_lossy(request);
+        assert_eq!(read_response(&mut stream), refusal(status), "{name}");
+        assert!(is_closed(&mut stream), "{name}");
+    }
+    assert_eq!(app_calls(&server), "0", "a refused request reached the app");
+}
+
+/// The environ listing of `/environ` as lines.
+fn environ_of(server: &TestServer, request: &[u8]) -> Vec<String> {
+    let response = exchange(server, request);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    body.lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn allowed_target_forms_and_content_length_lists_reach_the_application() {
+    let server = TestServer::start("echo", |_| {});
+    let has = |lines: &[String], line: &str| lines.iter().any(|got| got == line);
+    // absolute-form (RFC 9112 §3.2.2): its authority replaces Host.
+    let lines = environ_of(
+        &server,
+        b"GET http://other.example:81/environ?a=1 HTTP/1.1\r\nHost: ignored\r\n\r\n",
+    );
+    for line in [
+        "HTTP_HOST=other.example:81",
+        "SERVER_NAME=other.example",
+        "SERVER_PORT=81",
+        "PATH_INFO=/environ",
+        "QUERY_STRING=a=1",
+        "REQUEST_URI=http://other.example:81/environ?a=1",
+    ] {
+        assert!(has(&lines, line), "{line} in {lines:?}");
+    }
+    assert!(
+        !lines.iter().any(|line| line.contains("ignored")),
+        "{lines:?}"
+    );
+    let lines = environ_of(
+        &server,
+        b"GET HTTPS://h/environ HTTP/1.1\r\nHost: x:9\r\n\r\n",
+    );
+    for line in [
+        "HTTP_HOST=h",
+        "SERVER_NAME=h",
+        "SERVER_PORT=443",
+        "QUERY_STRING=",
+    ] {
+        assert!(has(&lines, line), "{line} in {lines:?}");
+    }
+    // origin-form with visible characters outside the URI grammar.
+    let lines = environ_of(&server, b"GET /environ?a|b{c} HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(has(&lines, "QUERY_STRING=a|b{c}"), "{lines:?}");
+    // asterisk-form with OPTIONS: the app is called with PATH_INFO `*`.
+    assert_eq!(
+        exchange(&server, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"),
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 0\r\n\r\n"
+    );
+    // RFC 9110 §8.6: one value repeated is that value, framing and environ.
+    for fields in [
+        &b"Content-Length: 5, 5\r\n"[..],
+        b"Content-Length: 5\r\nContent-Length: 5\r\n",
+    ] {
+        let request = |path: &[u8]| {
+            [
+                b"POST ",
+                path,
+                b" HTTP/1.1\r\nHost: x\r\n",
+                fields,
+                b"\r\nhello",
+            ]
+            .concat()
+        };
+        let lines = environ_of(&server, &request(b"/environ"));
+        assert!(has(&lines, "CONTENT_LENGTH=5"), "{lines:?}");
+        assert_eq!(
+            exchange(&server, &request(b"/echo")),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+        );
+    }
+    assert_eq!(app_calls(&server), "8");
+}
+
+#[test]
+fn two_different_response_content_lengths_get_a_500() {
+    let server = TestServer::start("echo", |_| {});
+    let internal_error = |extra: &str| {
+        format!("HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nContent-Length: 21\r\n{extra}\r\nInternal Server Error")
+    };
+    // Through ResponseHead::new (as start_response): the app fails, 500,
+    // and the connection serves on.
+    let mut stream = server.connect();
+    stream
+        .write_all(b"GET /content-length?5,6 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut stream), internal_error(""));
+    stream
+        .write_all(b"GET /content-length?5,5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(
+        read_response(&mut stream),
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nxxxxx"
+    );
+    // A head that skipped the check reaches the encoder, which refuses it
+    // before a byte is sent (the direct write falls back to the I/O
+    // thread): a 500 still, then a close.
+    let mut stream = server.connect();
+    stream
+        .write_all(b"GET /raw-head?5,6 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(
+        read_response(&mut stream),
+        internal_error("Connection: close\r\n")
+    );
+    assert!(is_closed(&mut stream));
+    // Identical values: one Content-Length on the wire.
+    assert_eq!(
+        exchange(&server, b"GET /raw-head?5,5 HTTP/1.1\r\nHost: x\r\n\r\n"),
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nxxxxx"
+    );
+    assert_eq!(
+        exchange(
+            &server,
+            b"GET /raw-head?5,5,5 HTTP/1.1\r\nConnection: close\r\nHost: x\r\n\r\n"
+        ),
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nxxxxx"
+    );
+}
