@@ -37,6 +37,7 @@ mod init;
 mod input;
 mod load;
 mod modules;
+pub mod paste;
 mod pyutil;
 mod response;
 mod serve;
