@@ -5,6 +5,9 @@
 //!   gunicorn sets it.
 //! - [`PyApplication::load`] imports an application from a gunicorn-style
 //!   spec (`module:callable`, `module:factory('arg')`, `path/app.py:app`).
+//! - [`conf::exec_config`] runs a gunicorn configuration file,
+//!   [`hooks::ServerHooks`] calls its server hooks, and [`paste`] loads
+//!   PasteDeploy applications and reads `[server:main]`.
 //! - [`PyApplication`] implements [`wsgi_core::Application`]: each executor
 //!   thread attaches to the interpreter once, for life, and serves requests
 //!   with PEP 3333 semantics (`environ`, `start_response` with `exc_info` and
@@ -22,15 +25,19 @@
 //! that have not arrived, and for a full response queue to drain.
 #![deny(missing_docs)]
 
+pub mod conf;
 mod environ;
 mod errors;
 mod file_wrapper;
 #[cfg(feature = "embed")]
 pub mod fork;
+pub mod hooks;
 #[cfg(feature = "embed")]
 mod init;
 mod input;
 mod load;
+mod modules;
+pub mod paste;
 mod pyutil;
 mod response;
 mod serve;
@@ -42,6 +49,7 @@ pub use init::{initialize, InitError, PythonConfig};
 pub use init_info::{interpreter_info, InterpreterInfo};
 pub use input::PyInput;
 pub use load::LoadError;
+pub use modules::{is_initialized, module_files};
 pub use response::{PyStartResponse, PyWrite};
 pub use serve::{AppOptions, PyApplication};
 

@@ -77,6 +77,21 @@ pub enum LoadError {
         /// The object's type.
         type_name: String,
     },
+    /// `paste.deploy` cannot be imported (for a PasteDeploy file).
+    #[error("PasteDeploy is not installed in this Python (sys.prefix {prefix}): pip install PasteDeploy")]
+    PasteNotInstalled {
+        /// `sys.prefix` of the interpreter that lacks it.
+        prefix: String,
+    },
+    /// PasteDeploy failed to build the application (a missing section, a
+    /// factory that raised, an unknown `egg:`).
+    #[error("failed to load the PasteDeploy application {uri:?}:\n{traceback}")]
+    Paste {
+        /// The config URI (`config:PATH`).
+        uri: String,
+        /// The Python traceback.
+        traceback: String,
+    },
     /// Python failed in our own loading code (should not happen).
     #[error("internal error while loading the application:\n{traceback}")]
     Internal {

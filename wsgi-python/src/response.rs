@@ -21,6 +21,7 @@ use pyo3::sync::MutexExt;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use wsgi_core::{AppError, FileRegion, ResponseHead, ResponseSink, SinkError};
 
+use crate::hooks::SeenResponse;
 use crate::pyutil::{chunk_bytes, latin1_view, type_name};
 
 /// Why a response could not go on.
@@ -67,6 +68,8 @@ struct Inner {
     body_sent: bool,
     /// The sink said the client went away.
     disconnected: bool,
+    /// What `post_request` will be told; only kept when that hook exists.
+    seen: Option<Box<SeenResponse>>,
 }
 
 /// The response state of one request, shared by `start_response`, `write`
@@ -113,6 +116,10 @@ impl Inner {
         if let Some(length) = content_length {
             add_content_length(&mut head, length);
         }
+        if let Some(seen) = &mut self.seen {
+            seen.status = Some((head.status, head.reason.clone()));
+            seen.headers.clone_from(&head.headers);
+        }
         let result = self.sink()?.start(head);
         self.note(result)
     }
@@ -130,6 +137,9 @@ impl Inner {
     fn send(&mut self, py: Python<'_>, chunk: Bytes) -> Result<(), SendError> {
         self.commit(None)?;
         self.body_sent = true;
+        if let Some(seen) = &mut self.seen {
+            seen.sent += chunk.len() as u64;
+        }
         let result = self.sink()?.send(chunk);
         self.note(result)?;
         self.wait_if_needed(py)
@@ -145,8 +155,23 @@ impl ResponseState {
                 start_called: false,
                 body_sent: false,
                 disconnected: false,
+                seen: None,
             }),
         }
+    }
+
+    /// A response whose head and size are recorded for `post_request`.
+    pub(crate) fn recording(sink: Box<dyn ResponseSink>) -> Self {
+        let state = ResponseState::new(sink);
+        if let Ok(mut inner) = state.inner.lock() {
+            inner.seen = Some(Box::default());
+        }
+        state
+    }
+
+    /// What was recorded (see [`ResponseState::recording`]).
+    pub(crate) fn take_seen(&self, py: Python<'_>) -> Option<Box<SeenResponse>> {
+        self.lock(py).seen.take()
     }
 
     fn lock(&self, py: Python<'_>) -> MutexGuard<'_, Inner> {
@@ -193,6 +218,9 @@ impl ResponseState {
         let first = !inner.body_sent;
         inner.commit(first.then_some(remaining))?;
         inner.body_sent = true;
+        if let Some(seen) = &mut inner.seen {
+            seen.sent += remaining;
+        }
         let result = inner.sink()?.send_file(region);
         inner.note(result)?;
         inner.wait_if_needed(py)

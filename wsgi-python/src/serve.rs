@@ -22,17 +22,19 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use wsgi_core::{AppError, Application, Environ, ErrorLog, Request, RequestSource, SinkError};
 
 use crate::environ::EnvironBuilder;
 use crate::file_wrapper::PyFileWrapper;
+use crate::hooks::RequestHooks;
 use crate::input::PyInput;
 use crate::load::{self, LoadError};
 use crate::pyutil::{chunk_bytes, format_traceback, type_name};
 use crate::response::{PyStartResponse, ResponseState, SendError};
 
-/// How the application is run, for the constant environ keys.
+/// How the application is run: the constant environ keys, the error log,
+/// and gunicorn's per-request hooks.
 #[derive(Debug, Clone)]
 pub struct AppOptions {
     /// `wsgi.multithread`: more than one executor thread per process.
@@ -41,6 +43,21 @@ pub struct AppOptions {
     pub multiprocess: bool,
     /// Where `wsgi.errors` and tracebacks go.
     pub error_log: Arc<dyn ErrorLog>,
+    /// `pre_request` / `post_request` around each request; `None` (the
+    /// default) costs a request nothing.
+    pub request_hooks: Option<RequestHooks>,
+}
+
+impl AppOptions {
+    /// Options without request hooks.
+    pub fn new(multithread: bool, multiprocess: bool, error_log: Arc<dyn ErrorLog>) -> AppOptions {
+        AppOptions {
+            multithread,
+            multiprocess,
+            error_log,
+            request_hooks: None,
+        }
+    }
 }
 
 /// A WSGI application loaded into the interpreter; implements
@@ -142,7 +159,13 @@ enum Outcome {
     NotBytes(String),
     /// The sink refused more.
     Send(SendError),
+    /// `pre_request` raised: gunicorn answers 500 without calling the app.
+    PreRequest(PyErr),
 }
+
+/// For `post_request`: gunicorn's `req`, and the environ (none when
+/// `pre_request` failed).
+type Hooked<'py> = (Option<Bound<'py, PyAny>>, Option<Bound<'py, PyDict>>);
 
 /// Identifies a request in log lines.
 fn describe(environ: &Environ) -> String {
@@ -160,7 +183,11 @@ impl PyApplication {
             input,
             output,
         } = request;
-        let response = Arc::new(ResponseState::new(output));
+        let hooks = self.options.request_hooks.as_ref();
+        let response = Arc::new(match hooks {
+            Some(hooks) if hooks.has_post() => ResponseState::recording(output),
+            _ => ResponseState::new(output),
+        });
         let input = match Bound::new(py, PyInput::new(input)) {
             Ok(input) => input,
             Err(error) => {
@@ -169,11 +196,22 @@ impl PyApplication {
             }
         };
         let mut result: Option<Bound<'_, PyAny>> = None;
+        // For post_request: gunicorn's `req`, and the environ unless
+        // pre_request failed (then gunicorn passes `{}`).
+        let mut hooked: Option<Hooked<'_>> = None;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let dict = match builder.build(py, &environ, &input) {
                 Ok(dict) => dict,
                 Err(error) => return Outcome::Failed(error),
             };
+            if let Some(hooks) = hooks {
+                let (request, raised) = hooks.pre_request(py, &dict);
+                if let Some(error) = raised {
+                    hooked = Some((request, None));
+                    return Outcome::PreRequest(error);
+                }
+                hooked = Some((request, Some(dict.clone())));
+            }
             let start_response = match Bound::new(py, PyStartResponse::new(Arc::clone(&response))) {
                 Ok(start_response) => start_response,
                 Err(error) => return Outcome::Failed(error),
@@ -216,6 +254,9 @@ impl PyApplication {
                 response.abort(py, &AppError::new(message));
             }
             Ok(Outcome::Send(error)) => self.end_after_send_error(py, &environ, &response, error),
+            Ok(Outcome::PreRequest(error)) => {
+                self.fail(py, &environ, &response, "in the pre_request hook", &error)
+            }
             Err(panic) => {
                 let message = panic_message(&*panic);
                 self.log(&format!(
@@ -227,6 +268,9 @@ impl PyApplication {
         }
         if let Some(result) = result {
             self.close(py, &environ, &result);
+        }
+        if let Some(hooks) = hooks {
+            self.post_request(py, hooks, &environ, &response, hooked);
         }
         // The application may keep environ or start_response: detach them
         // from this request's body and sink, which go back to the server.
@@ -277,6 +321,41 @@ impl PyApplication {
             format_traceback(py, error)
         ));
         response.abort(py, &AppError::new(error.to_string()));
+    }
+
+    /// gunicorn's `post_request(worker, req, environ, resp)`, after the
+    /// response and `close()`; an exception is logged, not propagated.
+    fn post_request<'py>(
+        &self,
+        py: Python<'py>,
+        hooks: &RequestHooks,
+        environ: &Environ,
+        response: &ResponseState,
+        hooked: Option<Hooked<'py>>,
+    ) {
+        if !hooks.has_post() {
+            return;
+        }
+        let seen = response.take_seen(py);
+        let (request, dict) = hooked.unwrap_or((None, None));
+        // As gunicorn: no environ and no resp when pre_request failed.
+        let seen = dict.as_ref().and(seen.as_deref());
+        let called = catch_unwind(AssertUnwindSafe(|| {
+            hooks.post_request(py, request.as_ref(), dict.as_ref(), seen)
+        }));
+        match called {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => self.log(&format!(
+                "Exception in post_request hook ({}):\n{}",
+                describe(environ),
+                format_traceback(py, &error)
+            )),
+            Err(panic) => self.log(&format!(
+                "Panic in post_request hook ({}): {}\n",
+                describe(environ),
+                panic_message(&*panic)
+            )),
+        }
     }
 
     /// Calls the result's `close()` if it has one (PEP 3333: always, whatever

@@ -12,11 +12,7 @@ fn try_load(spec: &str) -> Result<PyApplication, LoadError> {
     init();
     PyApplication::load(
         spec,
-        AppOptions {
-            multithread: false,
-            multiprocess: true,
-            error_log: Arc::new(TestLog::default()),
-        },
+        AppOptions::new(false, true, Arc::new(TestLog::default())),
     )
 }
 

@@ -105,6 +105,18 @@ pub fn run_python_tests(release: bool, pytest_args: &[String]) -> Result<PythonO
     }
 }
 
+/// Prepares `<target>/test-venv` (as for the end-to-end tests) and returns
+/// its path: the `wsgi-python` Rust tests run in it (`TEST_VENV`), since
+/// some need its packages (PasteDeploy).
+pub fn test_venv() -> Result<PathBuf> {
+    let venv = util::target_dir().join("test-venv");
+    prepare_venv(
+        &venv,
+        &util::root().join(TESTS_DIR).join("requirements.txt"),
+    )?;
+    Ok(venv)
+}
+
 /// True if the directory (recursively) holds a `test_*.py` or `*_test.py`.
 fn has_test_files(dir: &Path) -> bool {
     let Ok(entries) = fs::read_dir(dir) else {

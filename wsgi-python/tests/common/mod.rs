@@ -27,12 +27,17 @@ pub fn app_dir() -> PathBuf {
     .clone()
 }
 
-/// Starts the interpreter once for this test binary.
+/// Starts the interpreter once for this test binary: in the test venv
+/// (`TEST_VENV`, which `cargo xtask ci` sets; it holds PasteDeploy) when
+/// given, else as `initialize` chooses (`VIRTUAL_ENV`, then the base Python).
 pub fn init() {
     static INIT: OnceLock<()> = OnceLock::new();
     INIT.get_or_init(|| {
         let config = PythonConfig {
             pythonpath: vec![app_dir()],
+            virtualenv: std::env::var_os("TEST_VENV")
+                .filter(|venv| !venv.is_empty())
+                .map(PathBuf::from),
             ..PythonConfig::default()
         };
         let info = wsgi_python::initialize(&config).expect("initialize");
@@ -73,11 +78,7 @@ pub fn load(name: &str, source: &str) -> (PyApplication, Arc<TestLog>) {
 pub fn load_spec(spec: &str) -> (PyApplication, Arc<TestLog>) {
     init();
     let log = Arc::new(TestLog::default());
-    let options = AppOptions {
-        multithread: true,
-        multiprocess: false,
-        error_log: log.clone(),
-    };
+    let options = AppOptions::new(true, false, log.clone());
     let app = PyApplication::load(spec, options).unwrap_or_else(|error| panic!("{error}"));
     (app, log)
 }
@@ -375,6 +376,26 @@ pub fn serve_with(
     let record = serve_all(app, vec![(environ, script, sink)]).remove(0);
     let record = std::mem::take(&mut *record.lock().unwrap());
     record
+}
+
+/// Whether this CI run requires every optional Python package (`CI=true`).
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| value == "true")
+}
+
+/// Whether `module` can be imported. Under CI a missing one fails the test
+/// (the test venv must have it); elsewhere the caller skips, saying why.
+pub fn have_module(module: &str) -> bool {
+    init();
+    let found = pyo3::Python::attach(|py| py.import(module).is_ok());
+    if !found {
+        assert!(
+            !ci(),
+            "{module} is not importable in the test Python (CI=true: set TEST_VENV to the test venv)"
+        );
+        eprintln!("skipped: {module} is not importable (set TEST_VENV to <target>/test-venv)");
+    }
+    found
 }
 
 /// Evaluates a Python expression (in module `module`'s namespace) to a string.
