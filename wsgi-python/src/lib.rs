@@ -25,6 +25,7 @@
 //! that have not arrived, and for a full response queue to drain.
 #![deny(missing_docs)]
 
+pub mod attached;
 pub mod conf;
 mod environ;
 mod errors;

@@ -3,7 +3,6 @@
 //! crate of the workspace that does I/O; the reference binary is `main.rs`.
 #![deny(missing_docs)]
 
-pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod date;
@@ -14,6 +13,9 @@ pub mod log;
 pub mod master;
 pub mod pool;
 pub mod process;
+#[cfg(feature = "python")]
+pub mod python_runtime;
+pub mod runtime;
 pub mod scoreboard;
 pub mod server;
 pub mod signals;

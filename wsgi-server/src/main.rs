@@ -1,4 +1,5 @@
-//! The `wsgi-server` binary: parse the command line, bind every listener,
+//! The `wsgi-server` binary: read the configuration (command line,
+//! environment, uWSGI/gunicorn/PasteDeploy files), bind every listener,
 //! then either supervise workers (the default: a master and `--workers`
 //! processes) or serve in this process (`--no-master`).
 //!
@@ -8,15 +9,14 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
 use wsgi_core::Application;
-use wsgi_server::cli::Cli;
-use wsgi_server::config::{AppSource, ServerConfig};
+use wsgi_server::config::{self, Loaded, Outcome, ServerConfig};
 use wsgi_server::listener::{bind, BindAddr, BindOptions, BindSpec, BoundListener, Protocol};
-use wsgi_server::master::{ForkHooks, Master, WorkerContext};
+use wsgi_server::master::{Master, WorkerContext};
+use wsgi_server::runtime::Runtime;
 use wsgi_server::scoreboard::WorkerSlot;
 use wsgi_server::server::run;
-use wsgi_server::worker::{wait_for_stop, Recycle};
+use wsgi_server::worker::{wait_for_stop, watch_sources, Recycle};
 use wsgi_server::{log, log as log_module, process};
 
 const EXIT_USAGE: u8 = 1;
@@ -69,39 +69,84 @@ fn tune_allocator() {
 
 fn main() -> ExitCode {
     tune_allocator();
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(error) => {
-            use clap::error::ErrorKind;
-            let help = matches!(
-                error.kind(),
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-            );
-            let _ = error.print();
-            return if help {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(EXIT_USAGE)
-            };
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
+    let vars: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)))
+        .collect();
+    let mut runtime = new_runtime();
+    let loaded = match config::load(&args, &vars, &mut runtime) {
+        Ok(Outcome::Help) => {
+            print!("{}", config::print::help());
+            return ExitCode::SUCCESS;
         }
-    };
-    let config = match cli.into_config() {
-        Ok(config) => config,
-        Err(message) => {
-            eprintln!("wsgi-server: error: {message}");
+        Ok(Outcome::Version) => {
+            println!("wsgi-server {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Ok(Outcome::Run(loaded)) => *loaded,
+        Err(error) => {
+            eprintln!("wsgi-server: error: {error}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    if let Some(mask) = config.process.umask {
+    if loaded.print {
+        print!("{}", config::print::print_config(&loaded.merged));
+        return ExitCode::SUCCESS;
+    }
+    // `--env`: before any thread exists, so set_var is sound.
+    for (key, value) in &loaded.config.python.raw_env {
+        std::env::set_var(key, value);
+    }
+    if loaded.check {
+        return check_config(&loaded, &runtime);
+    }
+    if let Some(mask) = loaded.config.process.umask {
         process::set_umask(mask);
     }
-    log_module::init(config.error_log.clone(), config.log_level);
-    let code = serve(config);
+    log_module::init(loaded.config.error_log.clone(), loaded.config.log_level);
+    for notice in &loaded.notices {
+        match notice.split_once(':') {
+            Some(("W", text)) => log!(Warning, "{text}"),
+            Some((_, text)) => log!(Info, "{text}"),
+            None => {}
+        }
+    }
+    let code = serve(loaded.config, &runtime);
     log_module::logger().flush();
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
-fn serve(mut config: ServerConfig) -> i32 {
+#[cfg(feature = "python")]
+fn new_runtime() -> wsgi_server::python_runtime::PythonRuntime {
+    wsgi_server::python_runtime::PythonRuntime::new()
+}
+
+#[cfg(not(feature = "python"))]
+fn new_runtime() -> wsgi_server::runtime::RustRuntime {
+    wsgi_server::runtime::RustRuntime::default()
+}
+
+/// `--check-config`: the configuration loaded; now import the application
+/// here, bind nothing, and say whether it worked.
+fn check_config(loaded: &Loaded, runtime: &dyn Runtime) -> ExitCode {
+    log_module::init(None, loaded.config.log_level);
+    match runtime.load_app(&loaded.config) {
+        Ok(_) => {
+            println!("wsgi-server: configuration OK; the application loads");
+            ExitCode::SUCCESS
+        }
+        Err(_) => {
+            eprintln!("wsgi-server: error: the application does not load (see above)");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn serve(mut config: ServerConfig, runtime: &dyn Runtime) -> i32 {
+    runtime.on_starting(&config);
     let listeners = match bind_all(&mut config) {
         Ok(listeners) => listeners,
         Err(message) => {
@@ -122,7 +167,17 @@ fn serve(mut config: ServerConfig) -> i32 {
         );
     }
     if config.process.daemon {
-        if let Err(error) = process::daemonize() {
+        // Said on the terminal, which the daemon leaves behind.
+        match log_module::logger().path() {
+            Some(path) => eprintln!("wsgi-server: detaching; logs go to {}", path.display()),
+            None => eprintln!(
+                "wsgi-server: detaching; logs are discarded (give --error-logfile to keep them)"
+            ),
+        }
+        runtime.before_detach();
+        let detached = process::daemonize();
+        runtime.after_detach();
+        if let Err(error) = detached {
             log!(Error, "cannot daemonize: {error}");
             return i32::from(EXIT_USAGE);
         }
@@ -141,6 +196,7 @@ fn serve(mut config: ServerConfig) -> i32 {
         if let Err(error) = process::drop_privileges(
             config.process.user.as_deref(),
             config.process.group.as_deref(),
+            config.process.initgroups,
         ) {
             log!(Error, "cannot switch user/group: {error}");
             return i32::from(EXIT_USAGE);
@@ -156,9 +212,9 @@ fn serve(mut config: ServerConfig) -> i32 {
         Vec::new()
     };
     let code = if config.process.master {
-        supervise(&config, listeners)
+        supervise(&config, listeners, runtime)
     } else {
-        serve_here(&config, listeners)
+        serve_here(&config, listeners, runtime)
     };
     for path in vacuum {
         let _ = std::fs::remove_file(path);
@@ -192,20 +248,23 @@ fn bind_all(config: &mut ServerConfig) -> Result<Vec<BoundListener>, String> {
     config
         .binds
         .iter()
-        .map(|spec| bind(spec, options).map_err(|error| format!("cannot listen: {error}")))
+        .map(|spec| {
+            bind(spec, options).map_err(|error| format!("cannot listen at {}: {error}", spec.addr))
+        })
         .collect()
 }
 
 /// `--no-master`: this process serves.
-fn serve_here(config: &ServerConfig, listeners: Vec<BoundListener>) -> i32 {
+fn serve_here(config: &ServerConfig, listeners: Vec<BoundListener>, runtime: &dyn Runtime) -> i32 {
     if let Err(error) = log_module::logger().start_writer_thread() {
         log!(Error, "cannot start the log thread: {error}");
         return i32::from(EXIT_USAGE);
     }
-    let app = match load_app(config) {
+    let app = match runtime.load_app(config) {
         Ok(app) => app,
         Err(code) => return code,
     };
+    runtime.worker_ready(0);
     log!(
         Info,
         "Serving in one process (no master), {} thread(s)",
@@ -216,7 +275,7 @@ fn serve_here(config: &ServerConfig, listeners: Vec<BoundListener>) -> i32 {
         max_requests: 0,
         max_lifetime: None,
     };
-    match run(listeners, app, config, slot, wait_for_stop(slot, recycle)) {
+    let code = match run(listeners, app, config, slot, wait_for_stop(slot, recycle)) {
         Ok(()) => {
             log!(Info, "Shutting down");
             0
@@ -225,25 +284,24 @@ fn serve_here(config: &ServerConfig, listeners: Vec<BoundListener>) -> i32 {
             log!(Error, "server failed: {error}");
             i32::from(EXIT_USAGE)
         }
-    }
+    };
+    runtime.worker_exit(0);
+    code
 }
 
 /// The default: a master supervising `--workers` processes.
-fn supervise(config: &ServerConfig, listeners: Vec<BoundListener>) -> i32 {
+fn supervise(config: &ServerConfig, listeners: Vec<BoundListener>, runtime: &dyn Runtime) -> i32 {
     let preloaded = if config.process.preload {
-        match load_app(config) {
+        match runtime.load_app(config) {
             Ok(app) => Some(app),
             Err(code) => return code,
         }
     } else {
         None
     };
-    let worker_main = |context: &WorkerContext<'_>| worker_main(context, preloaded.clone());
-    let hooks = match (&preloaded, &config.app) {
-        (Some(_), AppSource::Python(_)) => python_fork_hooks(),
-        _ => None,
-    };
-    match Master::new(config, listeners, &worker_main, hooks) {
+    let worker_main =
+        |context: &WorkerContext<'_>| worker_main(context, preloaded.clone(), runtime);
+    match Master::new(config, listeners, &worker_main, runtime.master_hooks()) {
         Ok(master) => master.run(),
         Err(error) => {
             log!(Error, "cannot start the master: {error}");
@@ -253,7 +311,11 @@ fn supervise(config: &ServerConfig, listeners: Vec<BoundListener>) -> i32 {
 }
 
 /// A worker's life after the fork.
-fn worker_main(context: &WorkerContext<'_>, preloaded: Option<Arc<dyn Application>>) -> i32 {
+fn worker_main(
+    context: &WorkerContext<'_>,
+    preloaded: Option<Arc<dyn Application>>,
+    runtime: &dyn Runtime,
+) -> i32 {
     let config = context.config;
     let name = config
         .process
@@ -261,7 +323,11 @@ fn worker_main(context: &WorkerContext<'_>, preloaded: Option<Arc<dyn Applicatio
         .as_deref()
         .map(|name| format!(" [{name}]"))
         .unwrap_or_default();
-    process::set_title(&format!("wsgi-server: worker {}{name}", context.number));
+    let prefix = config.process.procname_prefix.as_deref().unwrap_or("");
+    process::set_title(&format!(
+        "{prefix}wsgi-server: worker {}{name}",
+        context.number
+    ));
     // The master's death takes its workers with it, gracefully.
     if !process::die_with_parent(libc::SIGTERM, context.master_pid) {
         return 0;
@@ -277,12 +343,18 @@ fn worker_main(context: &WorkerContext<'_>, preloaded: Option<Arc<dyn Applicatio
     let loading = std::time::Instant::now();
     let app = match preloaded {
         Some(app) => app,
-        None => match load_app(config) {
+        None => match runtime.load_app(config) {
             Ok(app) => app,
             Err(code) => return code,
         },
     };
-    enable_stack_dumps(config);
+    runtime.worker_ready(context.number);
+    if config.process.reload {
+        let files = runtime.source_files();
+        if let Err(error) = watch_sources(move || files.clone()) {
+            log!(Warning, "--reload: cannot watch the sources: {error}");
+        }
+    }
     log!(
         Info,
         "Worker {} ready in {} ms: serving with {} thread(s)",
@@ -294,7 +366,7 @@ fn worker_main(context: &WorkerContext<'_>, preloaded: Option<Arc<dyn Applicatio
         max_requests: context.max_requests,
         max_lifetime: config.process.max_lifetime,
     };
-    match run(
+    let code = match run(
         take_listeners(context.listeners),
         app,
         config,
@@ -306,7 +378,9 @@ fn worker_main(context: &WorkerContext<'_>, preloaded: Option<Arc<dyn Applicatio
             log!(Error, "worker failed: {error}");
             1
         }
-    }
+    };
+    runtime.worker_exit(context.number);
+    code
 }
 
 /// The worker's own listeners: duplicates of the ones inherited from the
@@ -352,107 +426,4 @@ fn redirect_stderr_to_log() {
         // SAFETY: dup2 onto standard error of this (single-threaded) process.
         unsafe { libc::dup2(file.as_raw_fd(), 2) };
     }
-}
-
-fn load_app(config: &ServerConfig) -> Result<Arc<dyn Application>, i32> {
-    match &config.app {
-        AppSource::Rust(name) => wsgi_core::testing::app_by_name(name).ok_or_else(|| {
-            log!(Error, "unknown built-in application {name:?}");
-            i32::from(EXIT_USAGE)
-        }),
-        AppSource::Python(spec) => load_python(config, spec),
-    }
-}
-
-#[cfg(feature = "python")]
-fn load_python(config: &ServerConfig, spec: &str) -> Result<Arc<dyn Application>, i32> {
-    use wsgi_python::{initialize, AppOptions, PyApplication, PythonConfig};
-    let python = PythonConfig {
-        virtualenv: config.python.virtualenv.clone(),
-        chdir: config.python.chdir.clone(),
-        pythonpath: config.python.pythonpath.clone(),
-        argv: std::env::args().collect(),
-    };
-    let info = match initialize(&python) {
-        Ok(info) => info,
-        Err(error) => {
-            // Like an application that does not load: at start-up the
-            // master stops (a worker respawned forever would serve nothing),
-            // and on a reload the old workers stay.
-            log!(Error, "cannot start Python: {error}");
-            return Err(wsgi_server::master::EXIT_APP_LOAD);
-        }
-    };
-    log!(
-        Info,
-        "Python {} (prefix {}, executable {}{})",
-        info.version.lines().next().unwrap_or(""),
-        info.prefix,
-        info.executable,
-        info.virtualenv
-            .as_ref()
-            .map(|venv| format!(", virtualenv {venv}"))
-            .unwrap_or_default()
-    );
-    let options = AppOptions {
-        multithread: config.threads > 1,
-        multiprocess: config.process.master && config.process.workers > 1,
-        error_log: log_module::error_log(),
-    };
-    match PyApplication::load(spec, options) {
-        Ok(app) => Ok(Arc::new(app)),
-        Err(error) => {
-            log!(Error, "Failed to load application {spec:?}:\n{error}");
-            Err(wsgi_server::master::EXIT_APP_LOAD)
-        }
-    }
-}
-
-#[cfg(not(feature = "python"))]
-fn load_python(_config: &ServerConfig, spec: &str) -> Result<Arc<dyn Application>, i32> {
-    log!(
-        Error,
-        "cannot load {spec:?}: this build has no Python runtime (use --rust-app)"
-    );
-    Err(i32::from(EXIT_USAGE))
-}
-
-#[cfg(feature = "python")]
-fn enable_stack_dumps(config: &ServerConfig) {
-    if matches!(config.app, AppSource::Python(_)) {
-        if let Err(error) = wsgi_python::fork::dump_stacks_on_signal(libc::SIGUSR2) {
-            log!(Warning, "cannot arm Python stack dumps: {error}");
-        }
-    }
-}
-
-#[cfg(not(feature = "python"))]
-fn enable_stack_dumps(_config: &ServerConfig) {}
-
-/// CPython's fork protocol, for `--preload`.
-#[derive(Debug)]
-struct PythonForkHooks;
-
-#[cfg(feature = "python")]
-impl ForkHooks for PythonForkHooks {
-    fn before_fork(&self) {
-        wsgi_python::fork::before_fork();
-    }
-    fn after_fork_parent(&self) {
-        wsgi_python::fork::after_fork_parent();
-    }
-    fn after_fork_child(&self) {
-        wsgi_python::fork::after_fork_child();
-    }
-}
-
-#[cfg(feature = "python")]
-fn python_fork_hooks() -> Option<&'static dyn ForkHooks> {
-    Some(&PythonForkHooks)
-}
-
-#[cfg(not(feature = "python"))]
-fn python_fork_hooks() -> Option<&'static dyn ForkHooks> {
-    let _ = PythonForkHooks;
-    None
 }

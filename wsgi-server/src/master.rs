@@ -88,8 +88,9 @@ pub struct Master<'a> {
     board: Scoreboard,
     signals: SignalPipe,
     worker_main: &'a WorkerMain<'a>,
-    /// Hooks around fork (a preloaded interpreter must be told).
-    fork_hooks: Option<&'a dyn ForkHooks>,
+    /// The runtime's and the user's hooks (fork protocol, gunicorn's
+    /// server hooks).
+    hooks: Option<&'a dyn MasterHooks>,
     workers: Vec<Worker>,
     target: usize,
     generation: u64,
@@ -115,14 +116,37 @@ impl std::fmt::Debug for Master<'_> {
     }
 }
 
-/// Calls the master makes around `fork` (for `--preload`).
-pub trait ForkHooks {
-    /// In the master, just before fork.
-    fn before_fork(&self);
-    /// In the master, just after fork.
-    fn after_fork_parent(&self);
-    /// In the new worker, first thing.
-    fn after_fork_child(&self);
+/// Calls the master makes at its moments: around each fork (an interpreter
+/// started in the master must be told) and gunicorn's server-hook moments.
+/// Every method does nothing by default.
+pub trait MasterHooks {
+    /// In the master, just before forking worker `number`.
+    fn before_fork(&self, number: usize) {
+        let _ = number;
+    }
+    /// In the master, just after forking worker `number` (`pid`; negative
+    /// if the fork failed).
+    fn after_fork_parent(&self, number: usize, pid: i32) {
+        let _ = (number, pid);
+    }
+    /// In the new worker `number`, first thing.
+    fn after_fork_child(&self, number: usize) {
+        let _ = number;
+    }
+    /// The master is about to start its workers (gunicorn's `when_ready`).
+    fn when_ready(&self) {}
+    /// A HUP reload begins.
+    fn on_reload(&self) {}
+    /// Worker `number` (`pid`) has exited and was reaped.
+    fn child_exit(&self, number: usize, pid: i32) {
+        let _ = (number, pid);
+    }
+    /// TTIN/TTOU changed the wanted number of workers.
+    fn nworkers_changed(&self, new: usize, old: usize) {
+        let _ = (new, old);
+    }
+    /// The master is about to exit.
+    fn on_exit(&self) {}
 }
 
 impl<'a> Master<'a> {
@@ -134,7 +158,7 @@ impl<'a> Master<'a> {
         config: &'a ServerConfig,
         listeners: Vec<BoundListener>,
         worker_main: &'a WorkerMain<'a>,
-        fork_hooks: Option<&'a dyn ForkHooks>,
+        hooks: Option<&'a dyn MasterHooks>,
     ) -> std::io::Result<Master<'a>> {
         let capacity = (config.process.workers * 4).max(64);
         Ok(Master {
@@ -143,7 +167,7 @@ impl<'a> Master<'a> {
             board: Scoreboard::new(capacity)?,
             signals: SignalPipe::install()?,
             worker_main,
-            fork_hooks,
+            hooks,
             workers: Vec::new(),
             target: config.process.workers.max(1),
             generation: 1,
@@ -163,6 +187,9 @@ impl<'a> Master<'a> {
     pub fn run(mut self) -> i32 {
         crate::log!(Info, "Starting master (pid: {})", std::process::id());
         self.set_title();
+        if let Some(hooks) = self.hooks {
+            hooks.when_ready();
+        }
         loop {
             for signal in self.signals.wait(200) {
                 self.on_signal(signal);
@@ -192,6 +219,9 @@ impl<'a> Master<'a> {
         }
         crate::log!(Info, "Shutting down: Master");
         process::sd_notify("STOPPING=1");
+        if let Some(hooks) = self.hooks {
+            hooks.on_exit();
+        }
         self.exit_code
     }
 
@@ -219,16 +249,25 @@ impl<'a> Master<'a> {
             }
             libc::SIGHUP => {
                 crate::log!(Info, "Handling signal: hup: reloading workers");
+                if let Some(hooks) = self.hooks {
+                    hooks.on_reload();
+                }
                 self.retiring_generation = Some(self.generation);
                 self.generation += 1;
             }
             libc::SIGTTIN => {
                 self.target += 1;
                 crate::log!(Info, "Handling signal: ttin: {} workers", self.target);
+                if let Some(hooks) = self.hooks {
+                    hooks.nworkers_changed(self.target, self.target - 1);
+                }
             }
             libc::SIGTTOU => {
                 if self.target > 1 {
                     self.target -= 1;
+                    if let Some(hooks) = self.hooks {
+                        hooks.nworkers_changed(self.target, self.target + 1);
+                    }
                 }
                 crate::log!(Info, "Handling signal: ttou: {} workers", self.target);
             }
@@ -275,6 +314,9 @@ impl<'a> Master<'a> {
             let retired = slot.retiring();
             self.board.release(worker.slot);
             self.log_death(&worker, status, retired, served);
+            if let Some(hooks) = self.hooks {
+                hooks.child_exit(worker.number, worker.pid);
+            }
 
             let asked = worker.cause.is_some() || retired != Retire::No;
             let clean = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
@@ -317,6 +359,7 @@ impl<'a> Master<'a> {
         let reason = match retired {
             Retire::MaxRequests => Some(format!("max-requests reached ({served} requests served)")),
             Retire::Lifetime => Some("max-worker-lifetime reached".to_owned()),
+            Retire::SourceChanged => Some("a source file changed (--reload)".to_owned()),
             Retire::Asked | Retire::No => worker.cause.clone(),
         };
         match (code, reason) {
@@ -550,15 +593,15 @@ impl<'a> Master<'a> {
         self.next_number += 1;
         let max_requests = self.jittered_max_requests();
         let master_pid = std::process::id() as i32;
-        if let Some(hooks) = self.fork_hooks {
-            hooks.before_fork();
+        if let Some(hooks) = self.hooks {
+            hooks.before_fork(number);
         }
         // SAFETY: the master has no other threads, so the child starts from
         // a consistent copy; it never returns into this loop.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
-            if let Some(hooks) = self.fork_hooks {
-                hooks.after_fork_child();
+            if let Some(hooks) = self.hooks {
+                hooks.after_fork_child(number);
             }
             self.signals.reset_in_child();
             let context = WorkerContext {
@@ -575,8 +618,8 @@ impl<'a> Master<'a> {
             // destructors (they would unlink the master's sockets).
             unsafe { libc::_exit(code) };
         }
-        if let Some(hooks) = self.fork_hooks {
-            hooks.after_fork_parent();
+        if let Some(hooks) = self.hooks {
+            hooks.after_fork_parent(number, pid);
         }
         if pid < 0 {
             crate::log!(Error, "fork failed: {}", std::io::Error::last_os_error());

@@ -53,11 +53,17 @@ pub fn daemonize() -> io::Result<()> {
     Ok(())
 }
 
-/// Drops to `group` and `user` (names or numbers), group first.
+/// Drops to `group` and `user` (names or numbers), group first. The
+/// supplementary groups become `user`'s own with `initgroups` (gunicorn's
+/// `--initgroups`), else only the group.
 ///
 /// # Errors
 /// Unknown names, or the system refused.
-pub fn drop_privileges(user: Option<&str>, group: Option<&str>) -> io::Result<()> {
+pub fn drop_privileges(
+    user: Option<&str>,
+    group: Option<&str>,
+    initgroups: bool,
+) -> io::Result<()> {
     let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_owned());
     let user_entry = match user {
         Some(name) => {
@@ -74,11 +80,18 @@ pub fn drop_privileges(user: Option<&str>, group: Option<&str>) -> io::Result<()
     if let Some(gid) = gid {
         // SAFETY: plain setgroups/setgid calls with valid arguments.
         unsafe {
-            if let Some((_, _, name)) = &user_entry {
-                let name = CString::new(name.as_str()).map_err(|_| invalid("user name"))?;
-                libc::initgroups(name.as_ptr(), gid);
-            } else {
-                libc::setgroups(1, &gid);
+            match &user_entry {
+                Some((_, _, name)) if initgroups => {
+                    let name = CString::new(name.as_str()).map_err(|_| invalid("user name"))?;
+                    if libc::initgroups(name.as_ptr(), gid) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                _ => {
+                    if libc::setgroups(1, &gid) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
             }
             if libc::setgid(gid) < 0 {
                 return Err(io::Error::last_os_error());

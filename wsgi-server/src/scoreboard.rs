@@ -23,6 +23,8 @@ pub enum Retire {
     Lifetime = 2,
     /// The master asked (RSS, reload, fewer workers, stop).
     Asked = 3,
+    /// `--reload`: a loaded source file changed.
+    SourceChanged = 4,
 }
 
 impl Retire {
@@ -31,6 +33,7 @@ impl Retire {
             1 => Retire::MaxRequests,
             2 => Retire::Lifetime,
             3 => Retire::Asked,
+            4 => Retire::SourceChanged,
             _ => Retire::No,
         }
     }

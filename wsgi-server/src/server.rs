@@ -75,7 +75,7 @@ pub fn run(
         },
         uwsgi_limits: wsgi_uwsgi::Config {
             max_body_size: config.max_body_size,
-            ..wsgi_uwsgi::Config::default()
+            ..config.uwsgi_limits
         },
         timeouts: config.timeouts,
         environ: config.environ.clone(),

@@ -23,6 +23,9 @@ pub struct Recycle {
 /// Notified by the application threads when `--max-requests` is reached.
 pub static RETIRE_NOW: Notify = Notify::const_new();
 
+/// Notified by the `--reload` watcher when a source file changed.
+pub static SOURCE_CHANGED: Notify = Notify::const_new();
+
 /// Resolves when the process should stop, and how.
 pub async fn wait_for_stop(slot: &'static WorkerSlot, recycle: Recycle) -> Stop {
     slot.max_requests
@@ -48,6 +51,10 @@ pub async fn wait_for_stop(slot: &'static WorkerSlot, recycle: Recycle) -> Stop 
                 slot.retire(Retire::MaxRequests);
                 return Stop::Graceful;
             }
+            _ = SOURCE_CHANGED.notified() => {
+                slot.retire(Retire::SourceChanged);
+                return Stop::Graceful;
+            }
             _ = tick.tick() => {
                 if recycle.max_requests > 0 && slot.served() >= recycle.max_requests {
                     slot.retire(Retire::MaxRequests);
@@ -60,4 +67,46 @@ pub async fn wait_for_stop(slot: &'static WorkerSlot, recycle: Recycle) -> Stop 
             }
         }
     }
+}
+
+/// `--reload`: a thread that looks at the files `list` names once a second
+/// and wakes [`SOURCE_CHANGED`] when one is modified, created or removed.
+/// It runs off the I/O thread, since listing Python's modules takes the
+/// interpreter's lock.
+///
+/// # Errors
+/// The thread could not be started.
+pub fn watch_sources(
+    list: impl Fn() -> Vec<std::path::PathBuf> + Send + 'static,
+) -> std::io::Result<()> {
+    use std::collections::HashMap;
+    use std::time::SystemTime;
+    let stamp = |path: &std::path::Path| -> Option<SystemTime> {
+        std::fs::metadata(path)
+            .and_then(|meta| meta.modified())
+            .ok()
+    };
+    std::thread::Builder::new()
+        .name("wsgi-reload".into())
+        .spawn(move || {
+            let mut seen: HashMap<std::path::PathBuf, Option<SystemTime>> = HashMap::new();
+            loop {
+                for path in list() {
+                    let now = stamp(&path);
+                    match seen.get(&path) {
+                        Some(before) if *before != now => {
+                            crate::log!(Info, "Reloading: {} changed", path.display());
+                            SOURCE_CHANGED.notify_one();
+                            return;
+                        }
+                        Some(_) => {}
+                        None => {
+                            seen.insert(path, now);
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+        .map(drop)
 }

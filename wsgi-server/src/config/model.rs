@@ -1,6 +1,5 @@
-//! The typed configuration model. Every source (the gunicorn-style command
-//! line today; uWSGI ini/json, PasteDeploy and environment variables later)
-//! fills this one structure, and the server reads only this.
+//! The resolved configuration: what [`resolve`](super::resolve) makes of
+//! every source, and the only configuration the server reads.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,6 +13,15 @@ use crate::listener::BindSpec;
 pub enum AppSource {
     /// A Python WSGI app spec, as gunicorn reads it (`module:app`, `app.py`, ...).
     Python(String),
+    /// An application built by PasteDeploy from an ini file.
+    Paste {
+        /// `config:/absolute/path.ini`.
+        uri: String,
+        /// The `[app:NAME]` (or composite/pipeline) to load.
+        name: String,
+        /// `--paste-global` variables.
+        global_conf: Vec<(String, String)>,
+    },
     /// A built-in pure-Rust application (`hello`, `echo`): no Python at all.
     Rust(String),
 }
@@ -27,6 +35,10 @@ pub struct PythonSettings {
     pub chdir: Option<PathBuf>,
     /// `--pythonpath`: prepended to `sys.path`.
     pub pythonpath: Vec<PathBuf>,
+    /// uWSGI's `--chdir2`: change directory after loading the app.
+    pub chdir2: Option<PathBuf>,
+    /// `--env KEY=VALUE`: set in the process environment before the app loads.
+    pub raw_env: Vec<(String, String)>,
 }
 
 /// Timeouts of connections.
@@ -91,6 +103,12 @@ pub struct ProcessSettings {
     pub name: Option<String>,
     /// Remove unix sockets and the pidfile at exit.
     pub vacuum: bool,
+    /// With `user`, take that user's supplementary groups.
+    pub initgroups: bool,
+    /// Restart workers when a loaded source file changes.
+    pub reload: bool,
+    /// Put before every process title (uWSGI's `--procname-prefix`).
+    pub procname_prefix: Option<String>,
 }
 
 impl Default for ProcessSettings {
@@ -112,6 +130,9 @@ impl Default for ProcessSettings {
             umask: None,
             name: None,
             vacuum: true,
+            initgroups: false,
+            reload: false,
+            procname_prefix: None,
         }
     }
 }
@@ -134,6 +155,8 @@ pub struct ServerConfig {
     pub queue_size: usize,
     /// Codec limits.
     pub http_limits: wsgi_http::Config,
+    /// uwsgi decoder limits (`--buffer-size`).
+    pub uwsgi_limits: wsgi_uwsgi::Config,
     /// Largest request body (413 above it); `None` is unlimited.
     pub max_body_size: Option<u64>,
     /// Timeouts.
@@ -154,6 +177,12 @@ pub struct ServerConfig {
     pub process: ProcessSettings,
     /// Error log path (`None`: standard error).
     pub error_log: Option<PathBuf>,
+    /// A PasteDeploy ini whose `[loggers]` configure Python logging in each
+    /// worker (`--paste`, `--ini-paste-logged`), as `pserve` does.
+    pub paste_logging: Option<String>,
+    /// Accepted but unused (there is no request log yet): uWSGI's
+    /// `--disable-logging`.
+    pub disable_request_log: bool,
     /// Log level.
     pub log_level: crate::log::Level,
 }
@@ -169,6 +198,7 @@ impl ServerConfig {
             threads: 4,
             queue_size: 64,
             http_limits: wsgi_http::Config::default(),
+            uwsgi_limits: wsgi_uwsgi::Config::default(),
             max_body_size: None,
             timeouts: Timeouts::default(),
             environ: EnvironOptions::default(),
@@ -177,6 +207,8 @@ impl ServerConfig {
             python: PythonSettings::default(),
             process: ProcessSettings::default(),
             error_log: None,
+            disable_request_log: false,
+            paste_logging: None,
             log_level: crate::log::Level::Info,
         }
     }

@@ -1,0 +1,89 @@
+//! The crate's set-up calls for a server that holds no `Python<'py>` token
+//! (and must not name pyo3 types): each attaches to the interpreter itself.
+
+use std::path::{Path, PathBuf};
+
+use pyo3::prelude::*;
+
+use crate::conf::{ConfError, ConfFile};
+use crate::paste::{PasteError, PasteServer};
+use crate::serve::{AppOptions, PyApplication};
+use crate::LoadError;
+
+/// [`conf::exec_config`](crate::conf::exec_config), attached.
+///
+/// # Errors
+/// As `exec_config`.
+pub fn exec_config(spec: &str) -> Result<ConfFile, ConfError> {
+    Python::attach(|py| crate::conf::exec_config(py, spec))
+}
+
+/// [`paste::read_server`](crate::paste::read_server), attached.
+///
+/// # Errors
+/// As `read_server`.
+pub fn read_paste_server(
+    path: &Path,
+    name: Option<&str>,
+    global_conf: &[(String, String)],
+) -> Result<PasteServer, PasteError> {
+    Python::attach(|py| crate::paste::read_server(py, path, name, global_conf))
+}
+
+/// [`paste::setup_logging`](crate::paste::setup_logging), attached.
+///
+/// # Errors
+/// As `setup_logging`.
+pub fn setup_paste_logging(path: &Path) -> Result<bool, PasteError> {
+    Python::attach(|py| crate::paste::setup_logging(py, path))
+}
+
+/// An application built by PasteDeploy ([`paste::load_app`](crate::paste::load_app)).
+///
+/// # Errors
+/// As `load_app`.
+pub fn load_paste_app(
+    config_uri: &str,
+    name: Option<&str>,
+    global_conf: &[(String, String)],
+    options: AppOptions,
+) -> Result<PyApplication, LoadError> {
+    Python::attach(|py| crate::paste::load_app(py, config_uri, name, global_conf))
+        .map(|app| PyApplication::from_callable(app, options))
+}
+
+/// [`module_files`](crate::module_files), attached.
+pub fn module_files() -> Vec<PathBuf> {
+    Python::attach(crate::module_files)
+}
+
+/// Sets the process's working directory and puts `pythonpath` (then the
+/// new working directory) first on `sys.path`, as [`initialize`](crate::initialize)
+/// does: for a worker whose interpreter was started by its master with
+/// settings that the configuration files have since changed.
+///
+/// # Errors
+/// The directory change or Python failed, as text.
+pub fn apply_paths(chdir: Option<&Path>, pythonpath: &[PathBuf]) -> Result<(), String> {
+    let pythonpath: Vec<PathBuf> = pythonpath
+        .iter()
+        .map(|path| std::path::absolute(path).unwrap_or_else(|_| path.clone()))
+        .collect();
+    if let Some(dir) = chdir {
+        std::env::set_current_dir(dir)
+            .map_err(|error| format!("cannot change directory to {}: {error}", dir.display()))?;
+    }
+    Python::attach(|py| -> PyResult<()> {
+        let path = py.import("sys")?.getattr("path")?;
+        let cwd = std::env::current_dir()?;
+        for entry in pythonpath.iter().rev().chain(std::iter::once(&cwd)) {
+            let text = entry.to_string_lossy().into_owned();
+            if path.contains(&text)? {
+                continue;
+            }
+            path.call_method1("insert", (0, text))?;
+        }
+        Ok(())
+    })
+    .map_err(|error| error.to_string())
+}

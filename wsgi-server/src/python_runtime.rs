@@ -1,0 +1,403 @@
+//! CPython as the server's runtime (feature `python`): the interpreter is
+//! started in the master only when a configuration script needs it
+//! (`gunicorn.conf.py`, a PasteDeploy file) or for `--preload`; otherwise
+//! each worker starts its own after the fork. gunicorn's server hooks from
+//! the config file are called at their moments.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use wsgi_core::Application;
+use wsgi_python::{initialize, AppOptions, PyApplication, PythonConfig};
+
+use crate::config::{
+    AppSource, PasteServerSection, PythonSettings, ScriptEntry, ScriptHost, ScriptValue,
+    ServerConfig,
+};
+use crate::log as log_module;
+use crate::master::MasterHooks;
+use crate::runtime::{load_rust_app, Runtime, EXIT_APP_LOAD};
+
+/// The CPython runtime.
+#[derive(Debug, Default)]
+pub struct PythonRuntime {
+    /// The interpreter runs in this process (started by us, or inherited
+    /// from the master across a fork).
+    started: AtomicBool,
+    /// The interpreter was started in the master (so forks need CPython's
+    /// fork protocol).
+    in_master: AtomicBool,
+    /// What to log about the interpreter once the log is set up.
+    start_note: Mutex<Option<String>>,
+    /// gunicorn's server hooks from the config file.
+    hooks: Option<wsgi_python::hooks::ServerHooks>,
+    /// The config file's settings, for the hooks' `server.cfg`.
+    conf_cfg: Vec<(String, wsgi_python::conf::ConfValue)>,
+    /// Facts the hooks' `server` object shows.
+    server_info: Mutex<Option<wsgi_python::hooks::ServerInfo>>,
+    /// This worker's number (0 in the master).
+    worker_number: AtomicUsize,
+}
+
+impl PythonRuntime {
+    /// A runtime that has started nothing yet.
+    pub fn new() -> PythonRuntime {
+        PythonRuntime::default()
+    }
+
+    /// Starts the interpreter in this process if it is not running.
+    fn ensure_started(&self, python: &PythonSettings) -> Result<(), String> {
+        if self.started.load(Ordering::Relaxed) || wsgi_python::is_initialized() {
+            self.started.store(true, Ordering::Relaxed);
+            return Ok(());
+        }
+        let config = PythonConfig {
+            virtualenv: python.virtualenv.clone(),
+            chdir: python.chdir.clone(),
+            pythonpath: python.pythonpath.clone(),
+            argv: std::env::args().collect(),
+        };
+        let info = initialize(&config).map_err(|error| format!("cannot start Python: {error}"))?;
+        self.started.store(true, Ordering::Relaxed);
+        *self
+            .start_note
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(format!(
+            "Python {} (prefix {}, executable {}{})",
+            info.version.lines().next().unwrap_or(""),
+            info.prefix,
+            info.executable,
+            info.virtualenv
+                .as_ref()
+                .map(|venv| format!(", virtualenv {venv}"))
+                .unwrap_or_default()
+        ));
+        Ok(())
+    }
+
+    fn log_start_note(&self) {
+        if let Some(note) = self
+            .start_note
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+        {
+            crate::log!(Info, "{note}");
+        }
+    }
+
+    /// Starts the interpreter in the master (for the script sources).
+    fn start_in_master(&self, python: &PythonSettings) -> Result<(), String> {
+        let was_running = self.started.load(Ordering::Relaxed);
+        self.ensure_started(python)?;
+        if !was_running {
+            self.in_master.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn server_info(&self) -> Option<wsgi_python::hooks::ServerInfo> {
+        self.server_info
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// This process as the hooks' `worker`.
+    fn worker_info(
+        &self,
+        server: &wsgi_python::hooks::ServerInfo,
+    ) -> wsgi_python::hooks::WorkerInfo {
+        let number = self.worker_number.load(Ordering::Relaxed);
+        wsgi_python::hooks::WorkerInfo {
+            pid: std::process::id(),
+            ppid: server.pid,
+            age: number as u64,
+            number,
+        }
+    }
+
+    fn call_hook(
+        &self,
+        hook: wsgi_python::hooks::Hook,
+        worker: Option<usize>,
+        counts: Option<(usize, usize)>,
+    ) {
+        let Some(hooks) = &self.hooks else {
+            return;
+        };
+        if !hooks.has(hook) {
+            return;
+        }
+        let Some(server) = self.server_info() else {
+            return;
+        };
+        let worker = worker.map(|number| wsgi_python::hooks::WorkerInfo {
+            // Before the fork (pre_fork) and in the master (child_exit) the
+            // worker's own pid is not ours.
+            pid: if self.worker_number.load(Ordering::Relaxed) == number {
+                std::process::id()
+            } else {
+                0
+            },
+            ppid: server.pid,
+            age: number as u64,
+            number,
+        });
+        if let Err(error) = hooks.call(hook, &server, worker.as_ref(), counts) {
+            crate::log!(Error, "{error}");
+        }
+    }
+}
+
+fn script_value(value: &wsgi_python::conf::ConfValue) -> ScriptValue {
+    use wsgi_python::conf::ConfValue;
+    match value {
+        ConfValue::None => ScriptValue::None,
+        ConfValue::Bool(flag) => ScriptValue::Bool(*flag),
+        ConfValue::Int(number) => ScriptValue::Int(*number),
+        ConfValue::Float(number) => ScriptValue::Float(*number),
+        ConfValue::Str(text) => ScriptValue::Str(text.clone()),
+        ConfValue::List(items) => ScriptValue::List(items.iter().map(script_value).collect()),
+        ConfValue::Callable(_) => ScriptValue::Callable,
+        ConfValue::Dict(_) => ScriptValue::Other("a dict".into()),
+        ConfValue::Other(repr) => ScriptValue::Other(repr.clone()),
+    }
+}
+
+impl ScriptHost for PythonRuntime {
+    fn gunicorn_config(
+        &mut self,
+        spec: &str,
+        python: &PythonSettings,
+    ) -> Result<Vec<ScriptEntry>, String> {
+        self.start_in_master(python)?;
+        let file = wsgi_python::attached::exec_config(spec).map_err(|error| error.to_string())?;
+        let log: wsgi_python::hooks::HookLog = Arc::new(hook_log);
+        let hooks = wsgi_python::hooks::ServerHooks::from_conf(&file, log)?;
+        self.hooks = (!hooks.is_empty()).then_some(hooks);
+        self.conf_cfg = file
+            .entries
+            .iter()
+            .filter(|entry| !matches!(entry.value, wsgi_python::conf::ConfValue::Callable(_)))
+            .map(|entry| (entry.name.clone(), entry.value.clone()))
+            .collect();
+        Ok(file
+            .entries
+            .iter()
+            .map(|entry| ScriptEntry {
+                name: entry.name.clone(),
+                value: script_value(&entry.value),
+                line: entry.line,
+            })
+            .collect())
+    }
+
+    fn paste_server(
+        &mut self,
+        path: &Path,
+        name: &str,
+        global_conf: &[(String, String)],
+        python: &PythonSettings,
+    ) -> Result<Option<PasteServerSection>, String> {
+        self.start_in_master(python)?;
+        match wsgi_python::attached::read_paste_server(path, Some(name), global_conf) {
+            Ok(section) => Ok(Some(PasteServerSection {
+                use_: section.use_,
+                settings: section.settings,
+            })),
+            Err(wsgi_python::paste::PasteError::MissingSection { .. }) => Ok(None),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+}
+
+fn hook_log(level: wsgi_python::hooks::HookLogLevel, message: &str) {
+    use wsgi_python::hooks::HookLogLevel;
+    match level {
+        HookLogLevel::Debug => crate::log!(Debug, "{message}"),
+        HookLogLevel::Info => crate::log!(Info, "{message}"),
+        HookLogLevel::Warning => crate::log!(Warning, "{message}"),
+        HookLogLevel::Error | HookLogLevel::Critical => crate::log!(Error, "{message}"),
+    }
+}
+
+impl MasterHooks for PythonRuntime {
+    fn before_fork(&self, number: usize) {
+        if self.in_master.load(Ordering::Relaxed) {
+            self.call_hook(wsgi_python::hooks::Hook::PreFork, Some(number), None);
+            wsgi_python::fork::before_fork();
+        }
+    }
+
+    fn after_fork_parent(&self, _number: usize, _pid: i32) {
+        if self.in_master.load(Ordering::Relaxed) {
+            wsgi_python::fork::after_fork_parent();
+        }
+    }
+
+    fn after_fork_child(&self, number: usize) {
+        self.worker_number.store(number, Ordering::Relaxed);
+        if self.in_master.load(Ordering::Relaxed) {
+            wsgi_python::fork::after_fork_child();
+            self.call_hook(wsgi_python::hooks::Hook::PostFork, Some(number), None);
+        }
+    }
+
+    fn when_ready(&self) {
+        self.call_hook(wsgi_python::hooks::Hook::WhenReady, None, None);
+    }
+
+    fn on_reload(&self) {
+        self.call_hook(wsgi_python::hooks::Hook::OnReload, None, None);
+    }
+
+    fn child_exit(&self, number: usize, _pid: i32) {
+        self.call_hook(wsgi_python::hooks::Hook::ChildExit, Some(number), None);
+    }
+
+    fn nworkers_changed(&self, new: usize, old: usize) {
+        self.call_hook(
+            wsgi_python::hooks::Hook::NworkersChanged,
+            None,
+            Some((new, old)),
+        );
+    }
+
+    fn on_exit(&self) {
+        self.call_hook(wsgi_python::hooks::Hook::OnExit, None, None);
+    }
+}
+
+impl Runtime for PythonRuntime {
+    fn load_app(&self, config: &ServerConfig) -> Result<Arc<dyn Application>, i32> {
+        if let AppSource::Rust(_) = config.app {
+            return load_rust_app(config);
+        }
+        if let Err(error) = self.ensure_started(&config.python) {
+            // Like an application that does not load: at start-up the
+            // master stops (a worker respawned forever would serve nothing),
+            // and on a reload the old workers stay.
+            crate::log!(Error, "{error}");
+            return Err(EXIT_APP_LOAD);
+        }
+        self.log_start_note();
+        if self.in_master.load(Ordering::Relaxed) {
+            // The master started the interpreter with the settings known
+            // before the configuration files were read.
+            if let Err(error) = wsgi_python::attached::apply_paths(
+                config.python.chdir.as_deref(),
+                &config.python.pythonpath,
+            ) {
+                crate::log!(Error, "{error}");
+                return Err(EXIT_APP_LOAD);
+            }
+        }
+        if let Some(ini) = &config.paste_logging {
+            if let Err(error) = wsgi_python::attached::setup_paste_logging(Path::new(ini)) {
+                crate::log!(Error, "{error}");
+                return Err(EXIT_APP_LOAD);
+            }
+        }
+        let request_hooks = match (&self.hooks, self.server_info()) {
+            (Some(hooks), Some(server)) => hooks.request_hooks(&server, &self.worker_info(&server)),
+            _ => None,
+        };
+        let options = AppOptions {
+            request_hooks,
+            ..AppOptions::new(
+                config.threads > 1,
+                config.process.master && config.process.workers > 1,
+                log_module::error_log(),
+            )
+        };
+        let loaded = match &config.app {
+            AppSource::Python(spec) => PyApplication::load(spec, options).map_err(|error| {
+                crate::log!(Error, "Failed to load application {spec:?}:\n{error}");
+            }),
+            AppSource::Paste {
+                uri,
+                name,
+                global_conf,
+            } => wsgi_python::attached::load_paste_app(uri, Some(name), global_conf, options)
+                .map_err(|error| {
+                    crate::log!(
+                        Error,
+                        "Failed to load application {name:?} from {uri}:\n{error}"
+                    );
+                }),
+            AppSource::Rust(_) => unreachable!("handled above"),
+        };
+        let app = loaded.map_err(|()| EXIT_APP_LOAD)?;
+        if let Some(dir) = &config.python.chdir2 {
+            if let Err(error) = std::env::set_current_dir(dir) {
+                crate::log!(Error, "--chdir2 {}: {error}", dir.display());
+                return Err(EXIT_APP_LOAD);
+            }
+        }
+        Ok(Arc::new(app))
+    }
+
+    fn on_starting(&self, config: &ServerConfig) {
+        self.log_start_note();
+        *self
+            .server_info
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Some(wsgi_python::hooks::ServerInfo {
+                pid: std::process::id(),
+                proc_name: config
+                    .process
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| "wsgi-server".into()),
+                num_workers: config.process.workers,
+                cfg: self.conf_cfg.clone(),
+            });
+        self.call_hook(wsgi_python::hooks::Hook::OnStarting, None, None);
+    }
+
+    fn worker_ready(&self, number: usize) {
+        if let Err(error) = wsgi_python::fork::dump_stacks_on_signal(libc::SIGUSR2) {
+            crate::log!(Warning, "cannot arm Python stack dumps: {error}");
+        }
+        if let Some(server) = self
+            .server_info
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_mut()
+        {
+            // In a worker, `server.pid` is the master's.
+            server.pid = std::os::unix::process::parent_id();
+        }
+        self.call_hook(wsgi_python::hooks::Hook::PostWorkerInit, Some(number), None);
+    }
+
+    fn worker_exit(&self, number: usize) {
+        self.call_hook(wsgi_python::hooks::Hook::WorkerExit, Some(number), None);
+    }
+
+    fn before_detach(&self) {
+        if self.in_master.load(Ordering::Relaxed) {
+            wsgi_python::fork::before_fork();
+        }
+    }
+
+    fn after_detach(&self) {
+        if self.in_master.load(Ordering::Relaxed) {
+            wsgi_python::fork::after_fork_child();
+        }
+    }
+
+    fn source_files(&self) -> Vec<PathBuf> {
+        if !self.started.load(Ordering::Relaxed) {
+            return Vec::new();
+        }
+        wsgi_python::attached::module_files()
+    }
+
+    fn master_hooks(&self) -> Option<&dyn MasterHooks> {
+        Some(self)
+    }
+}
