@@ -87,3 +87,23 @@ pub fn apply_paths(chdir: Option<&Path>, pythonpath: &[PathBuf]) -> Result<(), S
     })
     .map_err(|error| error.to_string())
 }
+
+/// Sets variables in `os.environ` (and so in the process environment): for
+/// an interpreter started before the configuration that names them was
+/// read, whose `os.environ` no longer follows the process's.
+///
+/// # Errors
+/// Python failed, as text.
+pub fn set_environ(vars: &[(String, String)]) -> Result<(), String> {
+    if vars.is_empty() {
+        return Ok(());
+    }
+    Python::attach(|py| -> PyResult<()> {
+        let environ = py.import("os")?.getattr("environ")?;
+        for (key, value) in vars {
+            environ.set_item(key, value)?;
+        }
+        Ok(())
+    })
+    .map_err(|error| error.to_string())
+}

@@ -248,9 +248,7 @@ fn bind_all(config: &mut ServerConfig) -> Result<Vec<BoundListener>, String> {
     config
         .binds
         .iter()
-        .map(|spec| {
-            bind(spec, options).map_err(|error| format!("cannot listen at {}: {error}", spec.addr))
-        })
+        .map(|spec| bind(spec, options).map_err(|error| format!("cannot listen: {error}")))
         .collect()
 }
 

@@ -286,6 +286,10 @@ impl Runtime for PythonRuntime {
         if self.in_master.load(Ordering::Relaxed) {
             // The master started the interpreter with the settings known
             // before the configuration files were read.
+            if let Err(error) = wsgi_python::attached::set_environ(&config.python.raw_env) {
+                crate::log!(Error, "--env: {error}");
+                return Err(EXIT_APP_LOAD);
+            }
             if let Err(error) = wsgi_python::attached::apply_paths(
                 config.python.chdir.as_deref(),
                 &config.python.pythonpath,
@@ -359,6 +363,10 @@ impl Runtime for PythonRuntime {
     }
 
     fn worker_ready(&self, number: usize) {
+        if !self.started.load(Ordering::Relaxed) {
+            // A built-in Rust application: no interpreter to ask.
+            return;
+        }
         if let Err(error) = wsgi_python::fork::dump_stacks_on_signal(libc::SIGUSR2) {
             crate::log!(Warning, "cannot arm Python stack dumps: {error}");
         }

@@ -185,7 +185,19 @@ impl Parser {
             Kind::Bool | Kind::Ignored { takes_value: false } => {
                 inline.unwrap_or_else(|| "true".to_owned())
             }
-            Kind::OptionalValue(bare) => inline.unwrap_or_else(|| bare.to_owned()),
+            Kind::OptionalValue(bare) => match inline {
+                Some(value) => value,
+                // `--chmod-socket 660`: the next word is the value only if it
+                // looks like one (an octal mode), so `--chmod-socket app:x`
+                // keeps its APP.
+                None => match args.get(*index) {
+                    Some(next) if looks_octal(next) => {
+                        *index += 1;
+                        next.clone()
+                    }
+                    _ => bare.to_owned(),
+                },
+            },
             Kind::Value | Kind::List | Kind::Ignored { takes_value: true } => match inline {
                 Some(value) => value,
                 None => {
@@ -211,6 +223,10 @@ impl Parser {
         self.layer.push(setting, value, source);
         Ok(())
     }
+}
+
+fn looks_octal(word: &str) -> bool {
+    (3..=4).contains(&word.len()) && word.bytes().all(|byte| (b'0'..=b'7').contains(&byte))
 }
 
 /// Splits `text` into words as a POSIX shell would (quotes and
