@@ -43,15 +43,13 @@ TIMEOUT = 10.0
 @pytest.fixture(scope="session", autouse=True)
 def paste_example_installed(server_bin):
     """`egg:paste_example` resolves only when the package is installed in
-    the test venv, as a user's app package would be (pip install)."""
+    the test venv, as a user's app package would be (requirements.txt
+    installs it from the checkout)."""
     python = TEST_VENV / "bin" / "python"
     probe = [str(python), "-c", "import importlib.metadata as m; m.distribution('paste_example')"]
-    if subprocess.run(probe, capture_output=True).returncode != 0:
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(PASTE_EXAMPLE)],
-            check=True,
-            capture_output=True,
-        )
+    assert subprocess.run(probe, capture_output=True).returncode == 0, (
+        f"paste_example is not installed in {TEST_VENV}: pip install -r wsgi-server/tests/python/requirements.txt"
+    )
 
 
 # --- running the server as a user would ------------------------------------------
@@ -855,3 +853,96 @@ def test_example_config_files_resolve_and_load_their_app(tmp_path, args, expect)
         assert needle in out, out
     code, out, err = run([*args, "--check-config"], tmp_path)
     assert code == 0, err
+
+
+HOOKS_CONF = """\
+import os
+
+bind = "127.0.0.1:{port}"
+workers = 1
+wsgi_app = "wsgi:app"
+LOG = {log!r}
+
+
+def note(text):
+    with open(LOG, "a") as log:
+        log.write(text + "\\n")
+
+
+def on_starting(server):
+    note("on_starting master=%d" % server.pid)
+
+def when_ready(server):
+    note("when_ready workers=%d" % server.cfg.workers)
+
+def pre_fork(server, worker):
+    note("pre_fork age=%d" % worker.age)
+
+def post_fork(server, worker):
+    note("post_fork age=%d pid=%d ppid=%d" % (worker.age, worker.pid, worker.ppid))
+
+def post_worker_init(worker):
+    note("post_worker_init pid=%d" % worker.pid)
+
+def pre_request(worker, req):
+    note("pre_request %s %s" % (req.method, req.path))
+
+def post_request(worker, req, environ, resp):
+    note("post_request %s %s" % (req.path, resp.status))
+
+def nworkers_changed(server, new_value, old_value):
+    note("nworkers_changed %s->%s" % (old_value, new_value))
+
+def on_reload(server):
+    note("on_reload")
+
+def worker_exit(server, worker):
+    note("worker_exit pid=%d" % worker.pid)
+
+def child_exit(server, worker):
+    note("child_exit age=%d" % worker.age)
+
+def on_exit(server):
+    note("on_exit")
+"""
+
+
+def wait_for_line(path, needle, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and needle in path.read_text():
+            return path.read_text()
+        time.sleep(0.05)
+    raise AssertionError(f"{needle!r} not in {path}: {path.read_text() if path.exists() else ''}")
+
+
+def test_gunicorn_server_hooks_run_at_their_moments(tmp_path):
+    (tmp_path / "wsgi.py").write_text(WSGI_PY)
+    port = free_port()
+    notes = tmp_path / "hooks.log"
+    (tmp_path / "gunicorn.conf.py").write_text(HOOKS_CONF.format(port=port, log=str(notes)))
+    server = launch([], tmp_path, ("127.0.0.1", port))
+    try:
+        master = server.proc.pid
+        text = get(f"http://127.0.0.1:{port}/hooked").text
+        pid = int(field(text, "pid"))
+        lines = wait_for_line(notes, "post_request /hooked 200 OK")
+        assert lines.splitlines()[:6] == [
+            f"on_starting master={master}",
+            "when_ready workers=1",
+            "pre_fork age=1",
+            f"post_fork age=1 pid={pid} ppid={master}",
+            f"post_worker_init pid={pid}",
+            "pre_request GET /hooked",
+        ], lines
+        os.kill(master, signal.SIGTTIN)
+        wait_for_line(notes, "nworkers_changed 1->2")
+        os.kill(master, signal.SIGHUP)
+        wait_for_line(notes, "on_reload")
+        # The first worker leaves once the new generation is ready.
+        wait_for_line(notes, f"worker_exit pid={pid}")
+        wait_for_line(notes, "child_exit age=1")
+    finally:
+        status = server.stop()
+    assert status == 0, server.log()
+    assert notes.read_text().splitlines()[-1] == "on_exit"
