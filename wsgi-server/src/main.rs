@@ -114,7 +114,9 @@ fn main() -> ExitCode {
             None => {}
         }
     }
-    let code = serve(loaded.config, &runtime);
+    // Workers' threads call into it until the process ends.
+    let runtime: &'static dyn Runtime = Box::leak(Box::new(runtime));
+    let code = serve(loaded.config, runtime);
     log_module::logger().flush();
     ExitCode::from(code.clamp(0, 255) as u8)
 }
@@ -145,7 +147,7 @@ fn check_config(loaded: &Loaded, runtime: &dyn Runtime) -> ExitCode {
     }
 }
 
-fn serve(mut config: ServerConfig, runtime: &dyn Runtime) -> i32 {
+fn serve(mut config: ServerConfig, runtime: &'static dyn Runtime) -> i32 {
     runtime.on_starting(&config);
     let listeners = match bind_all(&mut config) {
         Ok(listeners) => listeners,
@@ -253,7 +255,11 @@ fn bind_all(config: &mut ServerConfig) -> Result<Vec<BoundListener>, String> {
 }
 
 /// `--no-master`: this process serves.
-fn serve_here(config: &ServerConfig, listeners: Vec<BoundListener>, runtime: &dyn Runtime) -> i32 {
+fn serve_here(
+    config: &ServerConfig,
+    listeners: Vec<BoundListener>,
+    runtime: &'static dyn Runtime,
+) -> i32 {
     if let Err(error) = log_module::logger().start_writer_thread() {
         log!(Error, "cannot start the log thread: {error}");
         return i32::from(EXIT_USAGE);
@@ -273,7 +279,8 @@ fn serve_here(config: &ServerConfig, listeners: Vec<BoundListener>, runtime: &dy
         max_requests: 0,
         max_lifetime: None,
     };
-    let code = match run(listeners, app, config, slot, wait_for_stop(slot, recycle)) {
+    let stop = wait_for_stop(slot, recycle, Some(interrupt_hook(runtime, 0)));
+    let code = match run(listeners, app, config, slot, stop) {
         Ok(()) => {
             log!(Info, "Shutting down");
             0
@@ -288,7 +295,11 @@ fn serve_here(config: &ServerConfig, listeners: Vec<BoundListener>, runtime: &dy
 }
 
 /// The default: a master supervising `--workers` processes.
-fn supervise(config: &ServerConfig, listeners: Vec<BoundListener>, runtime: &dyn Runtime) -> i32 {
+fn supervise(
+    config: &ServerConfig,
+    listeners: Vec<BoundListener>,
+    runtime: &'static dyn Runtime,
+) -> i32 {
     let preloaded = if config.process.preload {
         match runtime.load_app(config) {
             Ok(app) => Some(app),
@@ -312,7 +323,7 @@ fn supervise(config: &ServerConfig, listeners: Vec<BoundListener>, runtime: &dyn
 fn worker_main(
     context: &WorkerContext<'_>,
     preloaded: Option<Arc<dyn Application>>,
-    runtime: &dyn Runtime,
+    runtime: &'static dyn Runtime,
 ) -> i32 {
     let config = context.config;
     let name = config
@@ -369,7 +380,11 @@ fn worker_main(
         app,
         config,
         context.slot,
-        wait_for_stop(context.slot, recycle),
+        wait_for_stop(
+            context.slot,
+            recycle,
+            Some(interrupt_hook(runtime, context.number)),
+        ),
     ) {
         Ok(()) => 0,
         Err(error) => {
@@ -379,6 +394,14 @@ fn worker_main(
     };
     runtime.worker_exit(context.number);
     code
+}
+
+/// gunicorn's `worker_int` for worker `number`.
+fn interrupt_hook(
+    runtime: &'static dyn Runtime,
+    number: usize,
+) -> wsgi_server::worker::OnInterrupt {
+    Box::new(move || runtime.worker_interrupted(number))
 }
 
 /// The worker's own listeners: duplicates of the ones inherited from the

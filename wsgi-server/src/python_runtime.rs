@@ -382,6 +382,14 @@ impl Runtime for PythonRuntime {
         self.call_hook(wsgi_python::hooks::Hook::PostWorkerInit, Some(number), None);
     }
 
+    fn worker_interrupted(&self, number: usize) {
+        self.call_hook(wsgi_python::hooks::Hook::WorkerInt, Some(number), None);
+    }
+
+    fn worker_aborted(&self, number: usize) {
+        self.call_hook(wsgi_python::hooks::Hook::WorkerAbort, Some(number), None);
+    }
+
     fn worker_exit(&self, number: usize) {
         self.call_hook(wsgi_python::hooks::Hook::WorkerExit, Some(number), None);
     }

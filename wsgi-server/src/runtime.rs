@@ -16,8 +16,9 @@ use crate::master::MasterHooks;
 /// Exit code when the application cannot be loaded (gunicorn's).
 pub use crate::master::EXIT_APP_LOAD;
 
-/// A language runtime behind the server.
-pub trait Runtime: ScriptHost + MasterHooks {
+/// A language runtime behind the server. It is shared with the worker's
+/// threads (a stop signal's hook runs off the I/O thread), hence `Sync`.
+pub trait Runtime: ScriptHost + MasterHooks + Send + Sync {
     /// Loads the application (in a worker; in the master for `--preload`
     /// and `--check-config`). Logs why it failed and returns the exit code.
     ///
@@ -33,6 +34,17 @@ pub trait Runtime: ScriptHost + MasterHooks {
     /// In a worker, once its application is loaded (`post_worker_init`),
     /// and the place to arm stack dumps for `--timeout`.
     fn worker_ready(&self, number: usize) {
+        let _ = number;
+    }
+
+    /// In a worker, on INT or QUIT (`worker_int`).
+    fn worker_interrupted(&self, number: usize) {
+        let _ = number;
+    }
+
+    /// In a worker about to be killed for a request past `--timeout`
+    /// (`worker_abort`).
+    fn worker_aborted(&self, number: usize) {
         let _ = number;
     }
 

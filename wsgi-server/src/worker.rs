@@ -20,6 +20,10 @@ pub struct Recycle {
     pub max_lifetime: Option<Duration>,
 }
 
+/// Called once when INT or QUIT arrives (gunicorn's `worker_int`), off the
+/// I/O thread: a runtime's hook may wait for its interpreter's lock.
+pub type OnInterrupt = Box<dyn FnOnce() + Send>;
+
 /// Notified by the application threads when `--max-requests` is reached.
 pub static RETIRE_NOW: Notify = Notify::const_new();
 
@@ -27,7 +31,11 @@ pub static RETIRE_NOW: Notify = Notify::const_new();
 pub static SOURCE_CHANGED: Notify = Notify::const_new();
 
 /// Resolves when the process should stop, and how.
-pub async fn wait_for_stop(slot: &'static WorkerSlot, recycle: Recycle) -> Stop {
+pub async fn wait_for_stop(
+    slot: &'static WorkerSlot,
+    recycle: Recycle,
+    mut on_interrupt: Option<OnInterrupt>,
+) -> Stop {
     slot.max_requests
         .store(recycle.max_requests, std::sync::atomic::Ordering::Relaxed);
     let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr1)) = (
@@ -44,8 +52,14 @@ pub async fn wait_for_stop(slot: &'static WorkerSlot, recycle: Recycle) -> Stop 
     loop {
         tokio::select! {
             _ = term.recv() => return Stop::Graceful,
-            _ = int.recv() => return Stop::Graceful,
-            _ = quit.recv() => return Stop::Immediate,
+            _ = int.recv() => {
+                interrupted(on_interrupt.take()).await;
+                return Stop::Graceful;
+            }
+            _ = quit.recv() => {
+                interrupted(on_interrupt.take()).await;
+                return Stop::Immediate;
+            }
             _ = usr1.recv() => crate::log::logger().reopen(),
             _ = RETIRE_NOW.notified() => {
                 slot.retire(Retire::MaxRequests);
@@ -66,6 +80,12 @@ pub async fn wait_for_stop(slot: &'static WorkerSlot, recycle: Recycle) -> Stop 
                 }
             }
         }
+    }
+}
+
+async fn interrupted(hook: Option<OnInterrupt>) {
+    if let Some(hook) = hook {
+        let _ = tokio::task::spawn_blocking(hook).await;
     }
 }
 

@@ -896,6 +896,9 @@ def nworkers_changed(server, new_value, old_value):
 def on_reload(server):
     note("on_reload")
 
+def worker_int(worker):
+    note("worker_int pid=%d alive=%s" % (worker.pid, worker.alive))
+
 def worker_exit(server, worker):
     note("worker_exit pid=%d" % worker.pid)
 
@@ -942,6 +945,11 @@ def test_gunicorn_server_hooks_run_at_their_moments(tmp_path):
         # The first worker leaves once the new generation is ready.
         wait_for_line(notes, f"worker_exit pid={pid}")
         wait_for_line(notes, "child_exit age=1")
+        # INT straight to a worker: worker_int, then it leaves gracefully.
+        current = int(field(get(f"http://127.0.0.1:{port}/", headers={"Connection": "close"}).text, "pid"))
+        os.kill(current, signal.SIGINT)
+        wait_for_line(notes, f"worker_int pid={current} alive=False")
+        wait_for_line(notes, f"worker_exit pid={current}")
     finally:
         status = server.stop()
     assert status == 0, server.log()
