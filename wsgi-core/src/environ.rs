@@ -112,7 +112,16 @@ pub struct EnvironOptions {
     pub allow_underscore_headers: bool,
     /// Headers that, from a trusted proxy, mean the request came over HTTPS
     /// (gunicorn's `secure_scheme_headers`): (header name in lower case, value).
+    /// RFC 7239 `Forwarded: proto=https` counts too.
     pub secure_scheme_headers: Vec<(String, String)>,
+    /// The trusted proxies (`--forwarded-allow-ips`): walking an
+    /// `X-Forwarded-For` chain, these hops are passed over.
+    pub trusted_proxies: crate::proxy::AllowList,
+    /// From a trusted proxy, take `REMOTE_ADDR` (and `REMOTE_PORT` when
+    /// given) from `Forwarded: for=` or `X-Forwarded-For`: the rightmost
+    /// address that is not a trusted proxy. The socket's peer is then
+    /// `PEER_ADDR` / `PEER_PORT`.
+    pub forwarded_remote_addr: bool,
 }
 
 impl Default for EnvironOptions {
@@ -125,6 +134,8 @@ impl Default for EnvironOptions {
                 ("x-forwarded-proto".into(), "https".into()),
                 ("x-forwarded-ssl".into(), "on".into()),
             ],
+            trusted_proxies: crate::proxy::AllowList::default(),
+            forwarded_remote_addr: false,
         }
     }
 }
@@ -188,6 +199,10 @@ impl Environ {
         (environ.remote_addr, environ.remote_port) = conn.remote.clone();
 
         let mut script_name = options.script_name.clone();
+        // From a trusted proxy: `Forwarded` and `X-Forwarded-For`, read
+        // once the loop has seen every line.
+        let mut forwarded: Option<String> = None;
+        let mut x_forwarded_for: Option<String> = None;
         for name in headers.keys() {
             let mut values = headers.get_all(name).iter();
             let Some(first) = values.next() else { continue };
@@ -225,6 +240,19 @@ impl Environ {
                     header == name_str && first.as_bytes().eq_ignore_ascii_case(value.as_bytes())
                 }) {
                     environ.url_scheme = UrlScheme::Https;
+                }
+                let joined = || {
+                    headers
+                        .get_all(name)
+                        .iter()
+                        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                match name_str {
+                    "forwarded" => forwarded = Some(joined()),
+                    "x-forwarded-for" => x_forwarded_for = Some(joined()),
+                    _ => {}
                 }
             }
             if !options.allow_underscore_headers && name_str.contains('_') {
@@ -271,6 +299,10 @@ impl Environ {
             }
             Some(authority)
         };
+        if conn.trusted_proxy {
+            // Before the server port is chosen: `proto=https` changes it.
+            environ.apply_forwarded(forwarded.as_deref(), x_forwarded_for.as_deref(), options);
+        }
         environ.set_server(host, conn);
         if !authority.is_empty() && split_host_port(authority).1.is_none() {
             // The URI's own scheme gives the default port (`https://h/` is
@@ -470,6 +502,56 @@ impl Environ {
                 self.server_port = Bytes::from_static(self.url_scheme.default_port());
             }
         }
+    }
+
+    /// What a trusted proxy said of the scheme and the client (RFC 7239
+    /// `Forwarded`, else `X-Forwarded-For`).
+    fn apply_forwarded(
+        &mut self,
+        forwarded: Option<&str>,
+        x_forwarded_for: Option<&str>,
+        options: &EnvironOptions,
+    ) {
+        let elements = forwarded.map(crate::proxy::parse_forwarded);
+        // The nearest proxy's element is the last one; its `proto` is the
+        // scheme it received the request over.
+        if let Some(proto) = elements
+            .as_ref()
+            .and_then(|elements| elements.last())
+            .and_then(|element| element.proto.as_deref())
+        {
+            if proto == "https" {
+                self.url_scheme = UrlScheme::Https;
+            }
+        }
+        if !options.forwarded_remote_addr {
+            return;
+        }
+        let chain: Vec<Option<crate::proxy::ForwardedFor>> = match &elements {
+            Some(elements) if elements.iter().any(|element| element.has_for) => elements
+                .iter()
+                .filter(|element| element.has_for)
+                .map(|element| element.for_node)
+                .collect(),
+            _ => x_forwarded_for
+                .map(crate::proxy::parse_x_forwarded_for)
+                .unwrap_or_default(),
+        };
+        let Some(client) = crate::proxy::client_from_chain(&chain, &options.trusted_proxies) else {
+            return;
+        };
+        let peer_addr =
+            std::mem::replace(&mut self.remote_addr, Bytes::from(client.ip.to_string()));
+        let peer_port = std::mem::replace(
+            &mut self.remote_port,
+            client
+                .port
+                .map_or_else(Bytes::new, |port| Bytes::from(port.to_string())),
+        );
+        self.extra
+            .push((Bytes::from_static(b"PEER_ADDR"), peer_addr));
+        self.extra
+            .push((Bytes::from_static(b"PEER_PORT"), peer_port));
     }
 
     /// Splits the decoded path into `SCRIPT_NAME` and `PATH_INFO`: the mount

@@ -20,6 +20,7 @@
 mod app;
 mod environ;
 mod error;
+pub mod proxy;
 mod response;
 #[cfg(feature = "testing")]
 pub mod testing;

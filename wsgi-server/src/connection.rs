@@ -58,9 +58,9 @@ pub struct Shared {
     /// Environ shaping.
     pub environ: EnvironOptions,
     /// Trusted proxies.
-    pub forwarded_allow_ips: Vec<String>,
+    pub forwarded_allow_ips: wsgi_core::proxy::AllowList,
     /// Peers allowed on uwsgi listeners.
-    pub uwsgi_allow_from: Vec<String>,
+    pub uwsgi_allow_from: wsgi_core::proxy::AllowList,
     /// The application threads' queue.
     pub queue: Arc<JobQueue>,
     /// Becomes `true` when the server stops gracefully.

@@ -237,6 +237,67 @@ fn trusted_proxy_headers() {
 }
 
 #[test]
+fn forwarded_headers_from_trusted_proxies_only() {
+    let options = EnvironOptions {
+        trusted_proxies: crate::proxy::AllowList::parse("10.0.0.0/8").unwrap(),
+        forwarded_remote_addr: true,
+        ..EnvironOptions::default()
+    };
+    let xff: &[(&str, &[u8])] = &[
+        ("host", b"h"),
+        ("x-forwarded-for", b"6.6.6.6, 203.0.113.7"),
+        ("x-forwarded-for", b"10.0.0.5"),
+    ];
+    // An untrusted peer changes nothing.
+    check(
+        &http("/", xff, &conn(), &options),
+        &["REMOTE_ADDR=10.1.2.3", "REMOTE_PORT=51000", "!PEER_ADDR"],
+    );
+    let trusted = conn().with_trusted_proxy(true);
+    check(
+        &http("/", xff, &trusted, &options),
+        &[
+            "REMOTE_ADDR=203.0.113.7",
+            "REMOTE_PORT=",
+            "PEER_ADDR=10.1.2.3",
+            "PEER_PORT=51000",
+        ],
+    );
+    // Without the option, only the scheme headers are read.
+    check(
+        &http("/", xff, &trusted, &EnvironOptions::default()),
+        &["REMOTE_ADDR=10.1.2.3", "!PEER_ADDR"],
+    );
+    // RFC 7239 wins over X-Forwarded-For, and gives the scheme and port.
+    let forwarded: &[(&str, &[u8])] = &[
+        ("host", b"h"),
+        ("x-forwarded-for", b"1.1.1.1"),
+        (
+            "forwarded",
+            b"for=6.6.6.6, for=\"[2001:db8::7]:4711\";proto=https",
+        ),
+    ];
+    let environ = http("/", forwarded, &trusted, &options);
+    check(
+        &environ,
+        &[
+            "REMOTE_ADDR=2001:db8::7",
+            "REMOTE_PORT=4711",
+            "SERVER_PORT=443",
+        ],
+    );
+    assert_eq!(environ.url_scheme, UrlScheme::Https);
+    let untrusted = http("/", forwarded, &conn(), &options);
+    assert_eq!(untrusted.url_scheme, UrlScheme::Http);
+    // An unreadable client (`unknown`) leaves the peer as the address.
+    let unknown: &[(&str, &[u8])] = &[("host", b"h"), ("forwarded", b"for=unknown")];
+    check(
+        &http("/", unknown, &trusted, &options),
+        &["REMOTE_ADDR=10.1.2.3", "!PEER_ADDR"],
+    );
+}
+
+#[test]
 fn target_forms() {
     let options = EnvironOptions::default();
     check(

@@ -165,12 +165,12 @@ pub struct ServerConfig {
     pub environ: EnvironOptions,
     /// Peers whose proxy headers are believed (`--forwarded-allow-ips`);
     /// `*` trusts everyone.
-    pub forwarded_allow_ips: Vec<String>,
+    pub forwarded_allow_ips: wsgi_core::proxy::AllowList,
     /// Peers allowed to speak the uwsgi protocol over TCP (`--uwsgi-allow-from`);
     /// `*` allows everyone. Unix sockets are always allowed. The uwsgi
     /// protocol trusts its peer with every CGI variable: it must never face
     /// the internet.
-    pub uwsgi_allow_from: Vec<String>,
+    pub uwsgi_allow_from: wsgi_core::proxy::AllowList,
     /// Interpreter settings.
     pub python: PythonSettings,
     /// The process model.
@@ -202,8 +202,8 @@ impl ServerConfig {
             max_body_size: None,
             timeouts: Timeouts::default(),
             environ: EnvironOptions::default(),
-            forwarded_allow_ips: vec!["127.0.0.1".into(), "::1".into()],
-            uwsgi_allow_from: vec!["127.0.0.1".into(), "::1".into()],
+            forwarded_allow_ips: loopback(),
+            uwsgi_allow_from: loopback(),
             python: PythonSettings::default(),
             process: ProcessSettings::default(),
             error_log: None,
@@ -214,14 +214,15 @@ impl ServerConfig {
     }
 }
 
-/// Whether `peer` matches an allow-list of IP addresses (`*` matches all).
-/// A unix-socket peer always matches: only local processes (nginx) reach it.
-pub fn peer_in_list(peer: &wsgi_core::PeerAddr, list: &[String]) -> bool {
+fn loopback() -> wsgi_core::proxy::AllowList {
+    wsgi_core::proxy::AllowList::parse("127.0.0.1,::1").expect("valid addresses")
+}
+
+/// Whether `peer` is in an allow-list (addresses, CIDR networks, `*`). A
+/// unix-socket peer always is: only local processes (nginx) reach it.
+pub fn peer_in_list(peer: &wsgi_core::PeerAddr, list: &wsgi_core::proxy::AllowList) -> bool {
     match peer {
         wsgi_core::PeerAddr::Unix => true,
-        wsgi_core::PeerAddr::Tcp(address) => {
-            let ip = address.ip().to_canonical().to_string();
-            list.iter().any(|allowed| allowed == "*" || *allowed == ip)
-        }
+        wsgi_core::PeerAddr::Tcp(address) => list.contains(address.ip()),
     }
 }

@@ -13,6 +13,7 @@ use super::model::{AppSource, ProcessSettings, PythonSettings, ServerConfig, Tim
 use super::ConfigError;
 use crate::listener::{BindSpec, Protocol};
 use crate::log::Level;
+use wsgi_core::proxy::AllowList;
 
 /// The most request header fields `--limit-request-fields 0` allows
 /// (gunicorn's own ceiling).
@@ -59,12 +60,16 @@ pub fn resolve(merged: &Merged) -> Result<ServerConfig, ConfigError> {
     config.environ.script_name = Bytes::from(script_name);
     config.environ.allow_underscore_headers =
         get.flag("allow_underscore_headers")?.unwrap_or(false);
-    if let Some((ips, _)) = get.text("forwarded_allow_ips") {
-        config.forwarded_allow_ips = ip_list(ips);
+    if let Some((ips, entry)) = get.text("forwarded_allow_ips") {
+        config.forwarded_allow_ips =
+            AllowList::parse(ips).map_err(|problem| get.at(entry, &problem))?;
     }
-    if let Some((ips, _)) = get.text("uwsgi_allow_from") {
-        config.uwsgi_allow_from = ip_list(ips);
+    if let Some((ips, entry)) = get.text("uwsgi_allow_from") {
+        config.uwsgi_allow_from =
+            AllowList::parse(ips).map_err(|problem| get.at(entry, &problem))?;
     }
+    config.environ.trusted_proxies = config.forwarded_allow_ips.clone();
+    config.environ.forwarded_remote_addr = get.flag("forwarded_remote_addr")?.unwrap_or(false);
     config.python = python(&get)?;
     config.process = process(&get)?;
     config.error_log = get.text("errorlog").map(|(path, _)| PathBuf::from(path));
@@ -95,6 +100,11 @@ struct Getter<'a> {
 impl<'a> Getter<'a> {
     fn bad(&self, entry: &Entry, problem: &str) -> ConfigError {
         ConfigError::new(format!("{}: {:?} {problem}", entry.source, entry.value))
+    }
+
+    /// A problem that already quotes the value.
+    fn at(&self, entry: &Entry, problem: &str) -> ConfigError {
+        ConfigError::new(format!("{}: {problem}", entry.source))
     }
 
     fn text(&self, name: &str) -> Option<(&'a str, &'a Entry)> {
@@ -159,13 +169,6 @@ pub fn parse_bool(text: &str) -> Option<bool> {
         "false" | "0" | "no" | "off" | "n" | "f" | "" => Some(false),
         _ => None,
     }
-}
-
-fn ip_list(text: &str) -> Vec<String> {
-    text.split([',', ' '])
-        .map(|ip| ip.trim().to_owned())
-        .filter(|ip| !ip.is_empty())
-        .collect()
 }
 
 fn app_source(get: &Getter<'_>) -> Result<AppSource, ConfigError> {
