@@ -161,7 +161,9 @@ fn malformed_packets_are_closed_unanswered_and_the_server_serves_on() {
 
 #[test]
 fn peers_outside_uwsgi_allow_from_are_refused() {
-    let server = uwsgi_server(|config| config.uwsgi_allow_from = vec!["192.0.2.1".into()]);
+    let server = uwsgi_server(|config| {
+        config.uwsgi_allow_from = wsgi_core::proxy::AllowList::parse("192.0.2.1").unwrap()
+    });
     let response = send(&server, &packet(&nginx_vars("GET", "/", ""), b""));
     assert_eq!(response, "");
 }
