@@ -16,6 +16,7 @@ pub mod pool;
 pub mod process;
 #[cfg(feature = "python")]
 pub mod python_runtime;
+pub mod record;
 pub mod runtime;
 pub mod scoreboard;
 pub mod server;
