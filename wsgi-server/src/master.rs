@@ -46,6 +46,9 @@ use crate::signals::{self, SignalPipe};
 /// Exit code of a worker whose application failed to load (gunicorn's).
 pub const EXIT_APP_LOAD: i32 = 4;
 
+/// Past `--timeout` + `--timeout-grace`, how long the master waits for a
+/// worker's own watchdog before it kills the worker itself.
+const BACKSTOP_MARGIN: Duration = Duration::from_secs(3);
 /// How long a worker gets to dump its Python stacks before SIGKILL.
 const STACK_DUMP_GRACE: Duration = Duration::from_secs(1);
 /// A worker that dies sooner than this after its start counts as a crash
@@ -548,6 +551,9 @@ impl<'a> Master<'a> {
             Retire::MaxRequests => Some(format!("max-requests reached ({served} requests served)")),
             Retire::Lifetime => Some("max-worker-lifetime reached".to_owned()),
             Retire::SourceChanged => Some("a source file changed (--reload)".to_owned()),
+            Retire::StuckRequest => {
+                Some("a request did not return after --timeout; replaced".to_owned())
+            }
             Retire::Asked | Retire::No => worker.cause.clone(),
         };
         match (code, reason) {
@@ -634,13 +640,26 @@ impl<'a> Master<'a> {
                     }
                 }
                 State::Running => {
+                    if slot.retiring() == Retire::StuckRequest {
+                        // The worker gave up on a request itself and
+                        // drains its others: it gets the graceful time.
+                        worker.state = State::Stopping {
+                            deadline: now + graceful + Duration::from_secs(1),
+                        };
+                        continue;
+                    }
                     if let Some(timeout) = self.config.process.timeout {
+                        // The backstop: the worker's own watchdog acts at
+                        // the timeout and again after the grace; a worker
+                        // past both that has not retired is wholly stuck.
+                        let limit = timeout + self.config.process.timeout_grace + BACKSTOP_MARGIN;
                         let busy = Duration::from_millis(slot.longest_busy_millis());
-                        if busy > timeout {
+                        if busy > limit {
                             crate::log!(
                                 Error,
-                                "WORKER TIMEOUT: worker {} (pid: {}) has been in one request for {:.1}s (timeout {}s): dumping its stacks, then killing it",
-                                worker.number, worker.pid, busy.as_secs_f64(), timeout.as_secs_f64()
+                                "WORKER TIMEOUT: worker {} (pid: {}) has been in one request for {:.1}s (timeout {}s + grace {}s) and did not act itself: dumping its stacks, then killing it",
+                                worker.number, worker.pid, busy.as_secs_f64(), timeout.as_secs_f64(),
+                                self.config.process.timeout_grace.as_secs_f64()
                             );
                             signals::send(worker.pid, libc::SIGUSR2);
                             worker.cause = Some("timeout".into());

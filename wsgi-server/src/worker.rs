@@ -23,6 +23,10 @@ pub struct Recycle {
 /// Notified by the application threads when `--max-requests` is reached.
 pub static RETIRE_NOW: Notify = Notify::const_new();
 
+/// Notified by the `--timeout` watchdog when a request did not return
+/// after its grace: the worker stops accepting and is replaced.
+pub static STUCK_REQUEST: Notify = Notify::const_new();
+
 /// Notified by the `--reload` watcher when a source file changed.
 pub static SOURCE_CHANGED: Notify = Notify::const_new();
 
@@ -49,6 +53,10 @@ pub async fn wait_for_stop(slot: &'static WorkerSlot, recycle: Recycle) -> Stop 
             _ = usr1.recv() => crate::log::logger().reopen(),
             _ = RETIRE_NOW.notified() => {
                 slot.retire(Retire::MaxRequests);
+                return Stop::Graceful;
+            }
+            _ = STUCK_REQUEST.notified() => {
+                slot.retire(Retire::StuckRequest);
                 return Stop::Graceful;
             }
             _ = SOURCE_CHANGED.notified() => {
