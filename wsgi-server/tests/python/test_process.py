@@ -910,3 +910,157 @@ def test_daemon_detaches_writes_the_pidfile_and_stops_on_term(server_bin, tmp_pa
     finally:
         leftovers = kill_leftovers(name)
     assert not leftovers, leftovers
+
+
+# -- 11. every signal of the README's table; the USR2 upgrade -----------------------
+
+
+def process_state(pid):
+    fields = stat_fields(pid)
+    return fields[0] if fields else None
+
+
+def usr1_marker(server):
+    """Sends USR1 (reopen logs) and waits for the master to say so: the
+    master's loop ran after whatever was sent before."""
+    offset = server.log_size()
+    os.kill(server.pid, signal.SIGUSR1)
+    text = server.wait_for_log("Handling signal: usr1", offset, timeout=10)
+    assert "Handling signal: usr1" in text, server.log()
+
+
+# Signals the master logs and ignores (their default would stop or kill it and
+# leave its workers serving without it), and those the kernel discards for it
+# (URG and CONT by default, PIPE ignored by the Rust runtime).
+LOGGED_AND_IGNORED = ["SIGTSTP", "SIGALRM", "SIGVTALRM", "SIGPROF", "SIGIO", "SIGPWR",
+                      "SIGXCPU", "SIGXFSZ", "SIGUSR2-to-worker", "SIGWINCH"]
+DISCARDED = ["SIGURG", "SIGPIPE", "SIGCONT"]
+
+
+@pytest.mark.parametrize("name", LOGGED_AND_IGNORED + DISCARDED)
+def test_each_signal_of_the_table_has_its_effect_and_fails_no_request(start, name):
+    server = start_workers(start, "--threads", "2")
+    before = wait_workers(server, 2)
+    with Load(server.url, threads=2, max_requests=2000, max_seconds=30) as load:
+        load.wait_for(30)
+        offset = server.log_size()
+        if name == "SIGUSR2-to-worker":
+            # A worker dumps its Python threads' stacks and goes on.
+            os.kill(before[0], signal.SIGUSR2)
+            text = server.wait_for_log("most recent call first", offset, timeout=10)
+            assert "most recent call first" in text, server.log()
+        elif name == "SIGWINCH":
+            # Not daemonized and no upgrade under way: a terminal's resize.
+            os.kill(server.pid, signal.SIGWINCH)
+            text = server.wait_for_log("winch: ignored", offset, timeout=10)
+            assert "winch: ignored" in text, server.log()
+        elif name in DISCARDED:
+            os.kill(server.pid, getattr(signal, name))
+            usr1_marker(server)
+        else:
+            os.kill(server.pid, getattr(signal, name))
+            text = server.wait_for_log(f"Ignoring signal {name}", offset, timeout=10)
+            assert f"Ignoring signal {name}" in text, server.log()
+        load.wait_for(30)
+        usr1_marker(server)
+    assert process_state(server.pid) in ("S", "R"), process_state(server.pid)
+    assert workers_of(server.pid) == before, (before, workers_of(server.pid), server.log())
+    assert all(process_state(pid) in ("S", "R") for pid in before)
+    assert not load.failures(), load.summary()
+    assert server.stop() == 0, server.log()
+
+
+def test_usr2_upgrades_the_binary_without_failing_a_request(start, tmp_path):
+    pidfile = tmp_path / "server.pid"
+    new_pidfile = tmp_path / "server.pid.2"
+    server = start_workers(start, "--threads", "2", "--pid", str(pidfile))
+    old = server.pid
+    old_workers = wait_workers(server, 2)
+    new = None
+    try:
+        with Load(server.url, threads=3, max_requests=5000, max_seconds=60) as load:
+            load.wait_for(50)
+            assert pidfile.read_text().strip() == str(old)
+            # 1. USR2: a new master on the same sockets; both serve.
+            os.kill(old, signal.SIGUSR2)
+            text = server.wait_for_log("started a new master (pid: ", timeout=10)
+            found = re.search(r"started a new master \(pid: (\d+)\)", text)
+            assert found, server.log()
+            new = int(found.group(1))
+            assert wait_until(lambda: len(workers_of(new)) == 2 and ready_count(server) >= 4,
+                              15), server.log()
+            assert wait_until(lambda: new_pidfile.exists()
+                              and new_pidfile.read_text().strip() == str(new), 5)
+            assert pidfile.read_text().strip() == str(old)
+            new_workers = workers_of(new)
+            load.wait_for(50)
+            # 2. WINCH to the old master: its workers leave, it stays.
+            offset = server.log_size()
+            os.kill(old, signal.SIGWINCH)
+            assert wait_until(lambda: server.log_since(offset).count("exited: WINCH") == 2,
+                              15), server.log()
+            assert workers_of(old) == [], workers_of(old)
+            assert server.proc.poll() is None
+            load.wait_for(50)
+            # 3. TERM to the old master: it exits; the new one is promoted.
+            os.kill(old, signal.SIGTERM)
+            assert server.proc.wait(timeout=15) == 0, server.log()
+            text = server.wait_for_log("Master has been promoted", offset, timeout=10)
+            assert "Master has been promoted" in text, server.log()
+            assert wait_until(lambda: pidfile.exists()
+                              and pidfile.read_text().strip() == str(new), 5), \
+                pidfile.read_text() if pidfile.exists() else "no pidfile"
+            assert not new_pidfile.exists()
+            # 4. The new master's workers go on serving.
+            served_from = len(load.bodies())
+            load.wait_for(100)
+        bodies = set(load.bodies()[served_from:])
+        assert bodies and bodies <= {str(pid) for pid in new_workers}, (bodies, new_workers)
+        assert not set(load.bodies()) - {str(pid) for pid in old_workers + new_workers}
+        assert not load.failures(), load.summary()
+        # 5. TERM to the new master: it stops and removes the pidfile.
+        os.kill(new, signal.SIGTERM)
+        assert wait_until(lambda: is_zombie_or_gone(new), 15), server.log()
+        assert wait_until(lambda: not pidfile.exists(), 5), "pidfile left behind"
+    finally:
+        if new and not is_zombie_or_gone(new):
+            os.kill(new, signal.SIGKILL)
+
+
+def test_a_new_master_that_fails_leaves_the_old_one_serving(server_bin, tmp_path):
+    # The binary is replaced by one that does not start, then USR2.
+    binary = tmp_path / "wsgi-server"
+    shutil.copy2(SERVER_BIN, binary)
+    pidfile = tmp_path / "server.pid"
+    log_path = tmp_path / "server.log"
+    port = free_port()
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [str(binary), "--bind", f"127.0.0.1:{port}", "-H", str(TEST_VENV),
+             "--pythonpath", str(TEST_APPS), "-w", "2", "--pid", str(pidfile), APP],
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file)
+    try:
+        assert wait_until(lambda: len(READY.findall(log_path.read_text())) >= 2, 15), \
+            log_path.read_text()
+        with Load(f"http://127.0.0.1:{port}", threads=2, max_requests=2000,
+                  max_seconds=30) as load:
+            load.wait_for(30)
+            binary.unlink()
+            binary.write_text("#!/bin/sh\nexit 3\n")
+            binary.chmod(0o755)
+            os.kill(proc.pid, signal.SIGUSR2)
+            assert wait_until(lambda: "this master goes on serving" in log_path.read_text(),
+                              10), log_path.read_text()
+            assert "exited with code 3" in log_path.read_text()
+            assert pidfile.read_text().strip() == str(proc.pid)
+            assert not (tmp_path / "server.pid.2").exists()
+            load.wait_for(30)
+        assert not load.failures(), load.summary()
+        assert len(workers_of(proc.pid)) == 2
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0, log_path.read_text()
+        assert not pidfile.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
