@@ -560,7 +560,8 @@ fn watchdog(queue: &Arc<JobQueue>, app: &Arc<dyn Application>, watch: Watch) {
             }
             match *record {
                 Some(done) if done.stamp == stamp => {
-                    if !done.abandoned && done.at.elapsed() >= watch.grace {
+                    let overdue = !done.abandoned && done.at.elapsed() >= watch.grace;
+                    if overdue {
                         abandon(queue, index, watch);
                         *record = Some(Handled {
                             abandoned: true,
