@@ -57,6 +57,6 @@ fn main() -> std::io::Result<()> {
         Arc::new(HandlerApp(Greeter)),
         &config,
         slot,
-        wait_for_stop(slot, Recycle::default(), None),
+        wait_for_stop(slot, Recycle::default(), Default::default()),
     )
 }

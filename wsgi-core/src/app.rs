@@ -40,6 +40,12 @@ pub trait RequestSource: Send {
     /// after the application's `close()`; the server uses it for accounting
     /// (timeouts, max-requests).
     fn request_done(&mut self) {}
+
+    /// Which of the server's application threads this is (0, 1, ...): the
+    /// number [`Application::interrupt_thread`] is later called with.
+    fn thread_index(&self) -> usize {
+        0
+    }
 }
 
 /// A runtime that serves requests: CPython, or a Rust application.
@@ -48,6 +54,24 @@ pub trait Application: Send + Sync + 'static {
     /// `None`. The server calls this once on each executor thread, for the
     /// thread's whole life, so per-thread state survives between requests.
     fn serve_thread(&self, requests: &mut dyn RequestSource);
+
+    /// The request on thread `thread_index` ran past the server's timeout
+    /// (`request` names it, for the log): log that thread's stack and make
+    /// the request stop (CPython: an exception raised in the thread), if
+    /// the runtime can. Called from another thread; it may block while the
+    /// runtime's lock is busy. `still_stuck` is asked once the runtime
+    /// holds its lock, just before it acts: the request may have ended
+    /// meanwhile. Returns whether the runtime acted; the default can do
+    /// nothing, and the server then replaces the worker.
+    fn interrupt_thread(
+        &self,
+        thread_index: usize,
+        request: &str,
+        still_stuck: &dyn Fn() -> bool,
+    ) -> bool {
+        let _ = (thread_index, request, still_stuck);
+        false
+    }
 }
 
 /// A simple per-request handler; [`HandlerApp`] turns it into an [`Application`].

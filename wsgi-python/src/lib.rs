@@ -36,6 +36,7 @@ pub mod hooks;
 #[cfg(feature = "embed")]
 mod init;
 mod input;
+mod interrupt;
 mod load;
 mod modules;
 pub mod paste;
@@ -49,6 +50,7 @@ pub use file_wrapper::PyFileWrapper;
 pub use init::{initialize, InitError, PythonConfig};
 pub use init_info::{interpreter_info, InterpreterInfo};
 pub use input::PyInput;
+pub use interrupt::RequestTimeout;
 pub use load::LoadError;
 pub use modules::{is_initialized, module_files};
 pub use response::{PyStartResponse, PyWrite};

@@ -29,6 +29,7 @@ use crate::environ::EnvironBuilder;
 use crate::file_wrapper::PyFileWrapper;
 use crate::hooks::RequestHooks;
 use crate::input::PyInput;
+use crate::interrupt::Threads;
 use crate::load::{self, LoadError};
 use crate::pyutil::{chunk_bytes, format_traceback, type_name};
 use crate::response::{PyStartResponse, ResponseState, SendError};
@@ -66,6 +67,8 @@ impl AppOptions {
 pub struct PyApplication {
     app: Py<PyAny>,
     options: AppOptions,
+    /// The application threads, for `interrupt_thread`.
+    threads: Threads,
 }
 
 impl PyApplication {
@@ -93,16 +96,17 @@ impl PyApplication {
         options: AppOptions,
     ) -> Result<PyApplication, LoadError> {
         let app = load::load(py, spec)?;
-        Ok(PyApplication {
-            app: app.unbind(),
-            options,
-        })
+        Ok(PyApplication::from_callable(app.unbind(), options))
     }
 
     /// Wraps a WSGI callable the caller already has (an extension module's
     /// entry point).
     pub fn from_callable(app: Py<PyAny>, options: AppOptions) -> PyApplication {
-        PyApplication { app, options }
+        PyApplication {
+            app,
+            options,
+            threads: Threads::default(),
+        }
     }
 
     /// The WSGI callable.
@@ -118,6 +122,13 @@ impl PyApplication {
 impl Application for PyApplication {
     fn serve_thread(&self, requests: &mut dyn RequestSource) {
         Python::attach(|py| {
+            if let Err(error) = crate::interrupt::register_module(py) {
+                self.log(&format!(
+                    "Cannot register the wsgi_server module:\n{}",
+                    format_traceback(py, &error)
+                ));
+            }
+            let thread = self.threads.register(py, requests.thread_index());
             let mut builder = match EnvironBuilder::new(py, &self.options) {
                 Ok(builder) => Some(builder),
                 Err(error) => {
@@ -134,6 +145,7 @@ impl Application for PyApplication {
                 .try_next_request()
                 .or_else(|| py.detach(|| requests.next_request()))
             {
+                thread.request_started();
                 match builder.as_mut() {
                     Some(builder) => self.serve_request(py, builder, request),
                     None => {
@@ -141,11 +153,22 @@ impl Application for PyApplication {
                         output.abort(&AppError::new("the Python runtime is not usable"));
                     }
                 }
+                thread.request_ended(py);
                 requests.request_done();
             }
             // The template and the key cache are dropped here, attached.
             drop(builder);
         });
+    }
+
+    fn interrupt_thread(
+        &self,
+        thread_index: usize,
+        request: &str,
+        still_stuck: &dyn Fn() -> bool,
+    ) -> bool {
+        self.threads
+            .interrupt(thread_index, request, still_stuck, &|text| self.log(text))
     }
 }
 

@@ -12,11 +12,11 @@ use std::sync::Arc;
 use wsgi_core::Application;
 use wsgi_server::config::{self, Loaded, Outcome, ServerConfig};
 use wsgi_server::listener::{bind, BindAddr, BindOptions, BindSpec, BoundListener, Protocol};
-use wsgi_server::master::{Master, WorkerContext};
+use wsgi_server::master::{ExitChores, Master, WorkerContext};
 use wsgi_server::runtime::Runtime;
 use wsgi_server::scoreboard::WorkerSlot;
 use wsgi_server::server::run;
-use wsgi_server::worker::{wait_for_stop, watch_sources, Recycle};
+use wsgi_server::worker::{wait_for_stop, watch_sources, Recycle, StopHooks};
 use wsgi_server::{log, log as log_module, process};
 
 const EXIT_USAGE: u8 = 1;
@@ -68,6 +68,7 @@ fn tune_allocator() {
 }
 
 fn main() -> ExitCode {
+    process::remember_start();
     tune_allocator();
     let args: Vec<String> = std::env::args_os()
         .skip(1)
@@ -149,7 +150,9 @@ fn check_config(loaded: &Loaded, runtime: &dyn Runtime) -> ExitCode {
 
 fn serve(mut config: ServerConfig, runtime: &'static dyn Runtime) -> i32 {
     runtime.on_starting(&config);
-    let listeners = match bind_all(&mut config) {
+    // Before any thread exists: the variables are removed here.
+    let upgrade = process::take_upgrade();
+    let listeners = match bind_all(&mut config, upgrade.as_ref()) {
         Ok(listeners) => listeners,
         Err(message) => {
             log!(Error, "{message}");
@@ -168,7 +171,17 @@ fn serve(mut config: ServerConfig, runtime: &'static dyn Runtime) -> i32 {
             std::process::id()
         );
     }
-    if config.process.daemon {
+    if let Some(upgrade) = &upgrade {
+        log!(
+            Info,
+            "Started by master {} (USR2 upgrade) with its listening sockets",
+            upgrade.old_master
+        );
+    }
+    // A master started by an upgrade stays the old master's child (as
+    // gunicorn's, which does not daemonize again): it learns of the old
+    // master's exit from its parent pid.
+    if config.process.daemon && upgrade.is_none() {
         // Said on the terminal, which the daemon leaves behind.
         match log_module::logger().path() {
             Some(path) => eprintln!("wsgi-server: detaching; logs go to {}", path.display()),
@@ -184,7 +197,14 @@ fn serve(mut config: ServerConfig, runtime: &'static dyn Runtime) -> i32 {
             return i32::from(EXIT_USAGE);
         }
     }
-    if let Some(path) = &config.process.pidfile {
+    let pidfile = config.process.pidfile.as_ref().map(|path| {
+        if upgrade.is_some() {
+            process::upgrade_pidfile(path)
+        } else {
+            path.clone()
+        }
+    });
+    if let Some(path) = &pidfile {
         if let Err(error) = process::write_pidfile(path) {
             log!(
                 Error,
@@ -204,29 +224,79 @@ fn serve(mut config: ServerConfig, runtime: &'static dyn Runtime) -> i32 {
             return i32::from(EXIT_USAGE);
         }
     }
-    let vacuum: Vec<std::path::PathBuf> = if config.process.vacuum {
-        listeners
-            .iter()
-            .filter_map(|listener| listener.unlink_on_exit.clone())
-            .chain(config.process.pidfile.clone())
-            .collect()
-    } else {
-        Vec::new()
+    let sockets: Vec<std::path::PathBuf> = listeners
+        .iter()
+        .filter_map(|listener| listener.unlink_on_exit.clone())
+        .collect();
+    let chores = ExitChores {
+        pidfile: pidfile.filter(|_| config.process.vacuum),
+        sockets: if config.process.vacuum {
+            sockets
+        } else {
+            Vec::new()
+        },
+        old_master: upgrade.map(|upgrade| upgrade.old_master),
     };
-    let code = if config.process.master {
-        supervise(&config, listeners, runtime)
+    if config.process.master {
+        // The master does its own vacuuming: whether the sockets may go
+        // depends on an upgrade under way, and its pidfile may be renamed.
+        supervise(&config, listeners, runtime, chores)
     } else {
-        serve_here(&config, listeners, runtime)
-    };
-    for path in vacuum {
-        let _ = std::fs::remove_file(path);
+        let code = serve_here(&config, listeners, runtime);
+        if let Some(path) = &chores.pidfile {
+            process::remove_pidfile_of(path, std::process::id() as i32);
+        }
+        for path in chores.sockets {
+            let _ = std::fs::remove_file(path);
+        }
+        code
     }
-    code
 }
 
-/// Binds `--bind`/`--socket` listeners and systemd's `LISTEN_FDS` ones.
-fn bind_all(config: &mut ServerConfig) -> Result<Vec<BoundListener>, String> {
-    let inherited = process::systemd_listen_fds();
+/// Binds `--bind`/`--socket` listeners, or takes the old master's (an
+/// upgrade) or systemd's (`LISTEN_FDS`).
+fn bind_all(
+    config: &mut ServerConfig,
+    upgrade: Option<&process::Upgrade>,
+) -> Result<Vec<BoundListener>, String> {
+    let systemd = process::systemd_listen_fds();
+    if let Some(upgrade) = upgrade {
+        // The old master passes its listeners in the configured order, so
+        // each keeps its protocol and a unix socket its path to remove.
+        let configured = std::mem::take(&mut config.binds);
+        let same_shape = configured.len() == upgrade.fds.len();
+        let mut listeners = Vec::new();
+        for (index, fd) in upgrade.fds.iter().enumerate() {
+            let original = if same_shape {
+                configured.get(index)
+            } else {
+                configured.first()
+            };
+            let spec = BindSpec {
+                addr: BindAddr::Fd(*fd),
+                protocol: original.map_or(Protocol::Http, |spec| spec.protocol),
+            };
+            let options = BindOptions {
+                backlog: config.backlog,
+                unix_mode: config.unix_socket_mode,
+                reuse_port: config.process.reuse_port,
+            };
+            let mut listener = bind(&spec, options)
+                .map_err(|error| format!("cannot use the inherited fd://{fd}: {error}"))?;
+            if let Some(BindSpec {
+                addr: BindAddr::Unix(path),
+                ..
+            }) = original.filter(|_| same_shape)
+            {
+                listener.unlink_on_exit = Some(path.clone());
+                listener.spec.addr = BindAddr::Unix(path.clone());
+            }
+            config.binds.push(listener.spec.clone());
+            listeners.push(listener);
+        }
+        return Ok(listeners);
+    }
+    let inherited = systemd;
     if !inherited.is_empty() {
         // Socket activation: systemd's sockets replace the default bind; they
         // speak the protocol of the first configured listener.
@@ -279,7 +349,7 @@ fn serve_here(
         max_requests: 0,
         max_lifetime: None,
     };
-    let stop = wait_for_stop(slot, recycle, Some(interrupt_hook(runtime, 0)));
+    let stop = wait_for_stop(slot, recycle, stop_hooks(runtime, 0));
     let code = match run(listeners, app, config, slot, stop) {
         Ok(()) => {
             log!(Info, "Shutting down");
@@ -299,6 +369,7 @@ fn supervise(
     config: &ServerConfig,
     listeners: Vec<BoundListener>,
     runtime: &'static dyn Runtime,
+    chores: ExitChores,
 ) -> i32 {
     let preloaded = if config.process.preload {
         match runtime.load_app(config) {
@@ -311,7 +382,7 @@ fn supervise(
     let worker_main =
         |context: &WorkerContext<'_>| worker_main(context, preloaded.clone(), runtime);
     match Master::new(config, listeners, &worker_main, runtime.master_hooks()) {
-        Ok(master) => master.run(),
+        Ok(master) => master.with_exit_chores(chores).run(),
         Err(error) => {
             log!(Error, "cannot start the master: {error}");
             i32::from(EXIT_USAGE)
@@ -380,11 +451,7 @@ fn worker_main(
         app,
         config,
         context.slot,
-        wait_for_stop(
-            context.slot,
-            recycle,
-            Some(interrupt_hook(runtime, context.number)),
-        ),
+        wait_for_stop(context.slot, recycle, stop_hooks(runtime, context.number)),
     ) {
         Ok(()) => 0,
         Err(error) => {
@@ -396,12 +463,12 @@ fn worker_main(
     code
 }
 
-/// gunicorn's `worker_int` for worker `number`.
-fn interrupt_hook(
-    runtime: &'static dyn Runtime,
-    number: usize,
-) -> wsgi_server::worker::OnInterrupt {
-    Box::new(move || runtime.worker_interrupted(number))
+/// gunicorn's `worker_int` and `worker_abort` for worker `number`.
+fn stop_hooks(runtime: &'static dyn Runtime, number: usize) -> StopHooks {
+    StopHooks {
+        interrupt: Some(Box::new(move || runtime.worker_interrupted(number))),
+        abort: Some(Box::new(move || runtime.worker_aborted(number))),
+    }
 }
 
 /// The worker's own listeners: duplicates of the ones inherited from the

@@ -16,12 +16,25 @@
 //! | HUP | rolling reload: new workers (fresh imports) come up, then the old ones finish and leave |
 //! | TTIN, TTOU | one worker more, one less |
 //! | USR1 | reopen log files (and forward to the workers) |
+//! | USR2 | upgrade: re-execute the binary as a new master sharing the listeners (gunicorn's `reexec`) |
+//! | WINCH | during an upgrade or when daemonized: stop the workers gracefully, keep the master |
+//! | TSTP, ALRM, VTALRM, PROF, IO, PWR, XCPU, XFSZ | logged and ignored: their default would stop or kill the master and orphan its workers |
+//!
+//! # Upgrade (USR2), as gunicorn
+//! The old master forks a child that executes the binary again with the
+//! listening sockets named in `WSGI_SERVER_FD` and its own pid in
+//! `WSGI_SERVER_PID`. The new master writes `PIDFILE.2`; both serve. WINCH
+//! to the old one stops its workers; TERM stops it. The new master, seeing
+//! its parent gone, is promoted: it renames `PIDFILE.2` to `PIDFILE`. A new
+//! master that dies leaves the old one serving (its pidfile untouched). A
+//! master with an upgrade relative alive does not remove the unix sockets.
 //!
 //! Workers leave on their own after `--max-requests` (+ jitter) or
 //! `--max-worker-lifetime`, recording why in their scoreboard slot; the
 //! master replaces a leaving worker as soon as it stops counting as live, so
 //! capacity never drops.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::config::ServerConfig;
@@ -33,6 +46,9 @@ use crate::signals::{self, SignalPipe};
 /// Exit code of a worker whose application failed to load (gunicorn's).
 pub const EXIT_APP_LOAD: i32 = 4;
 
+/// Past `--timeout` + `--timeout-grace`, how long the master waits for a
+/// worker's own watchdog before it kills the worker itself.
+const BACKSTOP_MARGIN: Duration = Duration::from_secs(3);
 /// How long a worker gets to dump its Python stacks before SIGKILL.
 const STACK_DUMP_GRACE: Duration = Duration::from_secs(1);
 /// A worker that dies sooner than this after its start counts as a crash
@@ -81,6 +97,18 @@ struct Worker {
     cause: Option<String>,
 }
 
+/// What the master cleans up when it leaves (`--vacuum`), and whether it
+/// is the new master of an upgrade.
+#[derive(Debug, Default, Clone)]
+pub struct ExitChores {
+    /// The pidfile this master wrote (`PIDFILE.2` while it is the new one).
+    pub pidfile: Option<PathBuf>,
+    /// Unix sockets to remove.
+    pub sockets: Vec<PathBuf>,
+    /// The old master that started this one by USR2, until it exits.
+    pub old_master: Option<i32>,
+}
+
 /// The master.
 pub struct Master<'a> {
     config: &'a ServerConfig,
@@ -104,6 +132,9 @@ pub struct Master<'a> {
     announced_ready: bool,
     last_rss_check: Instant,
     random: u64,
+    chores: ExitChores,
+    /// The new master this one started by USR2, while it runs.
+    reexec_pid: Option<i32>,
 }
 
 impl std::fmt::Debug for Master<'_> {
@@ -147,6 +178,8 @@ pub trait MasterHooks {
     }
     /// The master is about to exit.
     fn on_exit(&self) {}
+    /// USR2: a new master is about to be executed (`pre_exec`).
+    fn pre_exec(&self) {}
 }
 
 impl<'a> Master<'a> {
@@ -180,7 +213,16 @@ impl<'a> Master<'a> {
             announced_ready: false,
             last_rss_check: Instant::now(),
             random: u64::from(std::process::id()) ^ crate::scoreboard::now_millis(),
+            chores: ExitChores::default(),
+            reexec_pid: None,
         })
+    }
+
+    /// What to clean up at exit, and the old master if this one was started
+    /// by an upgrade.
+    pub fn with_exit_chores(mut self, chores: ExitChores) -> Master<'a> {
+        self.chores = chores;
+        self
     }
 
     /// Runs until stopped; returns the exit code.
@@ -195,6 +237,7 @@ impl<'a> Master<'a> {
                 self.on_signal(signal);
             }
             self.reap();
+            self.maybe_promote();
             if let Some((deadline, killed)) = self.stopping {
                 if self.workers.is_empty() {
                     break;
@@ -222,7 +265,121 @@ impl<'a> Master<'a> {
         if let Some(hooks) = self.hooks {
             hooks.on_exit();
         }
+        self.vacuum();
         self.exit_code
+    }
+
+    /// At exit: our pidfile (only if it still names us), and the unix
+    /// sockets unless an upgrade relative still listens on them (gunicorn).
+    fn vacuum(&self) {
+        if let Some(path) = &self.chores.pidfile {
+            process::remove_pidfile_of(path, std::process::id() as i32);
+        }
+        if self.reexec_pid.is_none() && self.chores.old_master.is_none() {
+            for path in &self.chores.sockets {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
+    /// The new master of an upgrade whose old master has exited takes over
+    /// the pidfile's name (gunicorn's `maybe_promote_master`).
+    fn maybe_promote(&mut self) {
+        let Some(old) = self.chores.old_master else {
+            return;
+        };
+        // SAFETY: getppid cannot fail.
+        if unsafe { libc::getppid() } == old {
+            return;
+        }
+        crate::log!(
+            Info,
+            "Master has been promoted (the old master {old} is gone)"
+        );
+        self.chores.old_master = None;
+        if let (Some(current), Some(wanted)) = (
+            self.chores.pidfile.clone(),
+            self.config.process.pidfile.clone(),
+        ) {
+            match process::write_pidfile(&wanted) {
+                Ok(()) => {
+                    process::remove_pidfile_of(&current, std::process::id() as i32);
+                    self.chores.pidfile = Some(wanted);
+                }
+                Err(error) => crate::log!(
+                    Error,
+                    "cannot write the pidfile {}: {error}",
+                    wanted.display()
+                ),
+            }
+        }
+    }
+
+    /// USR2: start a new master on the same listeners.
+    fn upgrade(&mut self) {
+        if let Some(pid) = self.reexec_pid {
+            crate::log!(
+                Warning,
+                "Handling signal: usr2: ignored, the new master (pid: {pid}) is running"
+            );
+            return;
+        }
+        if let Some(old) = self.chores.old_master {
+            crate::log!(
+                Warning,
+                "Handling signal: usr2: ignored, this master is itself the new one of an upgrade (old master: {old})"
+            );
+            return;
+        }
+        if self.stopping.is_some() || self.listeners.is_empty() {
+            crate::log!(Warning, "Handling signal: usr2: ignored while stopping");
+            return;
+        }
+        use std::os::fd::AsRawFd;
+        let fds: Vec<i32> = self
+            .listeners
+            .iter()
+            .map(|listener| listener.fd.as_raw_fd())
+            .collect();
+        if let Some(hooks) = self.hooks {
+            hooks.pre_exec();
+        }
+        match process::reexec(&fds) {
+            Ok(pid) => {
+                crate::log!(
+                    Info,
+                    "Handling signal: usr2: started a new master (pid: {pid}) on the same listeners"
+                );
+                self.reexec_pid = Some(pid);
+            }
+            Err(error) => crate::log!(
+                Error,
+                "Handling signal: usr2: cannot start a new master: {error}"
+            ),
+        }
+    }
+
+    /// WINCH: the workers leave gracefully, the master stays (the old
+    /// master of an upgrade, or a daemon); otherwise a terminal's resize.
+    fn stop_workers(&mut self) {
+        if self.reexec_pid.is_none() && !self.config.process.daemon {
+            crate::log!(
+                Info,
+                "Handling signal: winch: ignored (not daemonized and no upgrade under way)"
+            );
+            return;
+        }
+        crate::log!(Info, "Handling signal: winch: graceful stop of the workers");
+        self.target = 0;
+        self.retiring_generation = None;
+        let deadline = Instant::now() + self.config.timeouts.graceful + Duration::from_secs(1);
+        for worker in &mut self.workers {
+            if !matches!(worker.state, State::Stopping { .. }) {
+                worker.cause = Some("WINCH".into());
+                worker.state = State::Stopping { deadline };
+                signals::send(worker.pid, libc::SIGTERM);
+            }
+        }
     }
 
     fn set_title(&self) {
@@ -252,6 +409,10 @@ impl<'a> Master<'a> {
                 if let Some(hooks) = self.hooks {
                     hooks.on_reload();
                 }
+                if self.target == 0 {
+                    // After WINCH: back to the configured count (gunicorn).
+                    self.target = self.config.process.workers.max(1);
+                }
                 self.retiring_generation = Some(self.generation);
                 self.generation += 1;
             }
@@ -278,7 +439,16 @@ impl<'a> Master<'a> {
                     signals::send(worker.pid, libc::SIGUSR1);
                 }
             }
-            _ => {}
+            libc::SIGUSR2 => self.upgrade(),
+            libc::SIGWINCH => self.stop_workers(),
+            libc::SIGCHLD => {}
+            other => {
+                crate::log!(
+                    Info,
+                    "Ignoring signal {}: the master and its workers go on",
+                    signals::name(other)
+                );
+            }
         }
     }
 
@@ -304,6 +474,11 @@ impl<'a> Master<'a> {
             let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
             if pid <= 0 {
                 return;
+            }
+            if self.reexec_pid == Some(pid) {
+                self.reexec_pid = None;
+                self.on_new_master_exit(pid, status);
+                continue;
             }
             let Some(position) = self.workers.iter().position(|worker| worker.pid == pid) else {
                 continue;
@@ -339,6 +514,27 @@ impl<'a> Master<'a> {
         }
     }
 
+    /// The new master of an upgrade exited while this one runs: this one
+    /// goes on (with its workers back if WINCH had stopped them).
+    fn on_new_master_exit(&mut self, pid: i32, status: libc::c_int) {
+        let how = if libc::WIFSIGNALED(status) {
+            format!("was killed by {}", signals::name(libc::WTERMSIG(status)))
+        } else {
+            format!("exited with code {}", libc::WEXITSTATUS(status))
+        };
+        crate::log!(
+            Warning,
+            "The new master (pid: {pid}) {how}: this master goes on serving"
+        );
+        if let Some(path) = &self.config.process.pidfile {
+            process::remove_pidfile_of(&process::upgrade_pidfile(path), pid);
+        }
+        if self.target == 0 && self.stopping.is_none() {
+            self.target = self.config.process.workers.max(1);
+            crate::log!(Info, "Starting {} worker(s) again", self.target);
+        }
+    }
+
     fn log_death(&self, worker: &Worker, status: libc::c_int, retired: Retire, served: u64) {
         let who = format!("Worker {} (pid: {})", worker.number, worker.pid);
         if libc::WIFSIGNALED(status) {
@@ -360,6 +556,9 @@ impl<'a> Master<'a> {
             Retire::MaxRequests => Some(format!("max-requests reached ({served} requests served)")),
             Retire::Lifetime => Some("max-worker-lifetime reached".to_owned()),
             Retire::SourceChanged => Some("a source file changed (--reload)".to_owned()),
+            Retire::StuckRequest => {
+                Some("a request did not return after --timeout; replaced".to_owned())
+            }
             Retire::Asked | Retire::No => worker.cause.clone(),
         };
         match (code, reason) {
@@ -446,13 +645,26 @@ impl<'a> Master<'a> {
                     }
                 }
                 State::Running => {
+                    if slot.retiring() == Retire::StuckRequest {
+                        // The worker gave up on a request itself and
+                        // drains its others: it gets the graceful time.
+                        worker.state = State::Stopping {
+                            deadline: now + graceful + Duration::from_secs(1),
+                        };
+                        continue;
+                    }
                     if let Some(timeout) = self.config.process.timeout {
+                        // The backstop: the worker's own watchdog acts at
+                        // the timeout and again after the grace; a worker
+                        // past both that has not retired is wholly stuck.
+                        let limit = timeout + self.config.process.timeout_grace + BACKSTOP_MARGIN;
                         let busy = Duration::from_millis(slot.longest_busy_millis());
-                        if busy > timeout {
+                        if busy > limit {
                             crate::log!(
                                 Error,
-                                "WORKER TIMEOUT: worker {} (pid: {}) has been in one request for {:.1}s (timeout {}s): dumping its stacks, then killing it",
-                                worker.number, worker.pid, busy.as_secs_f64(), timeout.as_secs_f64()
+                                "WORKER TIMEOUT: worker {} (pid: {}) has been in one request for {:.1}s (timeout {}s + grace {}s) and did not act itself: dumping its stacks, then killing it",
+                                worker.number, worker.pid, busy.as_secs_f64(), timeout.as_secs_f64(),
+                                self.config.process.timeout_grace.as_secs_f64()
                             );
                             signals::send(worker.pid, libc::SIGUSR2);
                             worker.cause = Some("timeout".into());
@@ -641,10 +853,8 @@ impl<'a> Master<'a> {
     }
 }
 
-fn signal_word(signal: libc::c_int) -> &'static str {
-    match signal {
-        libc::SIGTERM => "term",
-        libc::SIGINT => "int",
-        _ => "?",
-    }
+fn signal_word(signal: libc::c_int) -> String {
+    signals::name(signal)
+        .trim_start_matches("SIG")
+        .to_ascii_lowercase()
 }

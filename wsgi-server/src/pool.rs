@@ -5,6 +5,13 @@
 //! before it hands a parsed request over; while the queue is full it reads
 //! nothing more, so TCP pushes back on clients. Idle keep-alive connections
 //! hold no slot.
+//!
+//! With `--timeout`, a watchdog thread looks at the threads' busy stamps:
+//! a request past the timeout has its runtime interrupt it (CPython: its
+//! stack logged, an exception raised in its thread); one still running
+//! `--timeout-grace` later is abandoned: its response is ended (a 500, or a
+//! cut connection), and the worker stops accepting so its other requests
+//! finish and the master replaces it.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -14,10 +21,58 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::Semaphore;
-use wsgi_core::{Application, Request, RequestSource};
+use wsgi_core::{AppError, Application, FileRegion, Request, RequestSource, ResponseHead};
+use wsgi_core::{ResponseSink, SinkError};
 
-use crate::scoreboard::WorkerSlot;
+use crate::scoreboard::{Retire, WorkerSlot};
+
+/// The per-request timeout the watchdog enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Watch {
+    /// A request running longer is interrupted.
+    pub timeout: Duration,
+    /// Then, a request still running after this is abandoned and the
+    /// worker retires.
+    pub grace: Duration,
+}
+
+/// What the watchdog says about a request in its log lines.
+#[derive(Debug, Clone, Default)]
+struct RequestNote {
+    method: Bytes,
+    uri: Bytes,
+    peer: Bytes,
+    port: Bytes,
+}
+
+impl std::fmt::Display for RequestNote {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "{} {} from {}",
+            String::from_utf8_lossy(&self.method),
+            String::from_utf8_lossy(&self.uri),
+            String::from_utf8_lossy(&self.peer)
+        )?;
+        if !self.port.is_empty() {
+            write!(formatter, ":{}", String::from_utf8_lossy(&self.port))?;
+        }
+        Ok(())
+    }
+}
+
+/// Per application thread, while the watchdog runs: the current request's
+/// note and its response sink, which the watchdog can end if the thread
+/// never comes back. The serial tells a late sink of an earlier request
+/// from the current one.
+#[derive(Debug, Default)]
+struct Guarded {
+    serial: u64,
+    note: RequestNote,
+    sink: Option<Box<dyn ResponseSink>>,
+}
 
 /// A queued request waits at most about this long for a busy application
 /// thread before another idle one is woken for it.
@@ -91,6 +146,8 @@ pub struct JobQueue {
     worker: &'static WorkerSlot,
     /// A wake-up task is queued on the I/O thread for this tick.
     wake_scheduled: AtomicBool,
+    /// Per thread, when `--timeout` is on (empty otherwise).
+    guarded: Vec<Mutex<Guarded>>,
 }
 
 impl JobQueue {
@@ -285,14 +342,152 @@ fn take_job<'q>(
     Ok(job)
 }
 
+impl ThreadSource {
+    /// With the watchdog on: notes the request and puts its sink where the
+    /// watchdog can end it.
+    fn guard(&self, request: Request) -> Request {
+        let Some(slot) = self.queue.guarded.get(self.index) else {
+            return request;
+        };
+        let Request {
+            environ,
+            input,
+            output,
+        } = request;
+        let mut guarded = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        guarded.serial += 1;
+        guarded.note = RequestNote {
+            method: environ.request_method.clone(),
+            uri: environ.request_uri.clone(),
+            peer: environ.remote_addr.clone(),
+            port: environ.remote_port.clone(),
+        };
+        guarded.sink = Some(output);
+        let serial = guarded.serial;
+        drop(guarded);
+        Request {
+            environ,
+            input,
+            output: Box::new(GuardedSink {
+                queue: Arc::clone(&self.queue),
+                index: self.index,
+                serial,
+            }),
+        }
+    }
+}
+
+/// The response sink an application thread gets while the watchdog runs:
+/// the real one stays with the queue, so the watchdog can end it.
+#[derive(Debug)]
+struct GuardedSink {
+    queue: Arc<JobQueue>,
+    index: usize,
+    serial: u64,
+}
+
+impl GuardedSink {
+    fn with<T>(&self, gone: T, action: impl FnOnce(&mut Box<dyn ResponseSink>) -> T) -> T {
+        let mut guarded = self.queue.guarded[self.index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if guarded.serial != self.serial {
+            return gone;
+        }
+        match guarded.sink.as_mut() {
+            Some(sink) => action(sink),
+            None => gone,
+        }
+    }
+}
+
+impl ResponseSink for GuardedSink {
+    fn start(&mut self, head: ResponseHead) -> Result<(), SinkError> {
+        self.with(Err(SinkError::Disconnected), |sink| sink.start(head))
+    }
+
+    fn send(&mut self, chunk: Bytes) -> Result<(), SinkError> {
+        self.with(Err(SinkError::Disconnected), |sink| sink.send(chunk))
+    }
+
+    fn send_file(&mut self, region: FileRegion) -> Result<(), SinkError> {
+        self.with(Err(SinkError::Disconnected), |sink| sink.send_file(region))
+    }
+
+    fn must_wait(&self) -> bool {
+        self.with(false, |sink| sink.must_wait())
+    }
+
+    fn wait(&mut self) -> Result<(), SinkError> {
+        // Not under the lock: the wait blocks, and the watchdog must be
+        // able to abandon the request meanwhile (it bumps the serial). The
+        // sink is taken out and put back, unless the request was abandoned.
+        let taken = {
+            let mut guarded = self.queue.guarded[self.index]
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if guarded.serial != self.serial {
+                return Err(SinkError::Disconnected);
+            }
+            guarded.sink.take()
+        };
+        let Some(mut sink) = taken else {
+            return Err(SinkError::Disconnected);
+        };
+        let result = sink.wait();
+        let mut guarded = self.queue.guarded[self.index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if guarded.serial == self.serial {
+            guarded.sink = Some(sink);
+            result
+        } else {
+            drop(guarded);
+            sink.abort(&AppError::new("request timeout"));
+            Err(SinkError::Disconnected)
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.with(Err(SinkError::Disconnected), |sink| sink.finish())
+    }
+
+    fn abort(&mut self, error: &AppError) {
+        self.with((), |sink| sink.abort(error));
+    }
+
+    fn is_started(&self) -> bool {
+        self.with(true, |sink| sink.is_started())
+    }
+}
+
+impl Drop for GuardedSink {
+    fn drop(&mut self) {
+        let mut guarded = self.queue.guarded[self.index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if guarded.serial == self.serial {
+            // Dropped outside the lock: the real sink's drop wakes the I/O
+            // thread.
+            let sink = guarded.sink.take();
+            drop(guarded);
+            drop(sink);
+        }
+    }
+}
+
 impl RequestSource for ThreadSource {
+    fn thread_index(&self) -> usize {
+        self.index
+    }
+
     fn next_request(&mut self) -> Option<Request> {
         let queue = &*self.queue;
         let mut state = queue.lock();
         leave_request(self.index, &mut state);
         loop {
             state = match take_job(queue, self.index, state) {
-                Ok(job) => return Some(job),
+                Ok(job) => return Some(self.guard(job)),
                 Err(state) => state,
             };
             if state.closed {
@@ -322,7 +517,8 @@ impl RequestSource for ThreadSource {
             return None;
         }
         leave_request(self.index, &mut state);
-        take_job(queue, self.index, state).ok()
+        let job = take_job(queue, self.index, state).ok()?;
+        Some(self.guard(job))
     }
 
     fn request_done(&mut self) {
@@ -332,6 +528,127 @@ impl RequestSource for ThreadSource {
             crate::worker::RETIRE_NOW.notify_one();
         }
     }
+}
+
+/// What the watchdog did about a thread's current request.
+#[derive(Debug, Clone, Copy)]
+struct Handled {
+    /// The busy stamp of the request.
+    stamp: u64,
+    /// When the runtime was asked to interrupt it.
+    at: Instant,
+    /// Given up on: its response ended, the worker retiring.
+    abandoned: bool,
+}
+
+/// Enforces `--timeout` per application thread (see the module's doc).
+fn watchdog(queue: &Arc<JobQueue>, app: &Arc<dyn Application>, watch: Watch) {
+    let tick = (watch.timeout / 4).clamp(Duration::from_millis(50), Duration::from_millis(500));
+    let timeout_ms = watch.timeout.as_millis() as u64;
+    let mut handled: Vec<Option<Handled>> = vec![None; queue.guarded.len()];
+    loop {
+        std::thread::sleep(tick);
+        if queue.lock().closed {
+            return;
+        }
+        let now = crate::scoreboard::now_millis();
+        for (index, record) in handled.iter_mut().enumerate() {
+            let stamp = queue.worker.busy_stamp(index);
+            if stamp == 0 {
+                *record = None;
+                continue;
+            }
+            match *record {
+                Some(done) if done.stamp == stamp => {
+                    let overdue = !done.abandoned && done.at.elapsed() >= watch.grace;
+                    if overdue {
+                        abandon(queue, index, watch);
+                        *record = Some(Handled {
+                            abandoned: true,
+                            ..done
+                        });
+                    }
+                }
+                _ if now.saturating_sub(stamp) >= timeout_ms => {
+                    interrupt(queue, app, index, stamp, watch);
+                    *record = Some(Handled {
+                        stamp,
+                        at: Instant::now(),
+                        abandoned: false,
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn note_of(queue: &JobQueue, index: usize) -> String {
+    queue.guarded[index]
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .note
+        .to_string()
+}
+
+/// Asks the runtime to stop thread `index`'s request, from a thread of its
+/// own: the runtime may wait for its lock (a thread stuck in C holding the
+/// GIL never gives it), and the grace must still be kept.
+fn interrupt(
+    queue: &Arc<JobQueue>,
+    app: &Arc<dyn Application>,
+    index: usize,
+    stamp: u64,
+    watch: Watch,
+) {
+    let note = note_of(queue, index);
+    crate::log!(
+        Error,
+        "Request timeout: {note} on application thread {index} has run over --timeout {}s: stopping it",
+        watch.timeout.as_secs_f64()
+    );
+    let queue = Arc::clone(queue);
+    let app = Arc::clone(app);
+    let spawned = std::thread::Builder::new()
+        .name("wsgi-interrupt".into())
+        .spawn(move || {
+            let still_stuck = || queue.worker.busy_stamp(index) == stamp;
+            if !app.interrupt_thread(index, &note, &still_stuck) && still_stuck() {
+                crate::log!(
+                    Warning,
+                    "The runtime could not interrupt {note}: it gets --timeout-grace {}s, then the worker is replaced",
+                    watch.grace.as_secs_f64()
+                );
+            }
+        });
+    if let Err(error) = spawned {
+        crate::log!(
+            Error,
+            "cannot start a thread to interrupt a request: {error}"
+        );
+    }
+}
+
+/// Gives up on thread `index`'s request: ends its response and retires
+/// the worker, whose other requests finish.
+fn abandon(queue: &JobQueue, index: usize, watch: Watch) {
+    let mut guarded = queue.guarded[index]
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let note = guarded.note.to_string();
+    guarded.serial += 1;
+    let sink = guarded.sink.take();
+    drop(guarded);
+    crate::log!(
+        Error,
+        "Request {note} on application thread {index} did not return {}s after the timeout (blocked outside Python code?): answering it 500 or closing its connection; this worker stops accepting, finishes its other requests and is replaced",
+        watch.grace.as_secs_f64()
+    );
+    if let Some(mut sink) = sink {
+        sink.abort(&AppError::new("request timeout"));
+    }
+    queue.worker.retire(Retire::StuckRequest);
+    crate::worker::STUCK_REQUEST.notify_one();
 }
 
 /// The application threads of this process.
@@ -351,6 +668,7 @@ impl AppPool {
         threads: usize,
         queue_size: usize,
         worker: &'static WorkerSlot,
+        watch: Option<Watch>,
     ) -> std::io::Result<AppPool> {
         let queue = Arc::new(JobQueue {
             state: Mutex::new(QueueState {
@@ -371,7 +689,18 @@ impl AppPool {
             slots: Semaphore::new(queue_size.max(1)),
             worker,
             wake_scheduled: AtomicBool::new(false),
+            guarded: match watch {
+                Some(_) => (0..threads.max(1)).map(|_| Mutex::default()).collect(),
+                None => Vec::new(),
+            },
         });
+        if let Some(watch) = watch {
+            let queue = Arc::clone(&queue);
+            let app = Arc::clone(&app);
+            std::thread::Builder::new()
+                .name("wsgi-watchdog".into())
+                .spawn(move || watchdog(&queue, &app, watch))?;
+        }
         let mut handles = Vec::with_capacity(threads);
         for index in 0..threads.max(1) {
             let app = Arc::clone(&app);
@@ -443,7 +772,7 @@ mod tests {
             .unwrap();
         let local = tokio::task::LocalSet::new();
         let slot: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
-        let pool = AppPool::start(app, 4, 16, slot).unwrap();
+        let pool = AppPool::start(app, 4, 16, slot, None).unwrap();
         let result = local.block_on(&runtime, body(pool.queue()));
         assert!(pool.shutdown(Duration::from_secs(2)));
         result

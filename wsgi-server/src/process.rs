@@ -1,6 +1,7 @@
 //! Process-level chores of a Unix daemon: pidfile, detaching, dropping
 //! privileges, process titles, systemd's socket activation and readiness
-//! notification, and dying with the master.
+//! notification, dying with the master, and re-executing the binary for
+//! an upgrade (USR2) with the listening sockets passed by descriptor.
 
 use std::ffi::CString;
 use std::io;
@@ -12,9 +13,173 @@ use std::path::Path;
 /// # Errors
 /// The file could not be written.
 pub fn write_pidfile(path: &Path) -> io::Result<()> {
-    let temporary = path.with_extension("tmp");
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".{}.tmp", std::process::id()));
     std::fs::write(&temporary, format!("{}\n", std::process::id()))?;
     std::fs::rename(&temporary, path)
+}
+
+/// Removes the pidfile at `path` if it names `pid` (gunicorn's
+/// `Pidfile.unlink`): after an upgrade another master may own the name.
+pub fn remove_pidfile_of(path: &Path, pid: i32) {
+    let named = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok());
+    if named == Some(pid) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// The pidfile of a master started by USR2 while the old one runs:
+/// `PIDFILE.2`, renamed to `PIDFILE` when it is promoted (gunicorn's).
+pub fn upgrade_pidfile(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".2");
+    name.into()
+}
+
+/// The environment variable naming the listening descriptors a new master
+/// inherits from the old one (gunicorn's `GUNICORN_FD`).
+pub const UPGRADE_FDS_VAR: &str = "WSGI_SERVER_FD";
+/// The environment variable with the old master's pid (gunicorn's
+/// `GUNICORN_PID`): its presence makes this master the new one of an
+/// upgrade until the old one is gone.
+pub const UPGRADE_PID_VAR: &str = "WSGI_SERVER_PID";
+
+/// What a master started by an old master's USR2 inherits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upgrade {
+    /// The old master (our parent until it exits).
+    pub old_master: i32,
+    /// The listening sockets, in the old master's order.
+    pub fds: Vec<RawFd>,
+}
+
+/// Reads (and removes, so our workers and our own later upgrades do not
+/// see them) the variables an old master set for us.
+pub fn take_upgrade() -> Option<Upgrade> {
+    let fds = std::env::var(UPGRADE_FDS_VAR).ok();
+    let old_master = std::env::var(UPGRADE_PID_VAR).ok();
+    std::env::remove_var(UPGRADE_FDS_VAR);
+    std::env::remove_var(UPGRADE_PID_VAR);
+    let fds: Vec<RawFd> = fds?
+        .split(',')
+        .filter_map(|fd| fd.trim().parse().ok())
+        .collect();
+    let old_master: i32 = old_master?.trim().parse().ok()?;
+    // SAFETY: getppid cannot fail.
+    let parent = unsafe { libc::getppid() };
+    // A stale variable from a shell (not our parent's doing) is ignored.
+    (parent == old_master && !fds.is_empty()).then_some(Upgrade { old_master, fds })
+}
+
+/// How this process was started: what a USR2 re-executes.
+#[derive(Debug)]
+struct StartContext {
+    cwd: std::path::PathBuf,
+    args: Vec<CString>,
+    env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+}
+
+static START: std::sync::OnceLock<StartContext> = std::sync::OnceLock::new();
+
+/// Remembers the command line, environment and directory of this start,
+/// first thing in `main`: process titles later overwrite the argv area,
+/// and `--env` and `--chdir` change the others.
+pub fn remember_start() {
+    use std::os::unix::ffi::OsStrExt;
+    let _ = START.get_or_init(|| StartContext {
+        cwd: std::env::current_dir().unwrap_or_else(|_| "/".into()),
+        args: std::env::args_os()
+            .filter_map(|arg| CString::new(arg.as_bytes()).ok())
+            .collect(),
+        env: std::env::vars_os().collect(),
+    });
+}
+
+/// USR2: forks a child that executes this program again (same argv, same
+/// environment as at start, same directory), handing it `fds` (the
+/// listening sockets) through [`UPGRADE_FDS_VAR`]. Returns the child's pid.
+/// Call only from a process without other threads (the master).
+///
+/// # Errors
+/// The start was not remembered, or the fork failed.
+pub fn reexec(fds: &[RawFd]) -> io::Result<i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let start = START
+        .get()
+        .ok_or_else(|| io::Error::other("the command line was not remembered"))?;
+    let program = start
+        .args
+        .first()
+        .cloned()
+        .ok_or_else(|| io::Error::other("no argv[0]"))?;
+    // Everything the child needs is built before the fork: after it, only
+    // async-signal-safe calls.
+    let master = std::process::id();
+    let fd_list = fds
+        .iter()
+        .map(|fd| fd.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut env: Vec<CString> = start
+        .env
+        .iter()
+        .filter(|(key, _)| {
+            let key = key.as_bytes();
+            key != UPGRADE_FDS_VAR.as_bytes()
+                && key != UPGRADE_PID_VAR.as_bytes()
+                && !key.starts_with(b"LISTEN_")
+        })
+        .filter_map(|(key, value)| {
+            let mut pair = key.as_bytes().to_vec();
+            pair.push(b'=');
+            pair.extend_from_slice(value.as_bytes());
+            CString::new(pair).ok()
+        })
+        .collect();
+    env.push(CString::new(format!("{UPGRADE_FDS_VAR}={fd_list}")).expect("no NUL"));
+    env.push(CString::new(format!("{UPGRADE_PID_VAR}={master}")).expect("no NUL"));
+    let mut argv: Vec<*const libc::c_char> = start.args.iter().map(|arg| arg.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = env.iter().map(|pair| pair.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let cwd = CString::new(start.cwd.as_os_str().as_bytes()).unwrap_or_else(|_| c"/".into());
+    // SAFETY: the master has no other threads; the child only makes
+    // async-signal-safe calls (fcntl, sigaction, sigprocmask, chdir,
+    // execvpe, _exit) on data prepared above.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid > 0 {
+        return Ok(pid);
+    }
+    // SAFETY: see above; in the child.
+    unsafe {
+        for &fd in fds {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            }
+        }
+        // Dispositions the master set (ignored signals survive exec) and
+        // its mask go back to the defaults a fresh start has.
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut action.sa_mask);
+        for signal in 1..32 {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::sigaction(signal, &action, std::ptr::null_mut());
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        libc::chdir(cwd.as_ptr());
+        libc::execvpe(program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        libc::_exit(127);
+    }
 }
 
 /// Detaches from the terminal: fork, new session, fork again, standard

@@ -265,6 +265,10 @@ impl MasterHooks for PythonRuntime {
         );
     }
 
+    fn pre_exec(&self) {
+        self.call_hook(wsgi_python::hooks::Hook::PreExec, None, None);
+    }
+
     fn on_exit(&self) {
         self.call_hook(wsgi_python::hooks::Hook::OnExit, None, None);
     }

@@ -25,6 +25,8 @@ pub enum Retire {
     Asked = 3,
     /// `--reload`: a loaded source file changed.
     SourceChanged = 4,
+    /// A request ran past `--timeout` and did not return.
+    StuckRequest = 5,
 }
 
 impl Retire {
@@ -34,6 +36,7 @@ impl Retire {
             2 => Retire::Lifetime,
             3 => Retire::Asked,
             4 => Retire::SourceChanged,
+            5 => Retire::StuckRequest,
             _ => Retire::No,
         }
     }
@@ -94,6 +97,12 @@ impl WorkerSlot {
         let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
         let limit = self.max_requests.load(Ordering::Relaxed);
         limit > 0 && served == limit
+    }
+
+    /// When application thread `index`'s current request started (ms
+    /// since the epoch), 0 when idle.
+    pub fn busy_stamp(&self, index: usize) -> u64 {
+        self.busy_since[index.min(MAX_THREADS - 1)].load(Ordering::Relaxed)
     }
 
     /// Requests completed by this worker.

@@ -64,7 +64,11 @@ pub fn run(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let pool = AppPool::start(app, config.threads, config.queue_size, worker)?;
+    let watch = config.process.timeout.map(|timeout| crate::pool::Watch {
+        timeout,
+        grace: config.process.timeout_grace,
+    });
+    let pool = AppPool::start(app, config.threads, config.queue_size, worker, watch)?;
     // After the application threads are spawned: they keep the normal policy.
     batch_io_thread();
     let (shutdown_sender, shutdown) = watch::channel(false);

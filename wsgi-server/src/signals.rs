@@ -8,8 +8,12 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
 
-/// The signals the master handles.
-pub const MASTER_SIGNALS: [libc::c_int; 9] = [
+/// The signals the master handles. Besides gunicorn's, those whose default
+/// action would stop or kill the master and leave its workers serving
+/// without it (TSTP, ALRM, ...): the master logs and ignores them.
+/// Synchronous faults (SEGV, BUS, FPE, ILL, ABRT, SYS, TRAP) keep their
+/// default: ignoring them would loop on the fault.
+pub const MASTER_SIGNALS: [libc::c_int; 19] = [
     libc::SIGTERM,
     libc::SIGINT,
     libc::SIGQUIT,
@@ -17,8 +21,39 @@ pub const MASTER_SIGNALS: [libc::c_int; 9] = [
     libc::SIGTTIN,
     libc::SIGTTOU,
     libc::SIGUSR1,
+    libc::SIGUSR2,
     libc::SIGCHLD,
     libc::SIGWINCH,
+    libc::SIGTSTP,
+    libc::SIGALRM,
+    libc::SIGVTALRM,
+    libc::SIGPROF,
+    libc::SIGIO,
+    libc::SIGPWR,
+    libc::SIGXCPU,
+    libc::SIGXFSZ,
+    libc::SIGSTKFLT,
+];
+
+/// The signals a worker ignores: they are meant for the master (HUP, TTIN,
+/// TTOU, WINCH, USR2 until a runtime arms its stack dump on it), or their
+/// default would stop or kill the worker mid-request (TSTP, ALRM, ...). A
+/// worker acts on TERM, INT, QUIT and USR1 only.
+pub const WORKER_IGNORED: [libc::c_int; 14] = [
+    libc::SIGHUP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+    libc::SIGWINCH,
+    libc::SIGUSR2,
+    libc::SIGTSTP,
+    libc::SIGALRM,
+    libc::SIGVTALRM,
+    libc::SIGPROF,
+    libc::SIGIO,
+    libc::SIGPWR,
+    libc::SIGXCPU,
+    libc::SIGXFSZ,
+    libc::SIGSTKFLT,
 ];
 
 extern "C" fn on_signal(signal: libc::c_int) {
@@ -93,11 +128,15 @@ impl SignalPipe {
         signals
     }
 
-    /// In a freshly forked worker: default dispositions, and the pipe closed.
+    /// In a freshly forked worker: default dispositions, [`WORKER_IGNORED`]
+    /// ignored, and the pipe closed.
     pub fn reset_in_child(&self) {
         PIPE_WRITE.store(-1, Ordering::Relaxed);
         for signal in MASTER_SIGNALS {
             let _ = set_handler(signal, libc::SIG_DFL, 0);
+        }
+        for signal in WORKER_IGNORED {
+            let _ = set_handler(signal, libc::SIG_IGN, 0);
         }
         // SAFETY: closing our own pipe's descriptors in the child.
         unsafe {
@@ -142,6 +181,19 @@ pub fn name(signal: libc::c_int) -> String {
         (libc::SIGCHLD, "SIGCHLD"),
         (libc::SIGTTIN, "SIGTTIN"),
         (libc::SIGTTOU, "SIGTTOU"),
+        (libc::SIGWINCH, "SIGWINCH"),
+        (libc::SIGTSTP, "SIGTSTP"),
+        (libc::SIGCONT, "SIGCONT"),
+        (libc::SIGURG, "SIGURG"),
+        (libc::SIGVTALRM, "SIGVTALRM"),
+        (libc::SIGPROF, "SIGPROF"),
+        (libc::SIGIO, "SIGIO"),
+        (libc::SIGPWR, "SIGPWR"),
+        (libc::SIGXCPU, "SIGXCPU"),
+        (libc::SIGXFSZ, "SIGXFSZ"),
+        (libc::SIGSTKFLT, "SIGSTKFLT"),
+        (libc::SIGTRAP, "SIGTRAP"),
+        (libc::SIGSYS, "SIGSYS"),
     ];
     known
         .iter()

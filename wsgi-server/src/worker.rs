@@ -20,12 +20,36 @@ pub struct Recycle {
     pub max_lifetime: Option<Duration>,
 }
 
-/// Called once when INT or QUIT arrives (gunicorn's `worker_int`), off the
-/// I/O thread: a runtime's hook may wait for its interpreter's lock.
+/// A runtime's hook run once at a stop's moment, off the I/O thread: it
+/// may wait for its interpreter's lock.
 pub type OnInterrupt = Box<dyn FnOnce() + Send>;
+
+/// gunicorn's worker hooks around a stop.
+#[derive(Default)]
+pub struct StopHooks {
+    /// INT or QUIT arrived (`worker_int`).
+    pub interrupt: Option<OnInterrupt>,
+    /// A request outlived `--timeout` and its grace; the worker leaves
+    /// (`worker_abort`).
+    pub abort: Option<OnInterrupt>,
+}
+
+impl std::fmt::Debug for StopHooks {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("StopHooks")
+            .field("interrupt", &self.interrupt.is_some())
+            .field("abort", &self.abort.is_some())
+            .finish()
+    }
+}
 
 /// Notified by the application threads when `--max-requests` is reached.
 pub static RETIRE_NOW: Notify = Notify::const_new();
+
+/// Notified by the `--timeout` watchdog when a request did not return
+/// after its grace: the worker stops accepting and is replaced.
+pub static STUCK_REQUEST: Notify = Notify::const_new();
 
 /// Notified by the `--reload` watcher when a source file changed.
 pub static SOURCE_CHANGED: Notify = Notify::const_new();
@@ -34,7 +58,7 @@ pub static SOURCE_CHANGED: Notify = Notify::const_new();
 pub async fn wait_for_stop(
     slot: &'static WorkerSlot,
     recycle: Recycle,
-    mut on_interrupt: Option<OnInterrupt>,
+    mut hooks: StopHooks,
 ) -> Stop {
     slot.max_requests
         .store(recycle.max_requests, std::sync::atomic::Ordering::Relaxed);
@@ -53,16 +77,21 @@ pub async fn wait_for_stop(
         tokio::select! {
             _ = term.recv() => return Stop::Graceful,
             _ = int.recv() => {
-                interrupted(on_interrupt.take()).await;
+                interrupted(hooks.interrupt.take()).await;
                 return Stop::Graceful;
             }
             _ = quit.recv() => {
-                interrupted(on_interrupt.take()).await;
+                interrupted(hooks.interrupt.take()).await;
                 return Stop::Immediate;
             }
             _ = usr1.recv() => crate::log::logger().reopen(),
             _ = RETIRE_NOW.notified() => {
                 slot.retire(Retire::MaxRequests);
+                return Stop::Graceful;
+            }
+            _ = STUCK_REQUEST.notified() => {
+                slot.retire(Retire::StuckRequest);
+                interrupted(hooks.abort.take()).await;
                 return Stop::Graceful;
             }
             _ = SOURCE_CHANGED.notified() => {

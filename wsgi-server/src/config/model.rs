@@ -74,8 +74,12 @@ pub struct ProcessSettings {
     pub master: bool,
     /// Worker processes.
     pub workers: usize,
-    /// A worker stuck longer than this in one request is killed (uWSGI's harakiri).
+    /// A request running longer than this is stopped (its stack logged, an
+    /// exception raised in its thread); `None`: never.
     pub timeout: Option<Duration>,
+    /// After the timeout, how long the request gets to return before its
+    /// worker stops accepting and is replaced.
+    pub timeout_grace: Duration,
     /// Recycle a worker after this many requests (0: never).
     pub max_requests: u64,
     /// Up to this many more requests, chosen per worker, so workers do not
@@ -116,7 +120,8 @@ impl Default for ProcessSettings {
         ProcessSettings {
             master: true,
             workers: 1,
-            timeout: None,
+            timeout: Some(Duration::from_secs(30)),
+            timeout_grace: Duration::from_secs(10),
             max_requests: 0,
             max_requests_jitter: 0,
             max_lifetime: None,

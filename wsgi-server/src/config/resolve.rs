@@ -374,7 +374,13 @@ fn process(get: &Getter<'_>) -> Result<ProcessSettings, ConfigError> {
     Ok(ProcessSettings {
         master: get.flag("master")?.unwrap_or(defaults.master),
         workers: get.count("workers", 1)?.unwrap_or(defaults.workers),
-        timeout: nonzero(get.seconds("timeout")?),
+        timeout: match get.seconds("timeout")? {
+            Some(timeout) => nonzero(Some(timeout)),
+            None => defaults.timeout,
+        },
+        timeout_grace: get
+            .seconds("timeout_grace")?
+            .unwrap_or(defaults.timeout_grace),
         max_requests: get.number("max_requests")?.unwrap_or(0),
         max_requests_jitter: get.number("max_requests_jitter")?.unwrap_or(0),
         max_lifetime: nonzero(get.seconds("max_worker_lifetime")?),
