@@ -12,6 +12,7 @@ pub mod listener;
 pub mod log;
 pub mod master;
 pub mod net;
+pub mod ops;
 pub mod pool;
 pub mod process;
 #[cfg(feature = "python")]
