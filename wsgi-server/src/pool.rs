@@ -174,6 +174,7 @@ impl JobQueue {
             return Err(Box::new(request));
         }
         state.jobs.push_back((request, Instant::now()));
+        self.worker.counters.queued.fetch_add(1, Ordering::Relaxed);
         let nobody_active = state.active() == 0;
         let alone = nobody_active && state.jobs.len() == 1;
         let arm_watchdog = !nobody_active && state.can_wake() && !state.watchdog_armed;
@@ -331,9 +332,12 @@ fn take_job<'q>(
     index: usize,
     mut state: MutexGuard<'q, QueueState>,
 ) -> Result<Request, MutexGuard<'q, QueueState>> {
-    let Some((job, _queued)) = state.jobs.pop_front() else {
+    let Some((job, queued)) = state.jobs.pop_front() else {
         return Err(state);
     };
+    let counters = &queue.worker.counters;
+    counters.queued.fetch_sub(1, Ordering::Relaxed);
+    counters.queue_wait.observe(queued.elapsed());
     state.idle_threads -= 1;
     state.busy[index] = true;
     drop(state);
@@ -602,6 +606,11 @@ fn interrupt(
     watch: Watch,
 ) {
     let note = note_of(queue, index);
+    queue
+        .worker
+        .counters
+        .timeouts
+        .fetch_add(1, Ordering::Relaxed);
     crate::log!(
         Error,
         "Request timeout: {note} on application thread {index} has run over --timeout {}s: stopping it",
@@ -670,6 +679,10 @@ impl AppPool {
         worker: &'static WorkerSlot,
         watch: Option<Watch>,
     ) -> std::io::Result<AppPool> {
+        worker.threads.store(
+            u32::try_from(threads.max(1)).unwrap_or(u32::MAX),
+            Ordering::Relaxed,
+        );
         let queue = Arc::new(JobQueue {
             state: Mutex::new(QueueState {
                 jobs: VecDeque::new(),

@@ -45,6 +45,8 @@ pub struct RequestRecord {
     pub response_headers: Vec<(Bytes, Bytes)>,
     /// The response was cut (an error after the head, or the client left).
     pub incomplete: bool,
+    /// The application raised (the response is a 500, or cut).
+    pub app_error: bool,
     /// Served by the server itself (health path, static file), not the app.
     pub served_by_server: bool,
 }

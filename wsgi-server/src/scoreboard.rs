@@ -42,6 +42,134 @@ impl Retire {
     }
 }
 
+/// Upper bounds (seconds) of the request-duration and queue-wait histogram
+/// buckets; a last, unbounded bucket follows (Prometheus' `+Inf`).
+pub const BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A histogram in shared memory: counts per bucket (not cumulative) and
+/// the sum of the observations in microseconds.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Histogram {
+    /// Observations per bucket; the last one is `+Inf`.
+    pub buckets: [AtomicU64; BUCKETS.len() + 1],
+    /// Sum of observations, in microseconds.
+    pub sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn new() -> Histogram {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, duration: std::time::Duration) {
+        let seconds = duration.as_secs_f64();
+        let index = BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[index].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(duration.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn reset(&self) {
+        for bucket in &self.buckets {
+            bucket.store(0, Ordering::Relaxed);
+        }
+        self.sum_micros.store(0, Ordering::Relaxed);
+    }
+}
+
+/// What a worker counts about its requests, read by the master for
+/// `--metrics-bind` and `--stats` (and added to its totals when the worker
+/// leaves, so a total never goes backwards).
+#[repr(C)]
+#[derive(Debug)]
+pub struct RequestCounters {
+    /// Responses by status class: index 0 for none sent (the client left
+    /// first), 1 to 5 for 1xx to 5xx.
+    pub by_class: [AtomicU64; 6],
+    /// Request body bytes read.
+    pub bytes_in: AtomicU64,
+    /// Response body bytes sent.
+    pub bytes_out: AtomicU64,
+    /// From the head's arrival to the last byte sent.
+    pub duration: Histogram,
+    /// Waiting for an application thread (observed as a thread takes it).
+    pub queue_wait: Histogram,
+    /// Requests between their head and their end.
+    pub in_flight: AtomicU64,
+    /// Requests parsed and waiting for an application thread.
+    pub queued: AtomicU64,
+    /// Requests whose application raised (uWSGI's `exceptions`).
+    pub exceptions: AtomicU64,
+    /// Requests stopped by `--timeout` (uWSGI's `harakiri_count`).
+    pub timeouts: AtomicU64,
+    /// Log lines dropped because a writer fell behind.
+    pub log_dropped: AtomicU64,
+}
+
+impl RequestCounters {
+    fn new() -> RequestCounters {
+        RequestCounters {
+            by_class: std::array::from_fn(|_| AtomicU64::new(0)),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            duration: Histogram::new(),
+            queue_wait: Histogram::new(),
+            in_flight: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            exceptions: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            log_dropped: AtomicU64::new(0),
+        }
+    }
+
+    fn reset(&self) {
+        for counter in self.by_class.iter().chain([
+            &self.bytes_in,
+            &self.bytes_out,
+            &self.in_flight,
+            &self.queued,
+            &self.exceptions,
+            &self.timeouts,
+            &self.log_dropped,
+        ]) {
+            counter.store(0, Ordering::Relaxed);
+        }
+        self.duration.reset();
+        self.queue_wait.reset();
+    }
+
+    /// Counts a finished request from its record.
+    pub fn finished(&self, record: &crate::record::RequestRecord) {
+        let class = usize::from(record.status / 100).min(5);
+        self.by_class[class].fetch_add(1, Ordering::Relaxed);
+        self.bytes_in.fetch_add(record.bytes_in, Ordering::Relaxed);
+        self.bytes_out
+            .fetch_add(record.bytes_out, Ordering::Relaxed);
+        self.duration.observe(record.total);
+        if record.app_error {
+            self.exceptions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Requests counted, whatever their status.
+    pub fn requests(&self) -> u64 {
+        self.by_class
+            .iter()
+            .map(|counter| counter.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
 /// One worker's slot.
 #[repr(C)]
 #[derive(Debug)]
@@ -59,6 +187,14 @@ pub struct WorkerSlot {
     /// Per application thread: when (ms since the epoch) its current request
     /// started; 0 when idle.
     pub busy_since: [AtomicU64; MAX_THREADS],
+    /// Per application thread: requests it completed (uWSGI's `cores[]`).
+    pub thread_served: [AtomicU64; MAX_THREADS],
+    /// Application threads this worker runs.
+    pub threads: AtomicU32,
+    /// When the worker started (ms since the epoch).
+    pub started_millis: AtomicU64,
+    /// Counters of its requests.
+    pub counters: RequestCounters,
 }
 
 impl WorkerSlot {
@@ -71,6 +207,10 @@ impl WorkerSlot {
             served: AtomicU64::new(0),
             max_requests: AtomicU64::new(0),
             busy_since: std::array::from_fn(|_| AtomicU64::new(0)),
+            thread_served: std::array::from_fn(|_| AtomicU64::new(0)),
+            threads: AtomicU32::new(0),
+            started_millis: AtomicU64::new(now_millis()),
+            counters: RequestCounters::new(),
         }
     }
 
@@ -79,9 +219,12 @@ impl WorkerSlot {
         self.retiring.store(0, Ordering::Relaxed);
         self.served.store(0, Ordering::Relaxed);
         self.max_requests.store(0, Ordering::Relaxed);
-        for stamp in &self.busy_since {
+        for stamp in self.busy_since.iter().chain(&self.thread_served) {
             stamp.store(0, Ordering::Relaxed);
         }
+        self.threads.store(0, Ordering::Relaxed);
+        self.started_millis.store(now_millis(), Ordering::Relaxed);
+        self.counters.reset();
         self.pid.store(pid, Ordering::Release);
     }
 
@@ -94,6 +237,7 @@ impl WorkerSlot {
     /// returns true when that count reaches `max_requests`.
     pub fn request_finished(&self, index: usize) -> bool {
         self.busy_since[index.min(MAX_THREADS - 1)].store(0, Ordering::Relaxed);
+        self.thread_served[index.min(MAX_THREADS - 1)].fetch_add(1, Ordering::Relaxed);
         let served = self.served.fetch_add(1, Ordering::Relaxed) + 1;
         let limit = self.max_requests.load(Ordering::Relaxed);
         limit > 0 && served == limit
@@ -135,6 +279,15 @@ impl WorkerSlot {
     /// Why the worker is leaving.
     pub fn retiring(&self) -> Retire {
         Retire::from_u32(self.retiring.load(Ordering::Acquire))
+    }
+
+    /// Application threads busy with a request now.
+    pub fn busy_threads(&self) -> usize {
+        let threads = (self.threads.load(Ordering::Relaxed) as usize).min(MAX_THREADS);
+        self.busy_since[..threads]
+            .iter()
+            .filter(|stamp| stamp.load(Ordering::Relaxed) != 0)
+            .count()
     }
 
     /// Whether the worker is up and accepting.
