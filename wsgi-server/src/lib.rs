@@ -11,6 +11,7 @@ pub mod exchange;
 pub mod listener;
 pub mod log;
 pub mod master;
+pub mod ops;
 pub mod pool;
 pub mod process;
 #[cfg(feature = "python")]

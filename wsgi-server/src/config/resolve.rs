@@ -9,7 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::layer::{Entry, Merged, Source};
-use super::model::{AppSource, ProcessSettings, PythonSettings, ServerConfig, Timeouts};
+use super::model::{
+    AppSource, ProcessSettings, PythonSettings, ServerConfig, StaticSettings, Timeouts,
+};
 use super::ConfigError;
 use crate::listener::{BindSpec, Protocol};
 use crate::log::Level;
@@ -83,8 +85,53 @@ pub fn resolve(merged: &Merged) -> Result<ServerConfig, ConfigError> {
             )
         })?;
     }
+    config.static_files = static_files(&get, config.python.chdir.as_deref())?;
     worker_class(&get)?;
     Ok(config)
+}
+
+/// `--static-map PREFIX=DIR` (DIR relative to `--chdir`, else to the
+/// current directory, and made absolute now: workers may change directory),
+/// `--static-index NAME`, `--static-expires SECONDS`.
+fn static_files(
+    get: &Getter<'_>,
+    chdir: Option<&std::path::Path>,
+) -> Result<StaticSettings, ConfigError> {
+    let base = std::env::current_dir()
+        .map(|cwd| chdir.map_or_else(|| cwd.clone(), |dir| cwd.join(dir)))
+        .unwrap_or_default();
+    let mut settings = StaticSettings::default();
+    for entry in get.list("static_map") {
+        let Some((prefix, dir)) = entry.value.split_once('=') else {
+            return Err(get.bad(entry, "is not PREFIX=DIR"));
+        };
+        let (prefix, dir) = (prefix.trim(), dir.trim());
+        if !prefix.starts_with('/') || dir.is_empty() {
+            return Err(get.bad(entry, "is not PREFIX=DIR with PREFIX starting with /"));
+        }
+        let path = base.join(dir);
+        if !path.exists() {
+            return Err(get.bad(
+                entry,
+                &format!("names {}, which does not exist", path.display()),
+            ));
+        }
+        settings.maps.push((prefix.to_owned(), path));
+    }
+    for entry in get.list("static_index") {
+        let name = entry.value.trim();
+        if name.is_empty()
+            || name.contains('/')
+            || name == "."
+            || name == ".."
+            || name.contains('\0')
+        {
+            return Err(get.bad(entry, "is not a file name"));
+        }
+        settings.index.push(name.to_owned());
+    }
+    settings.expires = get.number("static_expires")?.filter(|age| *age > 0);
+    Ok(settings)
 }
 
 /// Typed reads of merged values, with errors naming their source.
