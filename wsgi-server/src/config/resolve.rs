@@ -565,6 +565,40 @@ mod tests {
     }
 
     #[test]
+    fn static_files() {
+        let dir = std::env::temp_dir();
+        let map = format!("/static={}", dir.display());
+        let config = resolve(&Merged::new(vec![cli(&[
+            "--static-map",
+            &map,
+            "--static-map",
+            "/s2=.",
+            "--static-index",
+            "index.html",
+            "--static-expires",
+            "60",
+            "a",
+        ])]))
+        .unwrap();
+        let statics = config.static_files;
+        assert_eq!(statics.maps[0], ("/static".to_owned(), dir.clone()));
+        // Relative to the current directory, made absolute.
+        assert!(statics.maps[1].1.is_absolute());
+        assert_eq!(statics.index, ["index.html"]);
+        assert_eq!(statics.expires, Some(60));
+        let error = |args: &[&str]| {
+            resolve(&Merged::new(vec![cli(args)]))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(error(&["--static-map", "static", "a"]).contains("is not PREFIX=DIR"));
+        assert!(error(&["--static-map", "s=/tmp", "a"]).contains("starting with /"));
+        assert!(error(&["--static-map", "/s=/no/such/dir/here", "a"]).contains("does not exist"));
+        assert!(error(&["--static-index", "a/b", "a"]).contains("is not a file name"));
+        assert!(error(&["--static-expires", "soon", "a"]).contains("is not a whole number"));
+    }
+
+    #[test]
     fn bad_values_name_their_source() {
         let error = |args: &[&str]| {
             resolve(&Merged::new(vec![cli(args)]))

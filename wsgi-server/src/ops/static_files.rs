@@ -140,10 +140,10 @@ impl StaticFiles {
         // Stable: equal prefixes keep their order.
         mounts.sort_by_key(|mount| std::cmp::Reverse(mount.prefix.len()));
         let beneath = mounts.iter().all(|mount| match &mount.target {
-            Target::Dir { fd, .. } => match open_beneath(fd, b".") {
-                Err(error) if error.raw_os_error() == Some(libc::ENOSYS) => false,
-                _ => true,
-            },
+            Target::Dir { fd, .. } => !matches!(
+                open_beneath(fd, b"."),
+                Err(error) if error.raw_os_error() == Some(libc::ENOSYS)
+            ),
             Target::File(_) => true,
         });
         if !beneath {
@@ -188,7 +188,7 @@ impl StaticFiles {
                     crate::log!(Debug, "static files: {status} for {:?}", lossy(path));
                     return Some(text_reply(status, Vec::new()));
                 }
-                Lookup::Found(found) => return Some(self.respond(environ, found)),
+                Lookup::Found(found) => return Some(self.respond(environ, *found)),
             }
         }
         None
@@ -220,12 +220,12 @@ impl StaticFiles {
                 }
                 let name = path.file_name().unwrap_or_default().as_bytes().to_vec();
                 match open_file(path, false).and_then(|file| Ok((file.metadata()?, file))) {
-                    Ok((meta, file)) if meta.is_file() => Lookup::Found(Found {
+                    Ok((meta, file)) if meta.is_file() => Lookup::Found(Box::new(Found {
                         file,
                         meta,
                         name,
                         base: Base::Path(path),
-                    }),
+                    })),
                     Ok(_) => Lookup::Refused(404),
                     Err(error) => classify(&error),
                 }
@@ -248,7 +248,7 @@ impl StaticFiles {
                     Err(error) => return classify(&error),
                 };
                 if meta.is_file() {
-                    return Lookup::Found(Found {
+                    return Lookup::Found(Box::new(Found {
                         file,
                         meta,
                         name: rest.last().cloned().unwrap_or_default(),
@@ -257,7 +257,7 @@ impl StaticFiles {
                             relative,
                             beneath: self.beneath,
                         },
-                    });
+                    }));
                 }
                 if !meta.is_dir() {
                     return Lookup::Refused(404);
@@ -273,7 +273,7 @@ impl StaticFiles {
                         .and_then(|file| Ok((file.metadata()?, file)));
                     match opened {
                         Ok((meta, file)) if meta.is_file() => {
-                            return Lookup::Found(Found {
+                            return Lookup::Found(Box::new(Found {
                                 file,
                                 meta,
                                 name: index.clone(),
@@ -282,7 +282,7 @@ impl StaticFiles {
                                     relative: candidate,
                                     beneath: self.beneath,
                                 },
-                            })
+                            }))
                         }
                         Ok(_) => {}
                         Err(error) => match classify(&error) {
@@ -469,7 +469,8 @@ impl Base<'_> {
 
 #[derive(Debug)]
 enum Lookup<'a> {
-    Found(Found<'a>),
+    /// Boxed: `Metadata` is large, the other variants tiny.
+    Found(Box<Found<'a>>),
     /// Nothing to serve here: try the next mount, then the application.
     Missing,
     /// Answer this status.
@@ -930,6 +931,39 @@ mod tests {
             segments(b"/%252e%252e"),
             Some((vec![b"%2e%2e".to_vec()], false))
         );
+    }
+
+    /// Both resolvers on a real directory: a symlink inside is followed,
+    /// ones leading out are refused with `EXDEV` (the fallback is what a
+    /// kernel without `openat2` gets).
+    #[test]
+    fn symlinks_out_of_the_directory_are_refused() {
+        let root = std::env::temp_dir().join(format!("static-files-test-{}", std::process::id()));
+        let www = root.join("www");
+        std::fs::create_dir_all(&www).unwrap();
+        std::fs::write(root.join("secret"), b"secret").unwrap();
+        std::fs::write(www.join("a.txt"), b"a").unwrap();
+        for (link, target) in [("out", "../secret"), ("in", "a.txt"), ("up", "..")] {
+            let _ = std::fs::remove_file(www.join(link));
+            std::os::unix::fs::symlink(target, www.join(link)).unwrap();
+        }
+        let Ok(Target::Dir { fd, path }) = open_target(&www) else {
+            panic!("no directory");
+        };
+        let exdev = |result: io::Result<File>| {
+            result.map(drop).map_err(|error| error.raw_os_error()) == Err(Some(libc::EXDEV))
+        };
+        for open in [
+            &(|relative: &[u8]| open_beneath(&fd, relative)) as &dyn Fn(&[u8]) -> io::Result<File>,
+            &|relative: &[u8]| open_checked(&path, relative),
+        ] {
+            assert!(open(b"in").is_ok());
+            assert!(open(b"a.txt").is_ok());
+            assert!(exdev(open(b"out")));
+            assert!(exdev(open(b"up/secret")));
+            assert!(exdev(open(b"../secret")));
+        }
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
