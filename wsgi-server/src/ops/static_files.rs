@@ -20,7 +20,8 @@
 //! - **Refusals answer 404 and open nothing**: `.` and `..` segments (raw or
 //!   percent-encoded in any case), encoded slashes (`%2F`), backslashes (raw
 //!   or `%5C`), NUL (`%00`), malformed escapes, symlinks that lead out of
-//!   DIR, and anything that is neither a regular file nor a directory. One
+//!   DIR, and anything that is neither a regular file nor a directory (a
+//!   malformed path is claimed only by a mount other than `/`). One
 //!   status for all, so a client cannot tell "exists but refused" from
 //!   "absent". A file the server may not read is 403.
 //! - Paths are resolved by the kernel: `openat2(2)` with `RESOLVE_BENEATH`
@@ -195,7 +196,9 @@ impl StaticFiles {
     }
 
     /// Whether `path`, decoded once without any check, falls under a mount:
-    /// what a refused path was aiming at.
+    /// what a refused path was aiming at. A mount at `/` claims no such
+    /// path: it would take every URL with an encoded slash from the
+    /// application, and nothing is opened for them either way.
     fn leniently_mounted(&self, path: &[u8]) -> bool {
         let decoded = wsgi_core::percent_decode(path);
         let parts: Vec<&[u8]> = decoded
@@ -203,7 +206,8 @@ impl StaticFiles {
             .filter(|part| !part.is_empty())
             .collect();
         self.mounts.iter().any(|mount| {
-            mount.prefix.len() <= parts.len()
+            !mount.prefix.is_empty()
+                && mount.prefix.len() <= parts.len()
                 && mount
                     .prefix
                     .iter()

@@ -527,3 +527,19 @@ def test_uwsgi_ini_static_map(start, tmp_path):
         assert request(server, "/assets/plain.txt").body == PLAIN
         assert request(server, "/assets/docs/").body == b"<h1>docs index</h1>"
         assert request(server, "/assets/link.txt").status == 404
+
+
+def test_root_mount_leaves_the_rest_to_the_application(start, tmp_path):
+    www, _ = build_site(tmp_path)
+    server = start("--pythonpath", str(TEST_APPS), "countapp", "--static-map", f"/={www}")
+    assert request(server, "/plain.txt").body == PLAIN
+    # No index file: the application's "/".
+    assert request(server, "/").body == b"APP GET /"
+    # An encoded slash is the application's business under a mount at `/`.
+    assert request(server, "/api/a%2Fb").body == b"APP GET /api/a/b"
+    for target in ("/link.txt", "/up/secret.txt"):
+        response = request(server, target)
+        assert response.status == 404 and SECRET not in response.raw
+    # Escapes are never served, whoever answers.
+    for target in ("/../secret.txt", "/%2e%2e/secret.txt", "/..%2fsecret.txt"):
+        assert SECRET not in request(server, target).raw
