@@ -543,3 +543,13 @@ def test_root_mount_leaves_the_rest_to_the_application(start, tmp_path):
     # Escapes are never served, whoever answers.
     for target in ("/../secret.txt", "/%2e%2e/secret.txt", "/..%2fsecret.txt"):
         assert SECRET not in request(server, target).raw
+
+
+def test_large_file_and_a_range_inside_it(site):
+    data = os.urandom(8 * 1024 * 1024 + 7)
+    (site.www / "big.bin").write_bytes(data)
+    with AppNotEntered(site):
+        whole = request(site, "/static/big.bin")
+        part = request(site, "/static/big.bin", headers=[("Range", "bytes=5000000-5999999")])
+    assert whole.status == 200 and whole.body == data
+    assert part.status == 206 and part.body == data[5000000:6000000]
