@@ -65,6 +65,8 @@ pub struct Shared {
     pub queue: Arc<JobQueue>,
     /// Becomes `true` when the server stops gracefully.
     pub shutdown: watch::Receiver<bool>,
+    /// `--static-map`: paths answered without the application.
+    pub static_files: Option<crate::ops::static_files::StaticFiles>,
 }
 
 impl Shared {
@@ -373,17 +375,34 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
         // first `feed` consumes (the codec pauses until it has been seen).
         let mut body = BodyState::new(false, head.expect_continue, head.body.known_length());
         drop(head);
-        let served = serve_request(
-            &mut stream,
-            &mut codec,
-            &mut read_buf,
-            &mut write_buf,
-            environ,
-            &mut body,
-            &shared,
-            false,
-        )
-        .await;
+        let served = match static_reply(&shared, &environ) {
+            Some(reply) => {
+                answer_static(
+                    &mut stream,
+                    &mut codec,
+                    &mut read_buf,
+                    &mut write_buf,
+                    reply,
+                    &mut body,
+                    &shared,
+                    false,
+                )
+                .await
+            }
+            None => {
+                serve_request(
+                    &mut stream,
+                    &mut codec,
+                    &mut read_buf,
+                    &mut write_buf,
+                    environ,
+                    &mut body,
+                    &shared,
+                    false,
+                )
+                .await
+            }
+        };
         served_any = true;
         idle_since = served.idle_since;
         if served.outcome == Outcome::Close || body.failed || !codec.keep_alive() {
@@ -526,6 +545,63 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
     Served {
         outcome,
         idle_since,
+    }
+}
+
+/// The hook of `--static-map` (`crate::ops::static_files`): the answer if
+/// this request is for a static file, `None` to hand it to the application.
+pub fn static_reply(shared: &Shared, environ: &Environ) -> Option<crate::ops::static_files::Reply> {
+    shared.static_files.as_ref()?.reply(environ)
+}
+
+/// Sends a static file's answer through the usual response path (the
+/// encoder's framing, `sendfile` for the file) and goes on with the
+/// connection; the application never sees the request. A request body is
+/// not read: the connection closes after the answer then.
+#[allow(clippy::too_many_arguments)]
+pub async fn answer_static<S: Transport, P: Framer + BodyDecoder>(
+    stream: &mut S,
+    protocol: &mut P,
+    read_buf: &mut BytesMut,
+    write_buf: &mut BytesMut,
+    reply: crate::ops::static_files::Reply,
+    body: &mut BodyState,
+    shared: &Shared,
+    mut close: bool,
+) -> Served {
+    if !body.done {
+        // An empty body still ends with the codec's `End` event.
+        match protocol.decode_body(read_buf) {
+            Ok(Some(BodyEvent::End)) => body.done = true,
+            _ => close = true,
+        }
+    }
+    let items = match reply.body {
+        crate::ops::static_files::ReplyBody::Empty => Vec::new(),
+        crate::ops::static_files::ReplyBody::Text(text) => vec![OutItem::Data(text)],
+        crate::ops::static_files::ReplyBody::File(region) => vec![OutItem::File(region)],
+    };
+    let batch = IoBatch {
+        head: Some(reply.head),
+        items,
+        finished: true,
+        ..IoBatch::default()
+    };
+    let mut writer = ResponseWriter {
+        head_written: false,
+        close,
+        shutdown: shared.shutdown.clone(),
+    };
+    let written = writer
+        .write_batch(stream, protocol, write_buf, batch, body)
+        .await;
+    let outcome = match written {
+        Ok(Some(Outcome::Complete)) if !close => Outcome::Complete,
+        _ => Outcome::Close,
+    };
+    Served {
+        outcome,
+        idle_since: None,
     }
 }
 

@@ -87,6 +87,7 @@ pub fn run(
         uwsgi_allow_from: config.uwsgi_allow_from.clone(),
         queue: pool.queue(),
         shutdown,
+        static_files: crate::ops::static_files::StaticFiles::open(&config.static_files),
     });
     let graceful = config.timeouts.graceful;
     // One I/O thread: connection tasks need not be `Send`.

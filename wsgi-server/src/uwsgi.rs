@@ -11,8 +11,8 @@ use wsgi_uwsgi::{Decoder, Event};
 use tokio::time::{timeout_at, Instant};
 
 use crate::connection::{
-    read_some, serve_request, write_error, BodyDecoder, BodyEvent, BodyState, Framer, Shared,
-    Transport,
+    answer_static, read_some, serve_request, static_reply, write_error, BodyDecoder, BodyEvent,
+    BodyState, Framer, Shared, Transport,
 };
 
 /// The uwsgi request decoder and an HTTP response encoder, as one protocol.
@@ -113,6 +113,20 @@ pub async fn serve_uwsgi<S: Transport>(mut stream: S, conn: ConnInfo, shared: Ar
         encoder: ResponseEncoder::new(version, is_head, false).with_keep_alive(false),
     };
     let mut body = BodyState::new(head.content_length == 0, false, Some(head.content_length));
+    if let Some(reply) = static_reply(&shared, &environ) {
+        answer_static(
+            &mut stream,
+            &mut protocol,
+            &mut read_buf,
+            &mut write_buf,
+            reply,
+            &mut body,
+            &shared,
+            true,
+        )
+        .await;
+        return;
+    }
     serve_request(
         &mut stream,
         &mut protocol,

@@ -30,7 +30,10 @@ use std::fmt;
 use std::path::Path;
 
 pub use layer::{Layer, Merged, Rank, Source};
-pub use model::{peer_in_list, AppSource, ProcessSettings, PythonSettings, ServerConfig, Timeouts};
+pub use model::{
+    peer_in_list, AppSource, ProcessSettings, PythonSettings, ServerConfig, StaticSettings,
+    Timeouts,
+};
 pub use resolve::resolve;
 pub use scripts::{NoScripts, PasteServerSection, ScriptEntry, ScriptHost, ScriptValue};
 

@@ -142,6 +142,17 @@ impl Default for ProcessSettings {
     }
 }
 
+/// Static files served by the I/O thread (`crate::ops::static_files`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StaticSettings {
+    /// `--static-map PREFIX=DIR`: (URL prefix, absolute directory or file).
+    pub maps: Vec<(String, PathBuf)>,
+    /// `--static-index`: file names served for a directory, tried in order.
+    pub index: Vec<String>,
+    /// `--static-expires`: `Cache-Control: max-age` in seconds.
+    pub expires: Option<u64>,
+}
+
 /// The whole server configuration.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -190,6 +201,8 @@ pub struct ServerConfig {
     pub disable_request_log: bool,
     /// Log level.
     pub log_level: crate::log::Level,
+    /// Static files.
+    pub static_files: StaticSettings,
 }
 
 impl ServerConfig {
@@ -215,6 +228,7 @@ impl ServerConfig {
             disable_request_log: false,
             paste_logging: None,
             log_level: crate::log::Level::Info,
+            static_files: StaticSettings::default(),
         }
     }
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::layer::{Entry, Merged, Source};
-use super::model::{AppSource, ProcessSettings, PythonSettings, ServerConfig, Timeouts};
+use super::model::{
+    AppSource, ProcessSettings, PythonSettings, ServerConfig, StaticSettings, Timeouts,
+};
 use super::ConfigError;
 use crate::listener::{BindSpec, Protocol};
 use crate::log::Level;
@@ -88,8 +90,53 @@ pub fn resolve(merged: &Merged) -> Result<ServerConfig, ConfigError> {
             )
         })?;
     }
+    config.static_files = static_files(&get, config.python.chdir.as_deref())?;
     worker_class(&get)?;
     Ok(config)
+}
+
+/// `--static-map PREFIX=DIR` (DIR relative to `--chdir`, else to the
+/// current directory, and made absolute now: workers may change directory),
+/// `--static-index NAME`, `--static-expires SECONDS`.
+fn static_files(
+    get: &Getter<'_>,
+    chdir: Option<&std::path::Path>,
+) -> Result<StaticSettings, ConfigError> {
+    let base = std::env::current_dir()
+        .map(|cwd| chdir.map_or_else(|| cwd.clone(), |dir| cwd.join(dir)))
+        .unwrap_or_default();
+    let mut settings = StaticSettings::default();
+    for entry in get.list("static_map") {
+        let Some((prefix, dir)) = entry.value.split_once('=') else {
+            return Err(get.bad(entry, "is not PREFIX=DIR"));
+        };
+        let (prefix, dir) = (prefix.trim(), dir.trim());
+        if !prefix.starts_with('/') || dir.is_empty() {
+            return Err(get.bad(entry, "is not PREFIX=DIR with PREFIX starting with /"));
+        }
+        let path = base.join(dir);
+        if !path.exists() {
+            return Err(get.bad(
+                entry,
+                &format!("names {}, which does not exist", path.display()),
+            ));
+        }
+        settings.maps.push((prefix.to_owned(), path));
+    }
+    for entry in get.list("static_index") {
+        let name = entry.value.trim();
+        if name.is_empty()
+            || name.contains('/')
+            || name == "."
+            || name == ".."
+            || name.contains('\0')
+        {
+            return Err(get.bad(entry, "is not a file name"));
+        }
+        settings.index.push(name.to_owned());
+    }
+    settings.expires = get.number("static_expires")?.filter(|age| *age > 0);
+    Ok(settings)
 }
 
 /// Typed reads of merged values, with errors naming their source.
@@ -524,6 +571,40 @@ mod tests {
         .unwrap();
         assert_eq!(config.app, AppSource::Python("mod:app".into()));
         assert_eq!(config.binds[0].protocol, Protocol::Uwsgi);
+    }
+
+    #[test]
+    fn static_files() {
+        let dir = std::env::temp_dir();
+        let map = format!("/static={}", dir.display());
+        let config = resolve(&Merged::new(vec![cli(&[
+            "--static-map",
+            &map,
+            "--static-map",
+            "/s2=.",
+            "--static-index",
+            "index.html",
+            "--static-expires",
+            "60",
+            "a",
+        ])]))
+        .unwrap();
+        let statics = config.static_files;
+        assert_eq!(statics.maps[0], ("/static".to_owned(), dir.clone()));
+        // Relative to the current directory, made absolute.
+        assert!(statics.maps[1].1.is_absolute());
+        assert_eq!(statics.index, ["index.html"]);
+        assert_eq!(statics.expires, Some(60));
+        let error = |args: &[&str]| {
+            resolve(&Merged::new(vec![cli(args)]))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(error(&["--static-map", "static", "a"]).contains("is not PREFIX=DIR"));
+        assert!(error(&["--static-map", "s=/tmp", "a"]).contains("starting with /"));
+        assert!(error(&["--static-map", "/s=/no/such/dir/here", "a"]).contains("does not exist"));
+        assert!(error(&["--static-index", "a/b", "a"]).contains("is not a file name"));
+        assert!(error(&["--static-expires", "soon", "a"]).contains("is not a whole number"));
     }
 
     #[test]

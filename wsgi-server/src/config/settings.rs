@@ -41,6 +41,8 @@ pub enum Group {
     Python,
     /// Logging.
     Logging,
+    /// Static files.
+    Static,
     /// Options of the peers accepted without effect.
     Compat,
 }
@@ -56,6 +58,7 @@ impl Group {
             Group::Limits => "Timeouts and limits",
             Group::Python => "Python",
             Group::Logging => "Logging",
+            Group::Static => "Static files (served without the application)",
             Group::Compat => "Accepted for compatibility (no effect here)",
         }
     }
@@ -336,6 +339,16 @@ pub static SETTINGS: &[Setting] = &[
     setting!("disable_logging", Logging, Bool, "", "false",
         "Do not log each request (uWSGI; there is no request log yet)",
         flags = ["disable-logging"], short = 'L', uwsgi = ["disable-logging"]),
+    // --- static files -------------------------------------------------------------
+    setting!("static_map", Static, List, "PREFIX=DIR", "",
+        "Serve the files of DIR at URL PREFIX from the I/O thread, never entering the application (repeatable; longest prefix first; a path with no file falls through to the application; DIR may be one file served at exactly PREFIX)",
+        flags = ["static-map"], uwsgi = ["static-map"]),
+    setting!("static_index", Static, List, "NAME", "",
+        "For a directory under a --static-map, serve this file in it (repeatable, tried in order; no listings ever)",
+        flags = ["static-index"], uwsgi = ["static-index"]),
+    setting!("static_expires", Static, Value, "SECONDS", "0",
+        "Add `Cache-Control: max-age=SECONDS` to every static file (0: none); one age for all, unlike uWSGI's regex-based --static-expires* options, whose file keys are not read",
+        flags = ["static-expires"]),
     // --- compatibility ------------------------------------------------------------
     setting!("enable_threads", Compat, IGNORED_FLAG, "", "",
         "uWSGI: Python threads are always enabled here",
