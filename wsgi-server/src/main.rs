@@ -159,6 +159,27 @@ fn serve(mut config: ServerConfig, runtime: &'static dyn Runtime) -> i32 {
             return i32::from(EXIT_USAGE);
         }
     };
+    let endpoints = match wsgi_server::ops::endpoint::bind_endpoints(&config) {
+        Ok(endpoints) => endpoints,
+        Err(message) => {
+            log!(Error, "{message}");
+            return i32::from(EXIT_USAGE);
+        }
+    };
+    for endpoint in &endpoints {
+        log!(
+            Info,
+            "{:?} at: {}",
+            endpoint.kind,
+            endpoint.listener.spec.addr
+        );
+    }
+    if !config.process.master && !endpoints.is_empty() {
+        log!(
+            Warning,
+            "--metrics-bind and --stats are served by the master: nothing answers them with --no-master"
+        );
+    }
     for listener in &listeners {
         let protocol = match listener.spec.protocol {
             Protocol::Http => "http",
@@ -240,7 +261,7 @@ fn serve(mut config: ServerConfig, runtime: &'static dyn Runtime) -> i32 {
     if config.process.master {
         // The master does its own vacuuming: whether the sockets may go
         // depends on an upgrade under way, and its pidfile may be renamed.
-        supervise(&config, listeners, runtime, chores)
+        supervise(&config, listeners, runtime, chores, endpoints)
     } else {
         let code = serve_here(&config, listeners, runtime);
         if let Some(path) = &chores.pidfile {
@@ -370,6 +391,7 @@ fn supervise(
     listeners: Vec<BoundListener>,
     runtime: &'static dyn Runtime,
     chores: ExitChores,
+    endpoints: Vec<wsgi_server::ops::endpoint::Endpoint>,
 ) -> i32 {
     let preloaded = if config.process.preload {
         match runtime.load_app(config) {
@@ -382,7 +404,10 @@ fn supervise(
     let worker_main =
         |context: &WorkerContext<'_>| worker_main(context, preloaded.clone(), runtime);
     match Master::new(config, listeners, &worker_main, runtime.master_hooks()) {
-        Ok(master) => master.with_exit_chores(chores).run(),
+        Ok(master) => master
+            .with_exit_chores(chores)
+            .with_endpoints(endpoints)
+            .run(),
         Err(error) => {
             log!(Error, "cannot start the master: {error}");
             i32::from(EXIT_USAGE)

@@ -38,7 +38,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::config::ServerConfig;
-use crate::listener::BoundListener;
+use crate::listener::{BoundListener, Protocol};
+use crate::ops::endpoint::{self, Endpoint, Kind};
+use crate::ops::snapshot::{CounterTotals, ListenerView, Snapshot, WorkerView, RESTART_CAUSES};
 use crate::process;
 use crate::scoreboard::{Retire, Scoreboard, WorkerSlot};
 use crate::signals::{self, SignalPipe};
@@ -135,6 +137,16 @@ pub struct Master<'a> {
     chores: ExitChores,
     /// The new master this one started by USR2, while it runs.
     reexec_pid: Option<i32>,
+    /// `--metrics-bind` and `--stats`.
+    endpoints: Vec<Endpoint>,
+    /// Counters of workers that left, so totals never go backwards.
+    gone: CounterTotals,
+    /// Worker restarts by cause ([`RESTART_CAUSES`] order).
+    restarts: [u64; RESTART_CAUSES.len()],
+    /// Per scoreboard slot: workers started in it.
+    slot_spawns: Vec<u64>,
+    /// Per worker pid: its request count at the previous stats read.
+    last_read: std::collections::HashMap<i32, u64>,
 }
 
 impl std::fmt::Debug for Master<'_> {
@@ -215,7 +227,18 @@ impl<'a> Master<'a> {
             random: u64::from(std::process::id()) ^ crate::scoreboard::now_millis(),
             chores: ExitChores::default(),
             reexec_pid: None,
+            endpoints: Vec::new(),
+            gone: CounterTotals::default(),
+            restarts: [0; RESTART_CAUSES.len()],
+            slot_spawns: vec![0; capacity],
+            last_read: std::collections::HashMap::new(),
         })
+    }
+
+    /// The master's own endpoints (`--metrics-bind`, `--stats`).
+    pub fn with_endpoints(mut self, endpoints: Vec<Endpoint>) -> Master<'a> {
+        self.endpoints = endpoints;
+        self
     }
 
     /// What to clean up at exit, and the old master if this one was started
@@ -233,8 +256,17 @@ impl<'a> Master<'a> {
             hooks.when_ready();
         }
         loop {
-            for signal in self.signals.wait(200) {
+            let fds: Vec<i32> = self
+                .endpoints
+                .iter()
+                .map(|endpoint| std::os::fd::AsRawFd::as_raw_fd(&endpoint.listener.fd))
+                .collect();
+            let (arrived, ready) = self.signals.wait_with(&fds, 200);
+            for signal in arrived {
                 self.on_signal(signal);
+            }
+            if !ready.is_empty() {
+                self.serve_endpoints(&ready);
             }
             self.reap();
             self.maybe_promote();
@@ -267,6 +299,112 @@ impl<'a> Master<'a> {
         }
         self.vacuum();
         self.exit_code
+    }
+
+    /// Answers the connections waiting on the ready endpoints.
+    fn serve_endpoints(&mut self, ready: &[usize]) {
+        let endpoints = std::mem::take(&mut self.endpoints);
+        for &index in ready {
+            if let Some(endpoint) = endpoints.get(index) {
+                endpoint::serve(endpoint, &mut |kind| {
+                    let snapshot = self.snapshot(kind != Kind::Metrics);
+                    match kind {
+                        Kind::Metrics => crate::ops::metrics::render(&snapshot),
+                        Kind::Stats | Kind::StatsHttp => crate::ops::stats::render(
+                            &snapshot,
+                            crate::scoreboard::now_millis() / 1000,
+                        ),
+                    }
+                });
+            }
+        }
+        self.endpoints = endpoints;
+    }
+
+    /// The whole server now: the workers that left (`gone`) plus the live
+    /// ones. `delta` advances uWSGI's `delta_requests` (a stats read).
+    fn snapshot(&mut self, delta: bool) -> Snapshot {
+        let mut totals = self.gone.clone();
+        let mut workers = Vec::with_capacity(self.workers.len());
+        for worker in &self.workers {
+            let slot = self.board.slot(worker.slot);
+            let mut counters = CounterTotals::default();
+            counters.add(&slot.counters);
+            totals.merge(&counters);
+            let requests = counters.requests();
+            let before = self.last_read.get(&worker.pid).copied().unwrap_or(0);
+            if delta {
+                self.last_read.insert(worker.pid, requests);
+            }
+            let threads = (slot.threads.load(std::sync::atomic::Ordering::Relaxed) as usize)
+                .min(crate::scoreboard::MAX_THREADS);
+            workers.push(WorkerView {
+                number: worker.number,
+                pid: worker.pid,
+                accepting: slot.is_ready() && worker.state == State::Running,
+                delta_requests: requests.saturating_sub(before),
+                in_flight: slot
+                    .counters
+                    .in_flight
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                queued: slot
+                    .counters
+                    .queued
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                threads,
+                busy: slot.busy_threads(),
+                thread_requests: slot.thread_served[..threads]
+                    .iter()
+                    .map(|served| served.load(std::sync::atomic::Ordering::Relaxed))
+                    .collect(),
+                rss: process::rss_bytes(worker.pid).unwrap_or(0),
+                vsz: vsz_bytes(worker.pid),
+                started: slot
+                    .started_millis
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    / 1000,
+                respawns: self
+                    .slot_spawns
+                    .get(worker.slot)
+                    .copied()
+                    .unwrap_or(1)
+                    .saturating_sub(1),
+                counters,
+            });
+        }
+        let listeners = self
+            .listeners
+            .iter()
+            .map(|listener| {
+                let (queue, max_queue) =
+                    listen_queue(std::os::fd::AsRawFd::as_raw_fd(&listener.fd)).unwrap_or((0, 0));
+                ListenerView {
+                    // uWSGI's form: `127.0.0.1:3031`, or the socket's path.
+                    name: match &listener.spec.addr {
+                        crate::listener::BindAddr::Tcp(address) => address.to_string(),
+                        crate::listener::BindAddr::Unix(path) => path.display().to_string(),
+                        crate::listener::BindAddr::Fd(fd) => format!("fd://{fd}"),
+                    },
+                    protocol: match listener.spec.protocol {
+                        Protocol::Http => "http",
+                        Protocol::Uwsgi => "uwsgi",
+                    },
+                    queue,
+                    max_queue,
+                }
+            })
+            .collect();
+        Snapshot {
+            pid: std::process::id(),
+            totals,
+            workers,
+            restarts: RESTART_CAUSES
+                .iter()
+                .zip(self.restarts)
+                .map(|(cause, count)| (*cause, count))
+                .collect(),
+            listeners,
+        }
     }
 
     /// At exit: our pidfile (only if it still names us), and the unix
@@ -487,6 +625,13 @@ impl<'a> Master<'a> {
             let slot = self.board.slot(worker.slot);
             let served = slot.served();
             let retired = slot.retiring();
+            self.gone.add(&slot.counters);
+            self.last_read.remove(&pid);
+            if let Some(cause) = restart_cause(&worker, retired, status) {
+                if let Some(index) = RESTART_CAUSES.iter().position(|known| *known == cause) {
+                    self.restarts[index] += 1;
+                }
+            }
             self.board.release(worker.slot);
             self.log_death(&worker, status, retired, served);
             if let Some(hooks) = self.hooks {
@@ -793,7 +938,11 @@ impl<'a> Master<'a> {
     }
 
     fn spawn(&mut self) {
-        let Some(slot_index) = self.board.claim() else {
+        let Some(slot_index) = self.board.claim().inspect(|&index| {
+            if let Some(spawns) = self.slot_spawns.get_mut(index) {
+                *spawns += 1;
+            }
+        }) else {
             crate::log!(
                 Error,
                 "No free scoreboard slot: cannot start another worker"
@@ -812,6 +961,8 @@ impl<'a> Master<'a> {
         // a consistent copy; it never returns into this loop.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
+            // The master's endpoints are the master's alone.
+            self.endpoints.clear();
             if let Some(hooks) = self.hooks {
                 hooks.after_fork_child(number);
             }
@@ -851,6 +1002,57 @@ impl<'a> Master<'a> {
             cause: None,
         });
     }
+}
+
+/// Why a worker that left is counted as restarted (`None`: it left for
+/// good, as on a stop or TTOU).
+fn restart_cause(worker: &Worker, retired: Retire, status: libc::c_int) -> Option<&'static str> {
+    match retired {
+        Retire::MaxRequests => return Some("max_requests"),
+        Retire::Lifetime => return Some("lifetime"),
+        Retire::SourceChanged => return Some("source_changed"),
+        Retire::StuckRequest => return Some("timeout"),
+        Retire::Asked | Retire::No => {}
+    }
+    match worker.cause.as_deref() {
+        Some("timeout") => Some("timeout"),
+        Some("reloaded") => Some("reload"),
+        Some(cause) if cause.starts_with("reload-on-rss") => Some("rss"),
+        Some(_) => None,
+        None => {
+            let clean = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+            (!clean).then_some("crash")
+        }
+    }
+}
+
+/// A TCP listener's accept queue now and its size (`TCP_INFO` on a
+/// listening socket: `tcpi_unacked` and `tcpi_sacked`), as uWSGI reports
+/// `listen_queue`.
+fn listen_queue(fd: i32) -> Option<(u64, u64)> {
+    // SAFETY: an all-zero tcp_info is valid; getsockopt fills at most `len`.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: a valid descriptor, buffer and length.
+    let result = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    (result == 0 && info.tcpi_state == 10/* TCP_LISTEN */)
+        .then(|| (u64::from(info.tcpi_unacked), u64::from(info.tcpi_sacked)))
+}
+
+/// Virtual memory of `pid` in bytes (`/proc/PID/statm`'s first field).
+fn vsz_bytes(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/statm"))
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
 }
 
 fn signal_word(signal: libc::c_int) -> String {

@@ -104,13 +104,29 @@ impl SignalPipe {
 
     /// Waits up to `timeout_ms` for signals; returns those that arrived.
     pub fn wait(&self, timeout_ms: i32) -> Vec<libc::c_int> {
-        let mut poll = libc::pollfd {
-            fd: self.read,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut poll, 1, timeout_ms) };
+        self.wait_with(&[], timeout_ms).0
+    }
+
+    /// Waits up to `timeout_ms` for signals or for one of `fds` to be
+    /// readable; returns the signals that arrived and the indexes of the
+    /// readable `fds`.
+    pub fn wait_with(&self, fds: &[RawFd], timeout_ms: i32) -> (Vec<libc::c_int>, Vec<usize>) {
+        let mut polls: Vec<libc::pollfd> = std::iter::once(self.read)
+            .chain(fds.iter().copied())
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: a valid array of pollfds, its length given.
+        unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, timeout_ms) };
+        let ready: Vec<usize> = polls[1..]
+            .iter()
+            .enumerate()
+            .filter(|(_, poll)| poll.revents != 0)
+            .map(|(index, _)| index)
+            .collect();
         let mut signals = Vec::new();
         let mut buffer = [0u8; 64];
         loop {
@@ -125,7 +141,7 @@ impl SignalPipe {
                     .map(|&byte| libc::c_int::from(byte)),
             );
         }
-        signals
+        (signals, ready)
     }
 
     /// In a freshly forked worker: default dispositions, [`WORKER_IGNORED`]

@@ -203,6 +203,11 @@ pub struct ServerConfig {
     pub log_level: crate::log::Level,
     /// Static files.
     pub static_files: StaticSettings,
+    /// `--metrics-bind`: where the master serves Prometheus metrics.
+    pub metrics_bind: Option<BindSpec>,
+    /// `--stats`: where the master serves uWSGI's stats, and whether over
+    /// HTTP (`--stats-http`).
+    pub stats: Option<(BindSpec, bool)>,
 }
 
 impl ServerConfig {
@@ -229,6 +234,8 @@ impl ServerConfig {
             paste_logging: None,
             log_level: crate::log::Level::Info,
             static_files: StaticSettings::default(),
+            metrics_bind: None,
+            stats: None,
         }
     }
 }

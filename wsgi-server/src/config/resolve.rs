@@ -92,6 +92,19 @@ pub fn resolve(merged: &Merged) -> Result<ServerConfig, ConfigError> {
     }
     config.static_files = static_files(&get, config.python.chdir.as_deref())?;
     worker_class(&get)?;
+    let endpoint = |name: &str| -> Result<Option<BindSpec>, ConfigError> {
+        get.text(name)
+            .map(|(address, entry)| {
+                BindSpec::parse(address.trim(), Protocol::Http)
+                    .map_err(|problem| get.at(entry, &problem))
+            })
+            .transpose()
+    };
+    config.metrics_bind = endpoint("metrics_bind")?;
+    config.stats = endpoint("stats")?.map(|spec| (spec, false));
+    if let Some((_, http)) = &mut config.stats {
+        *http = get.flag("stats_http")?.unwrap_or(false);
+    }
     Ok(config)
 }
 

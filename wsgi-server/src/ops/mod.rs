@@ -6,6 +6,7 @@
 //! connections, codecs or the application threads.
 
 pub mod access_log;
+pub mod endpoint;
 pub mod metrics;
 pub mod snapshot;
 pub mod static_files;
