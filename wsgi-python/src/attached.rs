@@ -107,3 +107,28 @@ pub fn set_environ(vars: &[(String, String)]) -> Result<(), String> {
     })
     .map_err(|error| error.to_string())
 }
+
+/// Configures Python logging from a file, as gunicorn's `--log-config`
+/// (`logging.config.fileConfig`, existing loggers kept) or
+/// `--log-config-json` (`logging.config.dictConfig` of the JSON object).
+///
+/// # Errors
+/// The file is missing or wrong, as one line.
+pub fn configure_logging(path: &Path, json: bool) -> Result<(), String> {
+    Python::attach(|py| -> PyResult<()> {
+        let config = py.import("logging.config")?;
+        let path = path.to_string_lossy().into_owned();
+        if json {
+            let loaded = py
+                .import("json")?
+                .call_method1("loads", (std::fs::read_to_string(&path)?,))?;
+            config.call_method1("dictConfig", (loaded,))?;
+        } else {
+            let options = pyo3::types::PyDict::new(py);
+            options.set_item("disable_existing_loggers", false)?;
+            config.call_method("fileConfig", (path,), Some(&options))?;
+        }
+        Ok(())
+    })
+    .map_err(|error| format!("{}: {error}", path.display()))
+}

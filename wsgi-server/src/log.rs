@@ -23,6 +23,8 @@ pub enum Level {
     Warning = 2,
     /// A failure.
     Error = 3,
+    /// A failure that stops the server (gunicorn's `critical`).
+    Critical = 4,
 }
 
 impl Level {
@@ -32,6 +34,7 @@ impl Level {
             Level::Info => "INFO",
             Level::Warning => "WARNING",
             Level::Error => "ERROR",
+            Level::Critical => "CRITICAL",
         }
     }
 
@@ -41,7 +44,8 @@ impl Level {
             "debug" => Some(Level::Debug),
             "info" => Some(Level::Info),
             "warning" | "warn" => Some(Level::Warning),
-            "error" | "critical" => Some(Level::Error),
+            "error" => Some(Level::Error),
+            "critical" => Some(Level::Critical),
             _ => None,
         }
     }

@@ -440,7 +440,7 @@ fn worker_main(
     // SIGUSR2 asks for a stack dump (timeouts); without Python it is a no-op.
     // SAFETY: setting a signal disposition before any thread exists.
     unsafe { libc::signal(libc::SIGUSR2, libc::SIG_IGN) };
-    redirect_stderr_to_log();
+    redirect_stderr_to_log(config.capture_output);
     if let Err(error) = log_module::logger().start_writer_thread() {
         log!(Error, "cannot start the log thread: {error}");
         return i32::from(EXIT_USAGE);
@@ -526,17 +526,21 @@ fn take_listeners(inherited: &[BoundListener]) -> Vec<BoundListener> {
 
 /// With a log file, the worker's standard error goes there too, so Python's
 /// stray prints and stack dumps land in the log.
-fn redirect_stderr_to_log() {
+fn redirect_stderr_to_log(capture_output: bool) {
     use std::os::fd::AsRawFd;
-    let Some(path) = log_module::logger().path() else {
-        return;
-    };
-    if let Ok(file) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
-        // SAFETY: dup2 onto standard error of this (single-threaded) process.
-        unsafe { libc::dup2(file.as_raw_fd(), 2) };
+    if let Some(path) = log_module::logger().path() {
+        if let Ok(file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            // SAFETY: dup2 onto standard error of this (single-threaded) process.
+            unsafe { libc::dup2(file.as_raw_fd(), 2) };
+        }
+    }
+    if capture_output {
+        // `--capture-output`: the application's prints join the error log.
+        // SAFETY: dup2 of standard error onto standard output.
+        unsafe { libc::dup2(2, 1) };
     }
 }

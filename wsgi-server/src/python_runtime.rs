@@ -219,7 +219,8 @@ fn hook_log(level: wsgi_python::hooks::HookLogLevel, message: &str) {
         HookLogLevel::Debug => crate::log!(Debug, "{message}"),
         HookLogLevel::Info => crate::log!(Info, "{message}"),
         HookLogLevel::Warning => crate::log!(Warning, "{message}"),
-        HookLogLevel::Error | HookLogLevel::Critical => crate::log!(Error, "{message}"),
+        HookLogLevel::Error => crate::log!(Error, "{message}"),
+        HookLogLevel::Critical => crate::log!(Critical, "{message}"),
     }
 }
 
@@ -299,6 +300,12 @@ impl Runtime for PythonRuntime {
                 &config.python.pythonpath,
             ) {
                 crate::log!(Error, "{error}");
+                return Err(EXIT_APP_LOAD);
+            }
+        }
+        if let Some((path, json)) = &config.python_log_config {
+            if let Err(error) = wsgi_python::attached::configure_logging(path, *json) {
+                crate::log!(Error, "--log-config: {error}");
                 return Err(EXIT_APP_LOAD);
             }
         }

@@ -153,6 +153,17 @@ pub struct StaticSettings {
     pub expires: Option<u64>,
 }
 
+/// The access log.
+#[derive(Debug, Clone)]
+pub struct AccessLogSettings {
+    /// The file; `None` for standard output.
+    pub path: Option<PathBuf>,
+    /// The compiled format.
+    pub format: crate::ops::access_log::Format,
+    /// uWSGI's `--log-x-forwarded-for`.
+    pub x_forwarded_for: bool,
+}
+
 /// The whole server configuration.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -203,6 +214,15 @@ pub struct ServerConfig {
     pub log_level: crate::log::Level,
     /// Static files.
     pub static_files: StaticSettings,
+    /// `--access-logfile` (`-` for standard output) and its format;
+    /// `None` when there is no access log (or `--disable-logging`).
+    pub access_log: Option<AccessLogSettings>,
+    /// `--health-path`, and whether its requests are access-logged.
+    pub health: Option<(String, bool)>,
+    /// `--log-config` / `--log-config-json`: Python logging set-up files.
+    pub python_log_config: Option<(std::path::PathBuf, bool)>,
+    /// `--capture-output`.
+    pub capture_output: bool,
     /// `--metrics-bind`: where the master serves Prometheus metrics.
     pub metrics_bind: Option<BindSpec>,
     /// `--stats`: where the master serves uWSGI's stats, and whether over
@@ -234,6 +254,10 @@ impl ServerConfig {
             paste_logging: None,
             log_level: crate::log::Level::Info,
             static_files: StaticSettings::default(),
+            access_log: None,
+            health: None,
+            python_log_config: None,
+            capture_output: false,
             metrics_bind: None,
             stats: None,
         }

@@ -82,6 +82,36 @@ pub fn resolve(merged: &Merged) -> Result<ServerConfig, ConfigError> {
     }
     config.error_log = config.error_log.filter(|path| path.as_os_str() != "-");
     config.disable_request_log = get.flag("disable_logging")?.unwrap_or(false);
+    if let Some((path, _)) = get.text("accesslog") {
+        let format = match get.text("access_log_format") {
+            Some((text, entry)) if text.trim() != "combined" => {
+                crate::ops::access_log::Format::parse(text)
+                    .map_err(|problem| get.at(entry, &problem))?
+            }
+            _ => crate::ops::access_log::Format::parse(crate::ops::access_log::COMBINED)
+                .expect("the default parses"),
+        };
+        if !config.disable_request_log {
+            config.access_log = Some(super::model::AccessLogSettings {
+                path: (path.trim() != "-").then(|| PathBuf::from(path.trim())),
+                format,
+                x_forwarded_for: get.flag("log_x_forwarded_for")?.unwrap_or(false),
+            });
+        }
+    }
+    if let Some((path, entry)) = get.text("health_path") {
+        let path = path.trim();
+        if !path.starts_with('/') {
+            return Err(get.bad(entry, "must start with /"));
+        }
+        config.health = Some((path.to_owned(), get.flag("health_log")?.unwrap_or(false)));
+    }
+    config.python_log_config = match (get.text("logconfig"), get.text("logconfig_json")) {
+        (Some((path, _)), _) => Some((PathBuf::from(path.trim()), false)),
+        (None, Some((path, _))) => Some((PathBuf::from(path.trim()), true)),
+        (None, None) => None,
+    };
+    config.capture_output = get.flag("capture_output")?.unwrap_or(false);
     if let Some((level, entry)) = get.text("loglevel") {
         config.log_level = Level::parse(level).ok_or_else(|| {
             get.bad(
