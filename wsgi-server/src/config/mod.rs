@@ -30,7 +30,9 @@ use std::fmt;
 use std::path::Path;
 
 pub use layer::{Layer, Merged, Rank, Source};
-pub use model::{peer_in_list, AppSource, ProcessSettings, PythonSettings, ServerConfig, Timeouts};
+pub use model::{
+    peer_in_list, AppSource, BodyBuffering, ProcessSettings, PythonSettings, ServerConfig, Timeouts,
+};
 pub use resolve::resolve;
 pub use scripts::{NoScripts, PasteServerSection, ScriptEntry, ScriptHost, ScriptValue};
 

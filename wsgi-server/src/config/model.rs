@@ -66,6 +66,36 @@ impl Default for Timeouts {
     }
 }
 
+/// How request bodies reach the application (`--body-buffer-size`,
+/// `--body-buffer-memory`, `--stream-request-body`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyBuffering {
+    /// Bodies up to this size (a `Content-Length` up to it, or a chunked
+    /// body while it stays below it) are read whole on the I/O thread
+    /// before the application is called; larger ones are streamed to it.
+    pub max_size: u64,
+    /// Body bytes one worker may buffer at once, all requests together.
+    pub memory: usize,
+    /// Call the application at the head and stream every body (the old way).
+    pub stream: bool,
+}
+
+impl Default for BodyBuffering {
+    fn default() -> Self {
+        // Why 1 MiB and 32 MiB: nginx keeps 8-16 KiB in memory and spools
+        // the rest to a file, waitress spools past 512 KiB; we do not spool
+        // (larger bodies are streamed), so the bound is what a slow client
+        // can no longer pin a thread with, and it should cover what forms
+        // and JSON APIs send. 32 MiB is 32 such bodies at once, or
+        // thousands of small ones, for a worker of ~14 MiB.
+        BodyBuffering {
+            max_size: 1024 * 1024,
+            memory: 32 * 1024 * 1024,
+            stream: false,
+        }
+    }
+}
+
 /// The process model: master, workers, recycling and daemon settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessSettings {
@@ -159,6 +189,8 @@ pub struct ServerConfig {
     pub uwsgi_limits: wsgi_uwsgi::Config,
     /// Largest request body (413 above it); `None` is unlimited.
     pub max_body_size: Option<u64>,
+    /// Request-body buffering before the application is called.
+    pub body_buffering: BodyBuffering,
     /// Timeouts.
     pub timeouts: Timeouts,
     /// How the environ is shaped.
@@ -200,6 +232,7 @@ impl ServerConfig {
             http_limits: wsgi_http::Config::default(),
             uwsgi_limits: wsgi_uwsgi::Config::default(),
             max_body_size: None,
+            body_buffering: BodyBuffering::default(),
             timeouts: Timeouts::default(),
             environ: EnvironOptions::default(),
             forwarded_allow_ips: vec!["127.0.0.1".into(), "::1".into()],
