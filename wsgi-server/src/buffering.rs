@@ -16,10 +16,11 @@
 //! part of their body and waited for the rest could wait on each other for
 //! ever (measured: 1,000 uploads of 60 of 100 kB against a 64 KiB budget
 //! never finished). A chunked body reserves read by read and never waits:
-//! when memory is short it is streamed. Reads start at [`FIRST_READ`]
+//! when memory is short it is streamed; its reads start at [`FIRST_READ`]
 //! bytes and double while the client keeps up, so a trickling client gets
-//! a small buffer and a fast upload reads in [`LAST_READ`] steps. Bodies
-//! that came whole with the head cost one feed and no reservation.
+//! a small buffer and a fast upload reads in [`LAST_READ`] steps, the size
+//! every read of a reserved body has. Bodies that came whole with the head
+//! cost one feed and no reservation.
 //!
 //! Like nginx, which answers `Expect: 100-continue` when it starts reading
 //! the body it buffers, the `100 Continue` goes out before the first read;
@@ -149,7 +150,14 @@ pub async fn buffer_body<S: Transport, P: BodyDecoder>(
     reservation: &mut Reservation<'_>,
 ) -> Buffered {
     let max_size = usize::try_from(shared.body_buffering.max_size).unwrap_or(usize::MAX);
-    let mut step = FIRST_READ;
+    // A reserved body reads in large steps (its memory is accounted for
+    // already; small first reads cost the 64 KiB upload 4 system calls
+    // instead of 1 and a quarter of its rate); a chunked one starts small.
+    let mut step = if body.length.is_some() {
+        LAST_READ
+    } else {
+        FIRST_READ
+    };
     if let Some(length) = body.length {
         // The whole body at once: a request waiting for memory then holds
         // none, and requests holding part of what they need cannot wait on
@@ -184,7 +192,6 @@ pub async fn buffer_body<S: Transport, P: BodyDecoder>(
                 return Buffered::Ready;
             }
         }
-        // Small reads first: a trickling client gets a small buffer.
         read_buf.reserve(step);
         let read = timeout(
             shared.timeouts.body,

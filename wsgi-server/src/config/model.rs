@@ -49,7 +49,8 @@ pub struct Timeouts {
     /// How long a client may take to send a whole request head once it
     /// started (slowloris defence).
     pub header: Duration,
-    /// How long a request body may stall while the application waits for it.
+    /// How long a request body may stall, while it is buffered (then 408)
+    /// or while the application waits for it.
     pub body: Duration,
     /// How long a graceful stop lets in-flight requests finish.
     pub graceful: Duration,

@@ -278,7 +278,7 @@ pub static SETTINGS: &[Setting] = &[
         "A client must send a whole request head within this (408 after)",
         flags = ["header-timeout"]),
     setting!("body_timeout", Limits, Value, "SECONDS", "60",
-        "A request body that stalls this long fails the application's read",
+        "A request body that stalls this long: 408 while it is buffered, a failed read for a streamed one",
         flags = ["body-timeout"], uwsgi = ["socket-timeout"]),
     setting!("limit_request_line", Limits, Value, "BYTES", "4094",
         "Largest request line (414 above it; 0: the largest allowed)",
