@@ -316,7 +316,8 @@ impl BodyState {
         }
     }
 
-    fn fail(&mut self, exchange: &Exchange, kind: io::ErrorKind, message: String) {
+    /// Ends the body as failed (or cut short).
+    pub fn fail(&mut self, exchange: &Exchange, kind: io::ErrorKind, message: String) {
         self.done = true;
         self.failed = true;
         exchange.end_body(Some((kind, message)));
@@ -432,6 +433,7 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
     }
     // Held until the request is over: the application may keep the bytes.
     let mut reservation = Reservation::new(&shared.body_budget);
+    let mut spool = None;
     if crate::buffering::wanted(shared, body) {
         let buffered = buffer_body(
             stream,
@@ -446,6 +448,10 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
         .await;
         let refused = match buffered {
             Buffered::Ready => None,
+            Buffered::Spooled(file) => {
+                spool = Some(file);
+                None
+            }
             Buffered::Refused(status) => Some(status),
             Buffered::Closed => Some(0),
         };
@@ -463,7 +469,10 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
     }
     let request = Request {
         environ,
-        input: Box::new(AppBody::new(Arc::clone(&exchange), body.length)),
+        input: Box::new(match spool {
+            None => AppBody::new(Arc::clone(&exchange), body.length),
+            Some(file) => AppBody::spooled(Arc::clone(&exchange), body.length, file),
+        }),
         output: Box::new(AppOutput::new(Arc::clone(&exchange))),
     };
     let alone = match shared.queue.submit(request).await {

@@ -366,10 +366,56 @@ fn a_body_that_stalls_while_buffering_gets_408() {
 }
 
 #[test]
-fn a_chunked_body_past_the_buffer_size_streams_on() {
+fn a_chunked_body_past_the_buffer_size_is_spooled() {
+    // Held in memory up to the bound, then moved to a temporary file with
+    // the rest: the application reads it all from there.
+    let server = TestServer::start("echo", |config| config.body_buffering.max_size = 16);
+    let mut stream = server.connect();
+    stream
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+              14\r\n0123456789abcdefghij\r\n3\r\nxyz\r\n0\r\n\r\n",
+        )
+        .unwrap();
+    let response = read_response(&mut stream);
+    assert!(
+        response.ends_with("\r\n\r\n0123456789abcdefghijxyz"),
+        "{response}"
+    );
+}
+
+#[test]
+fn a_body_past_the_buffer_size_is_spooled_whole_first() {
+    // A stall while spooling is our 408: the application, not called yet,
+    // cannot have failed on it (streamed, its read would time out: a 500).
+    let server = TestServer::start("echo", |config| {
+        config.body_buffering.max_size = 16;
+        config.timeouts.body = Duration::from_millis(300);
+    });
+    let mut stream = server.connect();
+    let body: String = (0..40).map(|at| (b'a' + at % 26) as char).collect();
+    stream
+        .write_all(
+            format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{body}")
+                .as_bytes(),
+        )
+        .unwrap();
+    let response = read_response(&mut stream);
+    assert!(response.ends_with(&format!("\r\n\r\n{body}")), "{response}");
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\nabc")
+        .unwrap();
+    assert_eq!(read_response(&mut stream), refusal("408 Request Timeout"));
+}
+
+#[test]
+fn a_chunked_body_past_the_buffer_size_streams_on_without_spooling() {
     // Buffered up to the bound, then the application is called and reads
     // the rest as it comes.
-    let server = TestServer::start("echo", |config| config.body_buffering.max_size = 16);
+    let server = TestServer::start("echo", |config| {
+        config.body_buffering.max_size = 16;
+        config.body_buffering.spool_max = 0;
+    });
     let mut stream = server.connect();
     stream
         .write_all(

@@ -77,6 +77,9 @@ pub struct BodyBuffering {
     pub max_size: u64,
     /// Body bytes one worker may buffer at once, all requests together.
     pub memory: usize,
+    /// Bodies above `max_size` and up to this are spooled to an unlinked
+    /// temporary file before the application is called (0: streamed).
+    pub spool_max: u64,
     /// Call the application at the head and stream every body (the old way).
     pub stream: bool,
 }
@@ -84,14 +87,20 @@ pub struct BodyBuffering {
 impl Default for BodyBuffering {
     fn default() -> Self {
         // Why 1 MiB and 32 MiB: nginx keeps 8-16 KiB in memory and spools
-        // the rest to a file, waitress spools past 512 KiB; we do not spool
-        // (larger bodies are streamed), so the bound is what a slow client
-        // can no longer pin a thread with, and it should cover what forms
-        // and JSON APIs send. 32 MiB is 32 such bodies at once, or
-        // thousands of small ones, for a worker of ~14 MiB.
+        // the rest to a file, waitress spools past 512 KiB. A spooled body
+        // costs a file write and a read per byte, and on this VM a 64 KiB
+        // upload in memory runs ~25 % faster than the old streaming (1 MiB:
+        // ~40 %; docs/performance.md): so memory up to 1 MiB, which covers
+        // forms and JSON APIs, and files above. 32 MiB is 32 such bodies
+        // at once, or thousands of small ones, for a worker of ~14 MiB.
         BodyBuffering {
             max_size: 1024 * 1024,
             memory: 32 * 1024 * 1024,
+            // As nginx (which spools every body past its buffer): a slow
+            // client must not pin a thread by declaring a larger body. Past
+            // 1 GiB a body streams: a disk is not unlimited either, and
+            // uploads that large usually want to be read as they come.
+            spool_max: 1024 * 1024 * 1024,
             stream: false,
         }
     }

@@ -327,6 +327,7 @@ fn limits(get: &Getter<'_>, config: &mut ServerConfig) -> Result<(), ConfigError
         memory: get
             .count("body_buffer_memory", 1)?
             .unwrap_or(defaults.memory),
+        spool_max: get.number("body_spool_size")?.unwrap_or(defaults.spool_max),
         stream: get.flag("stream_request_body")?.unwrap_or(defaults.stream),
     };
     Ok(())

@@ -6,22 +6,26 @@ Every trickling client here is a raw socket that sends a head declaring a
 100 kB body and then a few bytes; the loops over them are bounded in count,
 and waits are bounded by generous timeouts that only fail a test."""
 
+import json
 import socket
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
 from conftest import TEST_APPS
 from rawhttp import Conn, request
+from rawhttp import chunked as chunked_body
 
 APP = ("--pythonpath", str(TEST_APPS), "bodyapp")
 DECLARED = 100_000
 
 
-def open_trickles(server, count, first_bytes=b"x"):
-    """`count` connections, each with a POST /len head declaring DECLARED
+def open_trickles(server, count, first_bytes=b"x", declared=DECLARED):
+    """`count` connections, each with a POST /len head declaring `declared`
     bytes and then `first_bytes` of it (the rest never comes)."""
-    head = (f"POST /len HTTP/1.1\r\nHost: t\r\nContent-Length: {DECLARED}\r\n\r\n").encode()
+    head = (f"POST /len HTTP/1.1\r\nHost: t\r\nContent-Length: {declared}\r\n\r\n").encode()
     trickles = []
     try:
         for _ in range(count):
@@ -68,13 +72,15 @@ def still_open(sock):
         return False
 
 
-def test_trickling_uploads_hold_no_application_thread(start):
-    # 64 clients that declared a body and send a byte now and then, against
-    # 4 application threads: a server that called the application at the
+@pytest.mark.parametrize("declared", [DECLARED, 5 * 1024 * 1024], ids=["memory", "spooled"])
+def test_trickling_uploads_hold_no_application_thread(start, declared):
+    # 64 clients that declared a body (100 kB: buffered in memory; 5 MiB:
+    # spooled to a file) and send a byte now and then, against 4
+    # application threads: a server that called the application at the
     # head would have all 4 threads blocked reading and 60 requests queued
     # (the queue holds 64), and a fresh request would wait for them.
     server = start(*APP, "--threads", "4")
-    trickles = open_trickles(server, 64)
+    trickles = open_trickles(server, 64, declared=declared)
     try:
         for sock in trickles:  # one more byte each: they are live uploads
             sock.send(b"y")
@@ -167,3 +173,22 @@ def test_a_body_that_stalls_while_buffering_gets_408(start):
         conn.send(b"POST /len HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
         response = conn.read_response(method=b"POST")
         assert response.status == 408
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_body_past_the_buffer_size_is_read_from_an_unlinked_file(start, chunked):
+    server = start(*APP, "--body-buffer-size", "65536")
+    body = bytes(range(256)) * 1024  # 256 KiB
+    with Conn(server, timeout=20) as conn:
+        if chunked:
+            pieces = [body[at:at + 10_000] for at in range(0, len(body), 10_000)]
+            conn.send(request(b"POST", b"/spool", [b"Transfer-Encoding: chunked"])
+                      + chunked_body(pieces))
+        else:
+            conn.send(request(b"POST", b"/spool", body=body))
+        response = conn.read_response(method=b"POST")
+    assert response.status == 200, response
+    report = json.loads(response.body)
+    assert report["length"] == len(body)
+    assert report["deleted"], "no unlinked file open while the application read the body"
+    assert not list(Path(tempfile.gettempdir()).glob("wsgi-server-body-*"))

@@ -590,13 +590,18 @@ def test_scale_out_rolling_restart(start):
         # SIGTERM to a while the loop runs (its requests in flight finish,
         # the rest go to b), restart a; then the same for b.
         for victim, survivor in (("a", "b"), ("b", "a")):
-            loop = Loop(nginx.url(), threads=4, max_requests=1000, max_seconds=10.0).start()
+            # Bounds only: the loop is stopped once the survivor has served
+            # on after the victim's exit (which waits for nginx to drop its
+            # idle keep-alive connections to the victim, up to 4 s).
+            loop = Loop(nginx.url(), threads=4, max_requests=5000, max_seconds=30.0).start()
             loop.wait_until(300, timeout=5.0)
             _, served_before = loop.snapshot()
             stopping = servers[victim]
             status = stopping.stop(signal.SIGTERM)
             time.sleep(0.3)  # responses already on their way are counted before
             done_at_exit, served_at_exit = loop.snapshot()
+            loop.wait_until(done_at_exit + 100, timeout=10.0)
+            loop.stopping.set()
             loop.join()
             done, served = loop.snapshot()
             assert status == 0, f"instance {victim} exit status on SIGTERM: {status!r}\n{stopping.log()[-3000:]}"
