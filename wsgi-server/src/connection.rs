@@ -34,6 +34,7 @@ use tokio::time::{timeout_at, Instant};
 use wsgi_core::{ConnInfo, Environ, EnvironOptions, Request};
 use wsgi_http::{EncodeError, Event, ResponseEncoder, ServerConn};
 
+use crate::buffering::{buffer_body, BodyBudget, Buffered, Reservation};
 use crate::date::with_http_date;
 use crate::direct::{encode_head, DirectWrite, Written};
 use crate::exchange::{AppBody, AppOutput, DisconnectOnDrop, Exchange, IoBatch, OutItem};
@@ -63,6 +64,10 @@ pub struct Shared {
     pub uwsgi_allow_from: wsgi_core::proxy::AllowList,
     /// The application threads' queue.
     pub queue: Arc<JobQueue>,
+    /// Which request bodies are read whole before the application is called.
+    pub body_buffering: crate::config::BodyBuffering,
+    /// The worker's memory for such bodies.
+    pub body_budget: BodyBudget,
     /// Becomes `true` when the server stops gracefully.
     pub shutdown: watch::Receiver<bool>,
     /// `--static-map`: paths answered without the application.
@@ -78,10 +83,6 @@ impl Shared {
     pub fn uwsgi_allowed(&self, peer: &wsgi_core::PeerAddr) -> bool {
         crate::config::peer_in_list(peer, &self.uwsgi_allow_from)
     }
-
-    fn is_shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
-    }
 }
 
 /// A stream we can serve on: tokio's TCP and unix streams.
@@ -92,8 +93,6 @@ pub trait Transport: AsyncRead + AsyncWrite + AsRawFd + Unpin {
     fn writable(&self) -> impl std::future::Future<Output = io::Result<()>>;
     /// Runs a non-blocking write syscall, clearing readiness on `WouldBlock`.
     fn try_write_io<R>(&self, call: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
-    /// Reads what has already arrived, without waiting.
-    fn try_read_now(&self, buffer: &mut BytesMut) -> io::Result<usize>;
 }
 
 impl Transport for tokio::net::TcpStream {
@@ -106,9 +105,6 @@ impl Transport for tokio::net::TcpStream {
     fn try_write_io<R>(&self, call: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
         self.try_io(Interest::WRITABLE, call)
     }
-    fn try_read_now(&self, buffer: &mut BytesMut) -> io::Result<usize> {
-        self.try_read_buf(buffer)
-    }
 }
 
 impl Transport for tokio::net::UnixStream {
@@ -120,9 +116,6 @@ impl Transport for tokio::net::UnixStream {
     }
     fn try_write_io<R>(&self, call: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
         self.try_io(Interest::WRITABLE, call)
-    }
-    fn try_read_now(&self, buffer: &mut BytesMut) -> io::Result<usize> {
-        self.try_read_buf(buffer)
     }
 }
 
@@ -301,7 +294,8 @@ impl BodyState {
         }
     }
 
-    fn feed_eof(
+    /// Decodes the buffered rest of the body after the peer closed.
+    pub fn feed_eof(
         &mut self,
         decoder: &mut impl BodyDecoder,
         src: &mut BytesMut,
@@ -324,7 +318,8 @@ impl BodyState {
         }
     }
 
-    fn fail(&mut self, exchange: &Exchange, kind: io::ErrorKind, message: String) {
+    /// Ends the body as failed (or cut short).
+    pub fn fail(&mut self, exchange: &Exchange, kind: io::ErrorKind, message: String) {
         self.done = true;
         self.failed = true;
         exchange.end_body(Some((kind, message)));
@@ -336,30 +331,19 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
     let mut codec = ServerConn::new(shared.limits.clone());
     let mut read_buf = BytesMut::with_capacity(HEAD_READ_CHUNK);
     let mut write_buf = BytesMut::with_capacity(HEAD_READ_CHUNK);
-    let mut shutdown = shared.shutdown.clone();
     let trusted = shared.is_trusted(&conn.peer);
     let conn = conn.with_trusted_proxy(trusted);
-    let mut served_any = false;
     let mut idle_since = None;
     loop {
-        let head = match read_head(
-            &mut stream,
-            &mut codec,
-            &mut read_buf,
-            &shared,
-            &mut shutdown,
-            served_any,
-            idle_since,
-        )
-        .await
-        {
-            HeadRead::Head(head) => head,
-            HeadRead::Closed => return,
-            HeadRead::Refused(status) => {
-                write_error(&mut stream, status, &mut write_buf).await;
-                return;
-            }
-        };
+        let head =
+            match read_head(&mut stream, &mut codec, &mut read_buf, &shared, idle_since).await {
+                HeadRead::Head(head) => head,
+                HeadRead::Closed => return,
+                HeadRead::Refused(status) => {
+                    write_error(&mut stream, status, &mut write_buf).await;
+                    return;
+                }
+            };
         // Boxed at once: the request crosses to another thread, and a
         // moved box is a pointer, not ~600 bytes (callgrind: memcpy was 8 %
         // of the instructions per request).
@@ -403,7 +387,6 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
                 .await
             }
         };
-        served_any = true;
         idle_since = served.idle_since;
         if served.outcome == Outcome::Close || body.failed || !codec.keep_alive() {
             return;
@@ -418,7 +401,10 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
                 return;
             }
         }
-        if codec.start_next_cycle().is_err() || shared.is_shutting_down() {
+        // A response that began before a graceful stop may have promised
+        // keep-alive: the connection then stays until its next request
+        // (answered with `Connection: close`) or its keep-alive timeout.
+        if codec.start_next_cycle().is_err() {
             return;
         }
         // An idle keep-alive connection keeps small buffers, whatever its
@@ -464,9 +450,48 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
         // starts, so small bodies never make it wait.
         body.feed(protocol, read_buf, &exchange);
     }
+    // Held until the request is over: the application may keep the bytes.
+    let mut reservation = Reservation::new(&shared.body_budget);
+    let mut spool = None;
+    if crate::buffering::wanted(shared, body) {
+        let buffered = buffer_body(
+            stream,
+            protocol,
+            read_buf,
+            write_buf,
+            body,
+            &exchange,
+            shared,
+            &mut reservation,
+        )
+        .await;
+        let refused = match buffered {
+            Buffered::Ready => None,
+            Buffered::Spooled(file) => {
+                spool = Some(file);
+                None
+            }
+            Buffered::Refused(status) => Some(status),
+            Buffered::Closed => Some(0),
+        };
+        if let Some(status) = refused {
+            if status != 0 {
+                crate::log!(Debug, "request body refused while buffering: {status}");
+                write_error(stream, status, write_buf).await;
+            }
+            body.failed = true;
+            return Served {
+                outcome: Outcome::Close,
+                idle_since: None,
+            };
+        }
+    }
     let request = Request {
         environ,
-        input: Box::new(AppBody::new(Arc::clone(&exchange), body.length)),
+        input: Box::new(match spool {
+            None => AppBody::new(Arc::clone(&exchange), body.length),
+            Some(file) => AppBody::spooled(Arc::clone(&exchange), body.length, file),
+        }),
         output: Box::new(AppOutput::new(Arc::clone(&exchange))),
     };
     let alone = match shared.queue.submit(request).await {
@@ -856,7 +881,8 @@ fn frame<P: Framer>(protocol: &mut P, len: u64) -> io::Result<wsgi_http::Frame> 
         .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error.to_string()))
 }
 
-async fn flush<S: Transport>(stream: &mut S, write_buf: &mut BytesMut) -> io::Result<()> {
+/// Writes `write_buf` whole.
+pub async fn flush<S: Transport>(stream: &mut S, write_buf: &mut BytesMut) -> io::Result<()> {
     if !write_buf.is_empty() {
         stream.write_all(write_buf).await?;
         write_buf.clear();
@@ -978,17 +1004,18 @@ enum HeadRead {
 
 /// Waits for the next request head: the keep-alive timeout while nothing
 /// has arrived, the header timeout once the first byte has. A graceful stop
-/// closes an idle keep-alive connection at once; a connection that has not
-/// had its first request yet was accepted to be served, and is (its client
-/// has sent, or is sending, that request). `idle_since`: when the last
-/// response went out, if that was before this task noticed.
+/// changes nothing here: an idle keep-alive connection is not closed under
+/// its client (a proxy may be sending on it at that instant, and nginx does
+/// not retry a POST that met a reset); its next request is answered with
+/// `Connection: close`, or it closes when its keep-alive time runs out (the
+/// proxy's shorter timeout closes it first) or the graceful timeout ends.
+/// `idle_since`: when the last response went out, if that was before this
+/// task noticed.
 async fn read_head<S: Transport>(
     stream: &mut S,
     codec: &mut ServerConn,
     read_buf: &mut BytesMut,
     shared: &Shared,
-    shutdown: &mut watch::Receiver<bool>,
-    served_any: bool,
     idle_since: Option<Instant>,
 ) -> HeadRead {
     let mut deadline: Option<Instant> = None;
@@ -1002,16 +1029,6 @@ async fn read_head<S: Transport>(
                 return HeadRead::Refused(error.status().as_u16());
             }
         }
-        let idle = read_buf.is_empty() && served_any;
-        if idle && *shutdown.borrow() {
-            // A request may have arrived just as the stop did (the keep-alive
-            // race every server has): serve what is already here, with
-            // `Connection: close`, rather than reset it.
-            match stream.try_read_now(read_buf) {
-                Ok(read) if read > 0 => continue,
-                _ => return HeadRead::Closed,
-            }
-        }
         // Nothing yet: the keep-alive timeout (an idle connection may wait
         // that long). Part of a head: the header deadline, fixed at its first byte.
         let limit = if read_buf.is_empty() {
@@ -1019,10 +1036,7 @@ async fn read_head<S: Transport>(
         } else {
             *deadline.get_or_insert_with(|| Instant::now() + shared.timeouts.header)
         };
-        let read = tokio::select! {
-            read = timeout_at(limit, read_some(stream, read_buf, HEAD_READ_CHUNK)) => read,
-            _ = shutdown.changed(), if idle => continue,
-        };
+        let read = timeout_at(limit, read_some(stream, read_buf, HEAD_READ_CHUNK)).await;
         match read {
             Ok(Ok(0)) => {
                 return match codec.decode_eof(read_buf) {

@@ -175,6 +175,13 @@ impl Exchange {
         }
     }
 
+    /// Takes the body bytes buffered so far (to move them to a spool file).
+    pub fn take_body(&self) -> Vec<Bytes> {
+        let mut state = self.lock();
+        state.body_buffered = 0;
+        state.body.drain(..).collect()
+    }
+
     /// Marks the body complete (`None`) or failed.
     pub fn end_body(&self, failure: Option<(io::ErrorKind, String)>) {
         let mut state = self.lock();
@@ -286,7 +293,13 @@ pub struct AppBody {
     current: Bytes,
     /// Body bytes not consumed yet, when the framing says (`Content-Length`).
     remaining: Option<u64>,
+    /// A body spooled to an unlinked temporary file ([`crate::buffering`]),
+    /// read from its start; what the exchange holds comes after it.
+    spool: Option<std::fs::File>,
 }
+
+/// Bytes read from a spooled body at a time.
+const SPOOL_READ: usize = 64 * 1024;
 
 impl AppBody {
     /// The body reader of an exchange; `length` is the body's length when
@@ -296,12 +309,49 @@ impl AppBody {
             exchange,
             current: Bytes::new(),
             remaining: length,
+            spool: None,
         }
+    }
+
+    /// A reader whose body starts in `spool` (positioned at its start).
+    pub fn spooled(exchange: Arc<Exchange>, length: Option<u64>, spool: std::fs::File) -> Self {
+        AppBody {
+            spool: Some(spool),
+            ..AppBody::new(exchange, length)
+        }
+    }
+
+    /// Reads the next piece of the spool file into `current`; at its end,
+    /// drops the file (what follows is in the exchange).
+    fn read_spool(&mut self) -> io::Result<()> {
+        use std::io::Read;
+        let Some(file) = &mut self.spool else {
+            return Ok(());
+        };
+        let mut buffer = bytes::BytesMut::zeroed(SPOOL_READ);
+        let read = loop {
+            match file.read(&mut buffer) {
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                other => break other?,
+            }
+        };
+        if read == 0 {
+            self.spool = None;
+        } else {
+            buffer.truncate(read);
+            self.current = buffer.freeze();
+        }
+        Ok(())
     }
 }
 
 impl BodyReader for AppBody {
     fn fill_buf(&mut self) -> io::Result<Option<&[u8]>> {
+        if self.current.is_empty() && self.spool.is_some() {
+            // A file read may touch the disk: done in `wait`, where a
+            // runtime with a global lock has released it.
+            return Ok(None);
+        }
         if self.current.is_empty() {
             let mut state = self.exchange.lock();
             match state.body.pop_front() {
@@ -348,6 +398,9 @@ impl BodyReader for AppBody {
     }
 
     fn wait(&mut self) -> io::Result<()> {
+        if self.spool.is_some() {
+            return self.read_spool();
+        }
         let exchange = &*self.exchange;
         let mut state = exchange.lock();
         let ready = |state: &State| {

@@ -3,6 +3,7 @@
 //! crate of the workspace that does I/O; the reference binary is `main.rs`.
 #![deny(missing_docs)]
 
+pub mod buffering;
 pub mod config;
 pub mod connection;
 pub mod date;

@@ -83,8 +83,8 @@ fn large_upload_streams_through() {
 }
 
 #[test]
-fn expect_100_continue_is_sent_when_the_app_reads() {
-    let server = TestServer::start("echo", |_| {});
+fn expect_100_continue_is_sent_when_the_app_reads_a_streamed_body() {
+    let server = TestServer::start("echo", |config| config.body_buffering.stream = true);
     let mut stream = server.connect();
     stream
         .write_all(
@@ -102,8 +102,8 @@ fn expect_100_continue_is_sent_when_the_app_reads() {
 }
 
 #[test]
-fn no_100_continue_when_the_app_does_not_read() {
-    let server = TestServer::start("hello", |_| {});
+fn no_100_continue_when_the_app_does_not_read_a_streamed_body() {
+    let server = TestServer::start("hello", |config| config.body_buffering.stream = true);
     let mut stream = server.connect();
     stream
         .write_all(
@@ -328,6 +328,110 @@ fn a_response_larger_than_the_socket_takes_at_once_arrives_whole() {
 }
 
 #[test]
+fn expect_100_continue_is_sent_when_buffering_starts() {
+    // A buffered body is read before the application is called: `100
+    // Continue` goes out then, even for an application that never reads
+    // it (nginx does the same); the body is consumed, so the connection
+    // goes on. A server that waited for the application's first read would
+    // answer at once with `Connection: close` instead.
+    let server = TestServer::start("hello", |_| {});
+    let mut stream = server.connect();
+    stream
+        .write_all(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .unwrap();
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(b"data").unwrap();
+    assert_eq!(read_response(&mut stream), hello_response(""));
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut stream), hello_response(""));
+}
+
+#[test]
+fn a_body_that_stalls_while_buffering_gets_408() {
+    let server = TestServer::start("echo", |config| {
+        config.timeouts.body = Duration::from_millis(300);
+    });
+    let mut stream = server.connect();
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        .unwrap();
+    assert_eq!(read_response(&mut stream), refusal("408 Request Timeout"));
+    assert!(is_closed(&mut stream));
+}
+
+#[test]
+fn a_chunked_body_past_the_buffer_size_is_spooled() {
+    // Held in memory up to the bound, then moved to a temporary file with
+    // the rest: the application reads it all from there.
+    let server = TestServer::start("echo", |config| config.body_buffering.max_size = 16);
+    let mut stream = server.connect();
+    stream
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+              14\r\n0123456789abcdefghij\r\n3\r\nxyz\r\n0\r\n\r\n",
+        )
+        .unwrap();
+    let response = read_response(&mut stream);
+    assert!(
+        response.ends_with("\r\n\r\n0123456789abcdefghijxyz"),
+        "{response}"
+    );
+}
+
+#[test]
+fn a_body_past_the_buffer_size_is_spooled_whole_first() {
+    // A stall while spooling is our 408: the application, not called yet,
+    // cannot have failed on it (streamed, its read would time out: a 500).
+    let server = TestServer::start("echo", |config| {
+        config.body_buffering.max_size = 16;
+        config.timeouts.body = Duration::from_millis(300);
+    });
+    let mut stream = server.connect();
+    let body: String = (0..40).map(|at| (b'a' + at % 26) as char).collect();
+    stream
+        .write_all(
+            format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{body}")
+                .as_bytes(),
+        )
+        .unwrap();
+    let response = read_response(&mut stream);
+    assert!(response.ends_with(&format!("\r\n\r\n{body}")), "{response}");
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\nabc")
+        .unwrap();
+    assert_eq!(read_response(&mut stream), refusal("408 Request Timeout"));
+}
+
+#[test]
+fn a_chunked_body_past_the_buffer_size_streams_on_without_spooling() {
+    // Buffered up to the bound, then the application is called and reads
+    // the rest as it comes.
+    let server = TestServer::start("echo", |config| {
+        config.body_buffering.max_size = 16;
+        config.body_buffering.spool_max = 0;
+    });
+    let mut stream = server.connect();
+    stream
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+              14\r\n0123456789abcdefghij\r\n",
+        )
+        .unwrap();
+    stream.write_all(b"3\r\nxyz\r\n0\r\n\r\n").unwrap();
+    let response = read_response(&mut stream);
+    assert!(
+        response.ends_with("\r\n\r\n0123456789abcdefghijxyz"),
+        "{response}"
+    );
+}
+
+#[test]
 fn slow_head_gets_408() {
     let server = TestServer::start("hello", |config| {
         config.timeouts.header = Duration::from_millis(300)
@@ -338,7 +442,7 @@ fn slow_head_gets_408() {
 }
 
 #[test]
-fn graceful_stop_finishes_in_flight_and_closes_idle_at_once() {
+fn graceful_stop_finishes_in_flight_and_answers_idle_connections_with_close() {
     let mut server = TestServer::start("echo", |_| {});
     let mut idle = server.connect();
     idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -348,14 +452,38 @@ fn graceful_stop_finishes_in_flight_and_closes_idle_at_once() {
     busy.write_all(b"GET /slow?700 HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    let reader = std::thread::spawn(move || read_response(&mut busy));
-    let took = server.stop(Stop::Graceful);
+    let stopper = std::thread::spawn(move || server.stop(Stop::Graceful));
+    // `Connection: close` on the in-flight response: the stop is in effect.
     assert_eq!(
-        reader.join().unwrap(),
+        read_response(&mut busy),
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow"
     );
+    // The idle keep-alive connection was not closed under its client (a
+    // proxy may be reusing it right now): its next request is answered,
+    // with `Connection: close`, and then it closes.
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(
+        read_response(&mut idle),
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     assert!(is_closed(&mut idle));
+    let took = stopper.join().unwrap();
     assert!(took < Duration::from_secs(3), "graceful stop took {took:?}");
+}
+
+#[test]
+fn graceful_stop_closes_an_idle_connection_when_its_keep_alive_time_runs_out() {
+    let mut server = TestServer::start("echo", |config| {
+        config.timeouts.keep_alive = Duration::from_millis(500);
+    });
+    let mut idle = server.connect();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    read_response(&mut idle);
+    let stopper = std::thread::spawn(move || server.stop(Stop::Graceful));
+    assert!(is_closed(&mut idle));
+    stopper.join().unwrap();
 }
 
 #[test]

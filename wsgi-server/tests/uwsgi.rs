@@ -167,3 +167,18 @@ fn peers_outside_uwsgi_allow_from_are_refused() {
     let response = send(&server, &packet(&nginx_vars("GET", "/", ""), b""));
     assert_eq!(response, "");
 }
+
+#[test]
+fn a_uwsgi_body_that_stalls_while_buffering_gets_408() {
+    // The uwsgi path shares the buffering: the body is read before the
+    // application is called, and a stall is the server's 408, where a
+    // streamed body would have failed the application's read (a 500).
+    let server = uwsgi_server(|config| config.timeouts.body = Duration::from_millis(300));
+    let mut bytes = packet(&nginx_vars("POST", "/echo", "10"), b"");
+    bytes.extend_from_slice(b"abc");
+    let response = strip_date(&send(&server, &bytes));
+    assert!(
+        response.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{response}"
+    );
+}

@@ -31,8 +31,8 @@ use std::path::Path;
 
 pub use layer::{Layer, Merged, Rank, Source};
 pub use model::{
-    peer_in_list, AppSource, ProcessSettings, PythonSettings, ServerConfig, StaticSettings,
-    Timeouts,
+    peer_in_list, AppSource, BodyBuffering, ProcessSettings, PythonSettings, ServerConfig,
+    StaticSettings, Timeouts,
 };
 pub use resolve::resolve;
 pub use scripts::{NoScripts, PasteServerSection, ScriptEntry, ScriptHost, ScriptValue};

@@ -49,7 +49,8 @@ pub struct Timeouts {
     /// How long a client may take to send a whole request head once it
     /// started (slowloris defence).
     pub header: Duration,
-    /// How long a request body may stall while the application waits for it.
+    /// How long a request body may stall, while it is buffered (then 408)
+    /// or while the application waits for it.
     pub body: Duration,
     /// How long a graceful stop lets in-flight requests finish.
     pub graceful: Duration,
@@ -62,6 +63,45 @@ impl Default for Timeouts {
             header: Duration::from_secs(30),
             body: Duration::from_secs(60),
             graceful: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How request bodies reach the application (`--body-buffer-size`,
+/// `--body-buffer-memory`, `--stream-request-body`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyBuffering {
+    /// Bodies up to this size (a `Content-Length` up to it, or a chunked
+    /// body while it stays below it) are read whole on the I/O thread
+    /// before the application is called; larger ones are streamed to it.
+    pub max_size: u64,
+    /// Body bytes one worker may buffer at once, all requests together.
+    pub memory: usize,
+    /// Bodies above `max_size` and up to this are spooled to an unlinked
+    /// temporary file before the application is called (0: streamed).
+    pub spool_max: u64,
+    /// Call the application at the head and stream every body (the old way).
+    pub stream: bool,
+}
+
+impl Default for BodyBuffering {
+    fn default() -> Self {
+        // Why 1 MiB and 32 MiB: nginx keeps 8-16 KiB in memory and spools
+        // the rest to a file, waitress spools past 512 KiB. A spooled body
+        // costs a file write and a read per byte, and on this VM a 64 KiB
+        // upload in memory runs ~25 % faster than the old streaming (1 MiB:
+        // ~40 %; docs/performance.md): so memory up to 1 MiB, which covers
+        // forms and JSON APIs, and files above. 32 MiB is 32 such bodies
+        // at once, or thousands of small ones, for a worker of ~14 MiB.
+        BodyBuffering {
+            max_size: 1024 * 1024,
+            memory: 32 * 1024 * 1024,
+            // As nginx (which spools every body past its buffer): a slow
+            // client must not pin a thread by declaring a larger body. Past
+            // 1 GiB a body streams: a disk is not unlimited either, and
+            // uploads that large usually want to be read as they come.
+            spool_max: 1024 * 1024 * 1024,
+            stream: false,
         }
     }
 }
@@ -186,6 +226,8 @@ pub struct ServerConfig {
     pub uwsgi_limits: wsgi_uwsgi::Config,
     /// Largest request body (413 above it); `None` is unlimited.
     pub max_body_size: Option<u64>,
+    /// Request-body buffering before the application is called.
+    pub body_buffering: BodyBuffering,
     /// Timeouts.
     pub timeouts: Timeouts,
     /// How the environ is shaped.
@@ -243,6 +285,7 @@ impl ServerConfig {
             http_limits: wsgi_http::Config::default(),
             uwsgi_limits: wsgi_uwsgi::Config::default(),
             max_body_size: None,
+            body_buffering: BodyBuffering::default(),
             timeouts: Timeouts::default(),
             environ: EnvironOptions::default(),
             forwarded_allow_ips: loopback(),

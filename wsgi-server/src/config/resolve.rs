@@ -10,7 +10,8 @@ use bytes::Bytes;
 
 use super::layer::{Entry, Merged, Source};
 use super::model::{
-    AppSource, ProcessSettings, PythonSettings, ServerConfig, StaticSettings, Timeouts,
+    AppSource, BodyBuffering, ProcessSettings, PythonSettings, ServerConfig, StaticSettings,
+    Timeouts,
 };
 use super::ConfigError;
 use crate::listener::{BindSpec, Protocol};
@@ -412,6 +413,15 @@ fn limits(get: &Getter<'_>, config: &mut ServerConfig) -> Result<(), ConfigError
     // The head must be able to hold what the per-field limits allow.
     limits.max_head_size = limits.max_head_size.max(limits.max_request_line + 2);
     config.max_body_size = get.number("limit_request_body")?.filter(|limit| *limit > 0);
+    let defaults = BodyBuffering::default();
+    config.body_buffering = BodyBuffering {
+        max_size: get.number("body_buffer_size")?.unwrap_or(defaults.max_size),
+        memory: get
+            .count("body_buffer_memory", 1)?
+            .unwrap_or(defaults.memory),
+        spool_max: get.number("body_spool_size")?.unwrap_or(defaults.spool_max),
+        stream: get.flag("stream_request_body")?.unwrap_or(defaults.stream),
+    };
     Ok(())
 }
 

@@ -303,17 +303,14 @@ def test_hup_reloads_new_code_without_failing_a_request(start, tmp_path):
 
 
 def test_term_finishes_in_flight_request_and_idle_keep_alive_does_not_delay_exit(start):
+    from rawhttp import Conn, request
+
     server = start_workers(start, "--threads", "2", "--graceful-timeout", "20",
                            "--keep-alive", "30")
     # An idle keep-alive connection: one request answered, then silence.
-    idle = server.connect(timeout=10)
-    idle.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = idle.recv(4096)
-        assert chunk, "idle connection closed before its first response"
-        head += chunk
-    assert head.startswith(b"HTTP/1.1 200"), head
+    idle = Conn(server, timeout=10)
+    idle.send(request(b"GET", b"/"))
+    assert idle.read_response().status == 200
     slow = {}
 
     def slow_request():
@@ -334,13 +331,17 @@ def test_term_finishes_in_flight_request_and_idle_keep_alive_does_not_delay_exit
         term_at = time.monotonic()
         server.stopped = True  # this test collects the exit status itself
         os.kill(server.pid, signal.SIGTERM)
-        idle.settimeout(10)
-        try:
-            closed = idle.recv(4096)
-        except socket.timeout:
-            closed = b"<still open>"
-        except OSError as error:  # a reset counts as closed too
-            closed = repr(error).encode()
+        # The idle connection is not closed under its client (a proxy may be
+        # sending on it right now): its next request is answered, with
+        # `Connection: close` once its worker has heard of the stop (a
+        # moment after the master; bounded), and then it closes.
+        for _ in range(500):
+            idle.send(request(b"GET", b"/"))
+            answer = idle.read_response()
+            if answer.header("Connection") == b"close":
+                break
+            time.sleep(0.01)
+        closed, extra = idle.at_eof(timeout=10)
         idle_closed_after = time.monotonic() - term_at
         try:
             status = server.proc.wait(timeout=19)
@@ -357,10 +358,11 @@ def test_term_finishes_in_flight_request_and_idle_keep_alive_does_not_delay_exit
     assert status == 0, f"exit status {status!r}\n{log}"
     assert slow.get("result", (None,))[0] == 200, (slow, log)
     assert "slept 2.0" in slow["result"][1]
-    assert closed == b"" or b"Reset" in closed, closed
-    assert idle_closed_after < 2.0, f"idle keep-alive closed {idle_closed_after:.1f}s after TERM"
-    # The slow request ends ~1.5 s after TERM; the idle connection must not
-    # hold the exit until --keep-alive (30 s) or --graceful-timeout (20 s).
+    assert (answer.status, answer.header("Connection")) == (200, b"close"), answer
+    assert closed and extra == b"", (closed, extra)
+    # The slow request ends ~1.5 s after TERM; the connection, answered and
+    # closed, must not hold the exit until --keep-alive (30 s) or
+    # --graceful-timeout (20 s).
     assert exited_after < 5.0, f"exit {exited_after:.1f}s after TERM\n{log}"
     before_term = [f for f in load.failures() if f[1] < term_at]
     assert not before_term, load.summary()

@@ -68,10 +68,17 @@ def test_chunked_upload_echoed(server):
     assert (follow.status, follow.body) == (200, b"part1,part2,part3")
 
 
-def test_expect_100_continue_sent_when_the_app_reads(server):
+@pytest.fixture(scope="module")
+def streaming_server(module_start):
+    """Bodies streamed to the application (by default they are read whole
+    first, and `100 Continue` goes when that starts: test_body_buffering.py)."""
+    return module_start(str(APPS / "pep3333_app.py"), "--threads", "2", "--stream-request-body")
+
+
+def test_expect_100_continue_sent_when_the_app_reads_a_streamed_body(streaming_server):
     """`/echo-slow` sleeps 0.5 s before reading: the interim response must
     come only then, and before the final one."""
-    with Conn(server) as conn:
+    with Conn(streaming_server) as conn:
         sent_at = time.monotonic()
         conn.send(request(b"POST", b"/echo-slow",
                           [b"Expect: 100-continue", b"Content-Length: 11"]))
@@ -85,8 +92,8 @@ def test_expect_100_continue_sent_when_the_app_reads(server):
     assert (final.status, final.body) == (200, b"hello world")
 
 
-def test_expect_100_continue_not_sent_when_the_app_does_not_read(server):
-    with Conn(server) as conn:
+def test_expect_100_continue_not_sent_when_the_app_does_not_read_a_streamed_body(streaming_server):
+    with Conn(streaming_server) as conn:
         conn.send(request(b"POST", b"/write",
                           [b"Expect: 100-continue", b"Content-Length: 5"]))
         response = conn.read_response()

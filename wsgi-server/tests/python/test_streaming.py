@@ -38,6 +38,18 @@ def server(module_start):
     return module_start(str(TEST_APPS / "bigstream.py"), "--threads", "2")
 
 
+def worker_rss_kib(server):
+    """VmRSS of the server's worker, in KiB: the master's only child (the
+    master's own VmRSS says nothing of the process that serves)."""
+    children = open(f"/proc/{server.pid}/task/{server.pid}/children").read().split()
+    assert len(children) == 1, children
+    with open(f"/proc/{children[0]}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 class RssSampler:
     """Samples the server's VmRSS every 10 ms in a thread (bounded by a
     deadline) until stopped."""
@@ -52,13 +64,13 @@ class RssSampler:
     def run(self):
         while not self.stop_event.is_set() and time.monotonic() < self.deadline:
             try:
-                self.samples.append(self.server.rss_kib())
+                self.samples.append(worker_rss_kib(self.server))
             except (OSError, AssertionError):
                 return
             self.stop_event.wait(0.01)
 
     def __enter__(self):
-        self.baseline = self.server.rss_kib()
+        self.baseline = worker_rss_kib(self.server)
         self.thread.start()
         return self
 

@@ -1,0 +1,38 @@
+"""Routes for the body-buffering tests (test_body_buffering.py):
+
+- `/len`: reads the whole body, answers its length;
+- `/first`: reads one byte of the body and answers it at once, before the
+  rest is read (streaming: the client has not sent the rest yet);
+- `/spool`: reads the body and answers its length and the descriptors of
+  this process that point to deleted files (a spooled body's file has no
+  name from the start);
+- anything else: `ok`, without reading the body.
+"""
+
+import json
+import os
+
+
+def application(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/len":
+        body = environ["wsgi.input"].read()
+        payload = str(len(body)).encode()
+    elif path == "/spool":
+        body = environ["wsgi.input"].read(1)  # the file is open now
+        deleted = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target.endswith("(deleted)"):
+                deleted.append(target)
+        body += environ["wsgi.input"].read()
+        payload = json.dumps({"length": len(body), "deleted": deleted}).encode()
+    elif path == "/first":
+        payload = environ["wsgi.input"].read(1)
+    else:
+        payload = b"ok"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(payload)))])
+    return [payload]
