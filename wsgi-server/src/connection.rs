@@ -32,6 +32,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::sync::watch;
 use tokio::time::{timeout_at, Instant};
 use wsgi_core::{ConnInfo, Environ, EnvironOptions, Request};
+
+use crate::record::RequestRecord;
 use wsgi_http::{EncodeError, Event, ResponseEncoder, ServerConn};
 
 use crate::buffering::{buffer_body, BodyBudget, Buffered, Reservation};
@@ -72,6 +74,12 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// `--static-map`: paths answered without the application.
     pub static_files: Option<crate::ops::static_files::StaticFiles>,
+    /// What this worker counts (the scoreboard slot's counters).
+    pub counters: &'static crate::scoreboard::RequestCounters,
+    /// `--access-logfile`, and uWSGI's `--log-x-forwarded-for`.
+    pub access_log: Option<(crate::ops::access_log::AccessLog, bool)>,
+    /// `--health-path`, and whether its requests are access-logged.
+    pub health: Option<(String, bool)>,
 }
 
 impl Shared {
@@ -83,6 +91,119 @@ impl Shared {
     pub fn uwsgi_allowed(&self, peer: &wsgi_core::PeerAddr) -> bool {
         crate::config::peer_in_list(peer, &self.uwsgi_allow_from)
     }
+
+    /// A request's head has arrived: what its record needs from the head
+    /// and environ (the headers the access log asks for only when there is
+    /// one).
+    pub fn request_began(&self, environ: &Environ, protocol: &'static str) -> RecordStart {
+        self.counters
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut start = RecordStart {
+            began: Instant::now(),
+            record: None,
+        };
+        if let Some((log, x_forwarded_for)) = &self.access_log {
+            let wanted = log.format().request_headers();
+            let mut record = RequestRecord {
+                started: Some(std::time::SystemTime::now()),
+                method: environ.request_method.clone(),
+                target: environ.request_uri.clone(),
+                protocol,
+                remote_addr: environ.remote_addr.clone(),
+                peer_addr: environ
+                    .get("PEER_ADDR")
+                    .map_or_else(|| environ.remote_addr.clone(), Bytes::copy_from_slice),
+                ..RequestRecord::default()
+            };
+            for name in wanted {
+                if let Some(value) = environ.get(&cgi_name(&name)) {
+                    record
+                        .request_headers
+                        .push((Bytes::from(name), Bytes::copy_from_slice(value)));
+                }
+            }
+            if *x_forwarded_for {
+                // uWSGI: the first address of X-Forwarded-For, when sent.
+                if let Some(first) = environ
+                    .get("HTTP_X_FORWARDED_FOR")
+                    .and_then(|value| value.split(|&byte| byte == b',').next())
+                {
+                    record.remote_addr = Bytes::copy_from_slice(first.trim_ascii());
+                }
+            }
+            start.record = Some(Box::new(record));
+        }
+        start
+    }
+
+    /// A request is over: its counters, and its access-log line.
+    pub fn request_ended(
+        &self,
+        start: RecordStart,
+        served: &Served,
+        bytes_in: u64,
+        by_server: Option<bool>,
+    ) {
+        self.counters
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let tally = served.tally;
+        let mut record = match start.record {
+            Some(record) => record,
+            None => Box::default(),
+        };
+        record.status = tally.status;
+        record.bytes_out = tally.bytes_out;
+        record.bytes_in = bytes_in;
+        record.incomplete = tally.incomplete;
+        record.app_error = tally.app_error;
+        record.total = start.began.elapsed();
+        record.served_by_server = by_server.is_some();
+        self.counters.finished(&record);
+        // Health checks are logged only when asked (`--health-log`).
+        if by_server == Some(false) {
+            return;
+        }
+        if let Some((log, _)) = &self.access_log {
+            log.log(&record);
+        }
+    }
+}
+
+/// `HTTP_USER_AGENT` for `user-agent`.
+fn cgi_name(header: &str) -> String {
+    let mut name = String::with_capacity(header.len() + 5);
+    name.push_str("HTTP_");
+    for c in header.chars() {
+        name.push(if c == '-' {
+            '_'
+        } else {
+            c.to_ascii_uppercase()
+        });
+    }
+    name
+}
+
+/// What a request's record knows when its head arrives.
+#[derive(Debug)]
+pub struct RecordStart {
+    began: Instant,
+    /// Filled only when an access log wants it.
+    record: Option<Box<RequestRecord>>,
+}
+
+/// What the connection saw of a response, for the request record.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tally {
+    /// The status sent (0: none, the client left first).
+    pub status: u16,
+    /// Response body bytes sent.
+    pub bytes_out: u64,
+    /// The response was cut.
+    pub incomplete: bool,
+    /// The application raised.
+    pub app_error: bool,
 }
 
 /// A stream we can serve on: tokio's TCP and unix streams.
@@ -257,6 +378,8 @@ pub struct BodyState {
     pub continue_sent: bool,
     /// The body's length, when the request gives it.
     pub length: Option<u64>,
+    /// Body bytes decoded so far.
+    pub received: u64,
 }
 
 impl BodyState {
@@ -268,6 +391,7 @@ impl BodyState {
             error_status: None,
             continue_sent: !expect_continue,
             length,
+            received: 0,
         }
     }
 
@@ -280,7 +404,10 @@ impl BodyState {
     ) {
         while !self.done {
             match decoder.decode_body(src) {
-                Ok(Some(BodyEvent::Data(data))) => exchange.push_body(data),
+                Ok(Some(BodyEvent::Data(data))) => {
+                    self.received += data.len() as u64;
+                    exchange.push_body(data);
+                }
                 Ok(Some(BodyEvent::End)) => {
                     self.done = true;
                     exchange.end_body(None);
@@ -303,7 +430,10 @@ impl BodyState {
     ) {
         while !self.done {
             match decoder.decode_body_eof(src) {
-                Ok(Some(BodyEvent::Data(data))) => exchange.push_body(data),
+                Ok(Some(BodyEvent::Data(data))) => {
+                    self.received += data.len() as u64;
+                    exchange.push_body(data);
+                }
                 Ok(Some(BodyEvent::End)) => {
                     self.done = true;
                     exchange.end_body(None);
@@ -358,8 +488,18 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
         // Even an empty body ends with the codec's `End` event, which the
         // first `feed` consumes (the codec pauses until it has been seen).
         let mut body = BodyState::new(false, head.expect_continue, head.body.known_length());
+        let protocol_name = version_name(head.version);
         drop(head);
-        let served = match static_reply(&shared, &environ) {
+        let start = shared.request_began(&environ, protocol_name);
+        let mut by_server = None;
+        let reply = match health_reply(&shared, &environ) {
+            Some((reply, logged)) => {
+                by_server = Some(logged);
+                Some(reply)
+            }
+            None => static_reply(&shared, &environ).inspect(|_| by_server = Some(true)),
+        };
+        let served = match reply {
             Some(reply) => {
                 answer_static(
                     &mut stream,
@@ -387,6 +527,7 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
                 .await
             }
         };
+        shared.request_ended(start, &served, body.received, by_server);
         idle_since = served.idle_since;
         if served.outcome == Outcome::Close || body.failed || !codec.keep_alive() {
             return;
@@ -426,6 +567,8 @@ pub struct Served {
     /// When the application thread wrote the response itself: the
     /// keep-alive timeout counts from then, not from when the task noticed.
     pub idle_since: Option<Instant>,
+    /// What was sent.
+    pub tally: Tally,
 }
 
 /// Hands one request to the application and writes its response. Shared by
@@ -483,6 +626,10 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
             return Served {
                 outcome: Outcome::Close,
                 idle_since: None,
+                tally: Tally {
+                    status,
+                    ..Tally::default()
+                },
             };
         }
     }
@@ -501,6 +648,10 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
             return Served {
                 outcome: Outcome::Close,
                 idle_since: None,
+                tally: Tally {
+                    status: 503,
+                    ..Tally::default()
+                },
             };
         }
     };
@@ -524,6 +675,7 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
         head_written: false,
         close,
         shutdown: shared.shutdown.clone(),
+        tally: Tally::default(),
     };
     let mut client_wait = watch_client.then(|| ClientWait {
         until: Instant::now() + shared.timeouts.keep_alive,
@@ -543,12 +695,19 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
                 client_wait = None;
                 if let Some(written) = batch.written {
                     idle_since = Some(Instant::from_std(written.at));
-                    break finish_written(stream, protocol, written).await;
+                    writer.tally.status = written.status;
+                    writer.tally.bytes_out = written.body_len;
+                    let outcome = finish_written(stream, protocol, written).await;
+                    writer.tally.incomplete = outcome == Outcome::Close;
+                    break outcome;
                 }
                 match writer.write_batch(stream, protocol, write_buf, batch, body).await {
                     Ok(None) => {}
                     Ok(Some(outcome)) => break outcome,
-                    Err(_) => break Outcome::Close,
+                    Err(_) => {
+                        writer.tally.incomplete = true;
+                        break Outcome::Close;
+                    }
                 }
             }
             event = socket_event(stream, read_buf, wait) => match event {
@@ -570,7 +729,44 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
     Served {
         outcome,
         idle_since,
+        tally: writer.tally,
     }
+}
+
+fn version_name(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_09 => "HTTP/0.9",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// `--health-path`: answered here, without the application: 200 while
+/// the worker serves, 503 from the moment it drains (a graceful stop), so
+/// a load balancer stops sending before the listener closes. The flag says
+/// whether the request is access-logged.
+pub fn health_reply(
+    shared: &Shared,
+    environ: &Environ,
+) -> Option<(crate::ops::static_files::Reply, bool)> {
+    let (path, logged) = shared.health.as_ref()?;
+    if environ.path_info.as_ref() != path.as_bytes() || !environ.script_name.is_empty() {
+        return None;
+    }
+    use crate::ops::static_files::{field, text_reply};
+    let method = environ.request_method.as_ref();
+    let status = if method != b"GET" && method != b"HEAD" {
+        405
+    } else if *shared.shutdown.borrow() {
+        503
+    } else {
+        200
+    };
+    let mut headers = vec![field("Cache-Control", "no-store")];
+    if status == 405 {
+        headers.push(field("Allow", "GET, HEAD"));
+    }
+    Some((text_reply(status, headers), *logged))
 }
 
 /// The hook of `--static-map` (`crate::ops::static_files`): the answer if
@@ -616,6 +812,7 @@ pub async fn answer_static<S: Transport, P: Framer + BodyDecoder>(
         head_written: false,
         close,
         shutdown: shared.shutdown.clone(),
+        tally: Tally::default(),
     };
     let written = writer
         .write_batch(stream, protocol, write_buf, batch, body)
@@ -627,6 +824,7 @@ pub async fn answer_static<S: Transport, P: Framer + BodyDecoder>(
     Served {
         outcome,
         idle_since: None,
+        tally: writer.tally,
     }
 }
 
@@ -722,6 +920,8 @@ struct ResponseWriter {
     close: bool,
     /// A graceful stop adds `Connection: close` to responses that start after it.
     shutdown: watch::Receiver<bool>,
+    /// What was sent, for the request record.
+    tally: Tally,
 }
 
 impl ResponseWriter {
@@ -767,13 +967,16 @@ impl ResponseWriter {
                             .encode_end(write_buf)
                             .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))
                     });
+                self.tally.app_error = true;
                 if ended.is_ok() {
                     self.head_written = true;
+                    self.tally.status = 500;
                     flush_gathered(stream, write_buf, &mut gathered).await?;
                 }
                 return Ok(Some(Outcome::Close));
             }
             self.head_written = true;
+            self.tally.status = head.status;
         }
         // Large chunks are not copied: they wait in `gathered`, in order
         // with what `write_buf` held before them, and the whole batch
@@ -782,7 +985,10 @@ impl ResponseWriter {
         let mut gathered = Vec::new();
         for item in batch.items {
             match item {
-                OutItem::Data(data) => gather_data(protocol, write_buf, &mut gathered, data)?,
+                OutItem::Data(data) => {
+                    self.tally.bytes_out += data.len() as u64;
+                    gather_data(protocol, write_buf, &mut gathered, data)?
+                }
                 OutItem::File(region) => {
                     flush_gathered(stream, write_buf, &mut gathered).await?;
                     self.write_file(stream, protocol, write_buf, region).await?
@@ -793,7 +999,9 @@ impl ResponseWriter {
             }
         }
         if let Some(message) = batch.aborted {
+            self.tally.app_error = body.error_status.is_none();
             if self.head_written {
+                self.tally.incomplete = true;
                 // PEP 3333: an error after the head was sent can only cut the
                 // connection, so the client sees an incomplete response.
                 flush_gathered(stream, write_buf, &mut gathered).await?;
@@ -808,6 +1016,7 @@ impl ResponseWriter {
                 return Ok(Some(Outcome::Close));
             }
             self.head_written = true;
+            self.tally.status = status;
         }
         if batch.finished {
             let ended = protocol.encode_end(write_buf);
@@ -836,6 +1045,7 @@ impl ResponseWriter {
         if frame.len == 0 {
             return Ok(());
         }
+        self.tally.bytes_out += frame.len;
         write_buf.extend_from_slice(frame.prefix.as_ref());
         flush(stream, write_buf).await?;
         send_file(stream, region.file.as_raw_fd(), region.offset, frame.len).await?;

@@ -64,6 +64,10 @@ pub struct Written {
     pub error: Option<io::Error>,
     /// When the response was written: the keep-alive timeout counts from here.
     pub at: std::time::Instant,
+    /// The status sent, and the body's length (for the request record).
+    pub status: u16,
+    /// Body bytes of the response.
+    pub body_len: u64,
 }
 
 impl DirectWrite {
@@ -144,6 +148,8 @@ impl DirectWrite {
             unwritten,
             error,
             at: std::time::Instant::now(),
+            status: head.status,
+            body_len: body.map_or(0, |body| body.len() as u64),
         })
     }
 }

@@ -90,6 +90,20 @@ pub fn run(
         body_budget: crate::buffering::BodyBudget::new(config.body_buffering.memory),
         shutdown,
         static_files: crate::ops::static_files::StaticFiles::open(&config.static_files),
+        counters: &worker.counters,
+        access_log: match &config.access_log {
+            None => None,
+            Some(settings) => {
+                let log = crate::ops::access_log::AccessLog::start(
+                    settings.path.clone(),
+                    settings.format.clone(),
+                    Some(&worker.counters.log_dropped),
+                )?;
+                crate::ops::access_log::set_global(log.clone());
+                Some((log, settings.x_forwarded_for))
+            }
+        },
+        health: config.health.clone(),
     });
     let graceful = config.timeouts.graceful;
     // One I/O thread: connection tasks need not be `Send`.

@@ -11,8 +11,8 @@ use wsgi_uwsgi::{Decoder, Event};
 use tokio::time::{timeout_at, Instant};
 
 use crate::connection::{
-    answer_static, read_some, serve_request, static_reply, write_error, BodyDecoder, BodyEvent,
-    BodyState, Framer, Shared, Transport,
+    answer_static, health_reply, read_some, serve_request, static_reply, write_error, BodyDecoder,
+    BodyEvent, BodyState, Framer, Shared, Transport,
 };
 
 /// The uwsgi request decoder and an HTTP response encoder, as one protocol.
@@ -113,29 +113,47 @@ pub async fn serve_uwsgi<S: Transport>(mut stream: S, conn: ConnInfo, shared: Ar
         encoder: ResponseEncoder::new(version, is_head, false).with_keep_alive(false),
     };
     let mut body = BodyState::new(head.content_length == 0, false, Some(head.content_length));
-    if let Some(reply) = static_reply(&shared, &environ) {
-        answer_static(
-            &mut stream,
-            &mut protocol,
-            &mut read_buf,
-            &mut write_buf,
-            reply,
-            &mut body,
-            &shared,
-            true,
-        )
-        .await;
-        return;
-    }
-    serve_request(
-        &mut stream,
-        &mut protocol,
-        &mut read_buf,
-        &mut write_buf,
-        environ,
-        &mut body,
-        &shared,
-        true,
-    )
-    .await;
+    let protocol_name = if version == http::Version::HTTP_10 {
+        "HTTP/1.0"
+    } else {
+        "HTTP/1.1"
+    };
+    let start = shared.request_began(&environ, protocol_name);
+    let mut by_server = None;
+    let reply = match health_reply(&shared, &environ) {
+        Some((reply, logged)) => {
+            by_server = Some(logged);
+            Some(reply)
+        }
+        None => static_reply(&shared, &environ).inspect(|_| by_server = Some(true)),
+    };
+    let served = match reply {
+        Some(reply) => {
+            answer_static(
+                &mut stream,
+                &mut protocol,
+                &mut read_buf,
+                &mut write_buf,
+                reply,
+                &mut body,
+                &shared,
+                true,
+            )
+            .await
+        }
+        None => {
+            serve_request(
+                &mut stream,
+                &mut protocol,
+                &mut read_buf,
+                &mut write_buf,
+                environ,
+                &mut body,
+                &shared,
+                true,
+            )
+            .await
+        }
+    };
+    shared.request_ended(start, &served, body.received, by_server);
 }

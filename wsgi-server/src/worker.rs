@@ -84,7 +84,12 @@ pub async fn wait_for_stop(
                 interrupted(hooks.interrupt.take()).await;
                 return Stop::Immediate;
             }
-            _ = usr1.recv() => crate::log::logger().reopen(),
+            _ = usr1.recv() => {
+                crate::log::logger().reopen();
+                if let Some(log) = crate::ops::access_log::global() {
+                    log.reopen();
+                }
+            }
             _ = RETIRE_NOW.notified() => {
                 slot.retire(Retire::MaxRequests);
                 return Stop::Graceful;

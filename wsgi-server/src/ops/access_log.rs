@@ -489,6 +489,20 @@ pub struct AccessLog {
     format: Arc<Format>,
     sender: SyncSender<Message>,
     dropped: Arc<AtomicU64>,
+    /// The worker's shared counter of dropped lines (for `/metrics`).
+    dropped_shared: Option<&'static AtomicU64>,
+}
+
+static GLOBAL: std::sync::OnceLock<AccessLog> = std::sync::OnceLock::new();
+
+/// Makes `log` the process's access log (USR1 reopens it, the exit flushes it).
+pub fn set_global(log: AccessLog) {
+    let _ = GLOBAL.set(log);
+}
+
+/// The process's access log, if it has one.
+pub fn global() -> Option<&'static AccessLog> {
+    GLOBAL.get()
 }
 
 impl std::fmt::Debug for Message {
@@ -507,7 +521,11 @@ impl AccessLog {
     ///
     /// # Errors
     /// The file cannot be opened, or the thread started.
-    pub fn start(path: Option<PathBuf>, format: Format) -> io::Result<AccessLog> {
+    pub fn start(
+        path: Option<PathBuf>,
+        format: Format,
+        dropped_shared: Option<&'static AtomicU64>,
+    ) -> io::Result<AccessLog> {
         let path = path.filter(|path| path.as_os_str() != "-");
         let file = match &path {
             Some(path) => Some(open(path)?),
@@ -521,6 +539,7 @@ impl AccessLog {
             format: Arc::new(format),
             sender,
             dropped: Arc::new(AtomicU64::new(0)),
+            dropped_shared,
         })
     }
 
@@ -536,6 +555,9 @@ impl AccessLog {
             Ok(()) | Err(TrySendError::Disconnected(_)) => {}
             Err(TrySendError::Full(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
+                if let Some(shared) = self.dropped_shared {
+                    shared.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }

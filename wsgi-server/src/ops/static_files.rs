@@ -646,7 +646,8 @@ fn header<'a>(environ: &'a Environ, key: &[u8]) -> Option<&'a [u8]> {
         .map(|(_, value)| &value[..])
 }
 
-fn field(name: &'static str, value: impl Into<Bytes>) -> (Bytes, Bytes) {
+/// A header field with a static name.
+pub fn field(name: &'static str, value: impl Into<Bytes>) -> (Bytes, Bytes) {
     (Bytes::from_static(name.as_bytes()), value.into())
 }
 
@@ -664,7 +665,7 @@ fn head(status: u16, headers: Vec<(Bytes, Bytes)>, content_length: Option<u64>) 
 }
 
 /// A short `text/plain` answer whose body is the reason phrase.
-fn text_reply(status: u16, mut headers: Vec<(Bytes, Bytes)>) -> Reply {
+pub fn text_reply(status: u16, mut headers: Vec<(Bytes, Bytes)>) -> Reply {
     let mut reply = head(status, Vec::new(), None);
     let body = reply.reason.clone();
     headers.push(field("Content-Type", "text/plain; charset=utf-8"));
