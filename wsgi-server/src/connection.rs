@@ -149,25 +149,30 @@ impl Shared {
             .in_flight
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let tally = served.tally;
-        let mut record = match start.record {
-            Some(record) => record,
-            None => Box::default(),
+        let total = start.began.elapsed();
+        self.counters.count(
+            tally.status,
+            bytes_in,
+            tally.bytes_out,
+            total,
+            tally.app_error,
+        );
+        // Without an access log there is no record to fill; health checks
+        // are logged only when asked (`--health-log`).
+        let (Some(mut record), Some((log, _))) = (start.record, &self.access_log) else {
+            return;
         };
+        if by_server == Some(false) {
+            return;
+        }
         record.status = tally.status;
         record.bytes_out = tally.bytes_out;
         record.bytes_in = bytes_in;
         record.incomplete = tally.incomplete;
         record.app_error = tally.app_error;
-        record.total = start.began.elapsed();
+        record.total = total;
         record.served_by_server = by_server.is_some();
-        self.counters.finished(&record);
-        // Health checks are logged only when asked (`--health-log`).
-        if by_server == Some(false) {
-            return;
-        }
-        if let Some((log, _)) = &self.access_log {
-            log.log(&record);
-        }
+        log.log(&record);
     }
 }
 

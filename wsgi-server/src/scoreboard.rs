@@ -148,15 +148,23 @@ impl RequestCounters {
         self.queue_wait.reset();
     }
 
-    /// Counts a finished request from its record.
-    pub fn finished(&self, record: &crate::record::RequestRecord) {
-        let class = usize::from(record.status / 100).min(5);
+    /// Counts a finished request.
+    pub fn count(
+        &self,
+        status: u16,
+        bytes_in: u64,
+        bytes_out: u64,
+        total: std::time::Duration,
+        app_error: bool,
+    ) {
+        let class = usize::from(status / 100).min(5);
         self.by_class[class].fetch_add(1, Ordering::Relaxed);
-        self.bytes_in.fetch_add(record.bytes_in, Ordering::Relaxed);
-        self.bytes_out
-            .fetch_add(record.bytes_out, Ordering::Relaxed);
-        self.duration.observe(record.total);
-        if record.app_error {
+        if bytes_in > 0 {
+            self.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
+        }
+        self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+        self.duration.observe(total);
+        if app_error {
             self.exceptions.fetch_add(1, Ordering::Relaxed);
         }
     }
