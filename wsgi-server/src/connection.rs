@@ -92,6 +92,13 @@ impl Shared {
         crate::config::peer_in_list(peer, &self.uwsgi_allow_from)
     }
 
+    /// Whether the access log reads response headers.
+    pub fn wants_response_headers(&self) -> bool {
+        self.access_log
+            .as_ref()
+            .is_some_and(|(log, _)| !log.response_headers().is_empty())
+    }
+
     /// A request's head has arrived: what its record needs from the head
     /// and environ (the headers the access log asks for only when there is
     /// one).
@@ -104,7 +111,7 @@ impl Shared {
             record: None,
         };
         if let Some((log, x_forwarded_for)) = &self.access_log {
-            let wanted = log.format().request_headers();
+            let wanted = log.request_headers();
             let mut record = RequestRecord {
                 started: Some(std::time::SystemTime::now()),
                 method: environ.request_method.clone(),
@@ -117,10 +124,10 @@ impl Shared {
                 ..RequestRecord::default()
             };
             for name in wanted {
-                if let Some(value) = environ.get(&cgi_name(&name)) {
+                if let Some(value) = environ.get(&cgi_name(name)) {
                     record
                         .request_headers
-                        .push((Bytes::from(name), Bytes::copy_from_slice(value)));
+                        .push((Bytes::from(name.clone()), Bytes::copy_from_slice(value)));
                 }
             }
             if *x_forwarded_for {
@@ -172,6 +179,18 @@ impl Shared {
         record.app_error = tally.app_error;
         record.total = total;
         record.served_by_server = by_server.is_some();
+        if let Some(headers) = &served.response_headers {
+            for name in log.response_headers() {
+                if let Some((_, value)) = headers
+                    .iter()
+                    .find(|(key, _)| key.eq_ignore_ascii_case(name.as_bytes()))
+                {
+                    record
+                        .response_headers
+                        .push((Bytes::from(name.clone()), value.clone()));
+                }
+            }
+        }
         log.log(&record);
     }
 }
@@ -565,7 +584,7 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
 }
 
 /// How a request ended on its connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Served {
     /// Whether the connection may go on.
     pub outcome: Outcome,
@@ -574,6 +593,8 @@ pub struct Served {
     pub idle_since: Option<Instant>,
     /// What was sent.
     pub tally: Tally,
+    /// The response's headers, kept only for an access log that reads them.
+    pub response_headers: Option<Vec<(Bytes, Bytes)>>,
 }
 
 /// Hands one request to the application and writes its response. Shared by
@@ -635,6 +656,7 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
                     status,
                     ..Tally::default()
                 },
+                response_headers: None,
             };
         }
     }
@@ -657,6 +679,7 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
                     status: 503,
                     ..Tally::default()
                 },
+                response_headers: None,
             };
         }
     };
@@ -672,7 +695,8 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
         if let Some(encoder) = protocol.prepare_encoder() {
             // Pipelined bytes are waiting: the task must hear of the response.
             watch_client = read_buf.is_empty();
-            let direct = DirectWrite::new(stream.as_raw_fd(), encoder, shared.shutdown.clone());
+            let direct = DirectWrite::new(stream.as_raw_fd(), encoder, shared.shutdown.clone())
+                .keeping_headers(shared.wants_response_headers());
             exchange.lend_direct(direct, !watch_client);
         }
     }
@@ -681,6 +705,8 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
         close,
         shutdown: shared.shutdown.clone(),
         tally: Tally::default(),
+        keep_headers: shared.wants_response_headers(),
+        response_headers: None,
     };
     let mut client_wait = watch_client.then(|| ClientWait {
         until: Instant::now() + shared.timeouts.keep_alive,
@@ -702,6 +728,7 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
                     idle_since = Some(Instant::from_std(written.at));
                     writer.tally.status = written.status;
                     writer.tally.bytes_out = written.body_len;
+                    writer.response_headers = written.headers.clone();
                     let outcome = finish_written(stream, protocol, written).await;
                     writer.tally.incomplete = outcome == Outcome::Close;
                     break outcome;
@@ -735,6 +762,7 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
         outcome,
         idle_since,
         tally: writer.tally,
+        response_headers: writer.response_headers,
     }
 }
 
@@ -818,6 +846,8 @@ pub async fn answer_static<S: Transport, P: Framer + BodyDecoder>(
         close,
         shutdown: shared.shutdown.clone(),
         tally: Tally::default(),
+        keep_headers: shared.wants_response_headers(),
+        response_headers: None,
     };
     let written = writer
         .write_batch(stream, protocol, write_buf, batch, body)
@@ -830,6 +860,7 @@ pub async fn answer_static<S: Transport, P: Framer + BodyDecoder>(
         outcome,
         idle_since: None,
         tally: writer.tally,
+        response_headers: writer.response_headers,
     }
 }
 
@@ -927,6 +958,10 @@ struct ResponseWriter {
     shutdown: watch::Receiver<bool>,
     /// What was sent, for the request record.
     tally: Tally,
+    /// Keep the response's headers (an access log reads them).
+    keep_headers: bool,
+    /// The response's headers, when kept.
+    response_headers: Option<Vec<(Bytes, Bytes)>>,
 }
 
 impl ResponseWriter {
@@ -982,6 +1017,9 @@ impl ResponseWriter {
             }
             self.head_written = true;
             self.tally.status = head.status;
+            if self.keep_headers {
+                self.response_headers = Some(head.headers.clone());
+            }
         }
         // Large chunks are not copied: they wait in `gathered`, in order
         // with what `write_buf` held before them, and the whole batch

@@ -51,6 +51,8 @@ pub struct DirectWrite {
     /// Becomes `true` on a graceful stop: the response then says
     /// `Connection: close`, as the I/O thread's would.
     stopping: watch::Receiver<bool>,
+    /// The access log reads response headers: keep a copy of them.
+    keep_headers: bool,
 }
 
 /// A response the application thread wrote.
@@ -68,6 +70,8 @@ pub struct Written {
     pub status: u16,
     /// Body bytes of the response.
     pub body_len: u64,
+    /// The response's headers, when asked for (`keep_headers`).
+    pub headers: Option<Vec<(Bytes, Bytes)>>,
 }
 
 impl DirectWrite {
@@ -78,7 +82,15 @@ impl DirectWrite {
             fd,
             encoder,
             stopping,
+            keep_headers: false,
         }
+    }
+
+    /// Keeps a copy of the response's headers in [`Written`] (for an
+    /// access log that reads them).
+    pub fn keeping_headers(mut self, keep: bool) -> Self {
+        self.keep_headers = keep;
+        self
     }
 
     /// Encodes `head` and `body` (the whole response) and writes them.
@@ -150,6 +162,7 @@ impl DirectWrite {
             at: std::time::Instant::now(),
             status: head.status,
             body_len: body.map_or(0, |body| body.len() as u64),
+            headers: self.keep_headers.then(|| head.headers.clone()),
         })
     }
 }

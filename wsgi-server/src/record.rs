@@ -25,14 +25,8 @@ pub struct RequestRecord {
     pub bytes_in: u64,
     /// Response body bytes sent (without the head).
     pub bytes_out: u64,
-    /// Waiting for an application thread.
-    pub queue_wait: Duration,
-    /// In the application (from its call to the end of the response).
-    pub app_time: Duration,
     /// From the head's arrival to the last byte written.
     pub total: Duration,
-    /// The application thread that ran it (its index in the pool).
-    pub thread: u16,
     /// `REMOTE_ADDR` as the application saw it (the client behind a
     /// trusted proxy when configured), and the socket's peer.
     pub remote_addr: Bytes,

@@ -446,14 +446,12 @@ fn render_json(record: &RequestRecord, out: &mut String) {
     json_string(out, query);
     let _ = write!(
         out,
-        ",\"protocol\":\"{}\",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":{:.3},\"queue_ms\":{:.3},\"app_ms\":{:.3}",
+        ",\"protocol\":\"{}\",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":{:.3}",
         record.protocol,
         record.status,
         record.bytes_in,
         record.bytes_out,
         millis(record.total),
-        millis(record.queue_wait),
-        millis(record.app_time)
     );
     out.push_str(",\"referer\":");
     json_optional(out, record.request_header(b"referer").map(|v| &v[..]));
@@ -461,9 +459,8 @@ fn render_json(record: &RequestRecord, out: &mut String) {
     json_optional(out, record.request_header(b"user-agent").map(|v| &v[..]));
     let _ = write!(
         out,
-        ",\"pid\":{},\"thread\":{},\"complete\":{},\"served_by\":\"{}\"}}",
+        ",\"pid\":{},\"complete\":{},\"served_by\":\"{}\"}}",
         std::process::id(),
-        record.thread,
         !record.incomplete,
         if record.served_by_server {
             "server"
@@ -491,6 +488,8 @@ pub struct AccessLog {
     dropped: Arc<AtomicU64>,
     /// The worker's shared counter of dropped lines (for `/metrics`).
     dropped_shared: Option<&'static AtomicU64>,
+    /// The request and response headers the format reads, found once.
+    wanted: Arc<(Vec<String>, Vec<String>)>,
 }
 
 static GLOBAL: std::sync::OnceLock<AccessLog> = std::sync::OnceLock::new();
@@ -535,7 +534,9 @@ impl AccessLog {
         std::thread::Builder::new()
             .name("wsgi-access-log".into())
             .spawn(move || write_lines(receiver, path, file))?;
+        let wanted = Arc::new((format.request_headers(), format.response_headers()));
         Ok(AccessLog {
+            wanted,
             format: Arc::new(format),
             sender,
             dropped: Arc::new(AtomicU64::new(0)),
@@ -543,9 +544,19 @@ impl AccessLog {
         })
     }
 
-    /// The format (which headers to keep in records).
+    /// The format.
     pub fn format(&self) -> &Format {
         &self.format
+    }
+
+    /// Request headers (lower case) the format reads.
+    pub fn request_headers(&self) -> &[String] {
+        &self.wanted.0
+    }
+
+    /// Response headers (lower case) the format reads.
+    pub fn response_headers(&self) -> &[String] {
+        &self.wanted.1
     }
 
     /// Renders and queues one line; never waits.

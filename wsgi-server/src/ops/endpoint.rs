@@ -70,6 +70,9 @@ fn answer(socket: OwnedFd, kind: Kind, render: &mut dyn FnMut(Kind) -> String) {
     let mut buffer = [0u8; 1024];
     while !head.windows(4).any(|window| window == b"\r\n\r\n") {
         match stream.read(&mut buffer) {
+            // A signal (a worker's SIGCHLD) interrupts a read that has a
+            // timeout even under SA_RESTART (signal(7)).
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
             Ok(0) | Err(_) => return,
             Ok(read) => head.extend_from_slice(&buffer[..read]),
         }

@@ -221,3 +221,181 @@ def test_uwsgi_stats_and_uwsgitop(ops):
     assert all(needle in screen for needle in wanted), screen[-2000:]
     assert b"Traceback" not in screen, screen[-2000:]
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, screen[-2000:]
+
+
+COMBINED = re.compile(
+    r'^(?P<h>\S+) (?P<l>\S+) (?P<u>\S+) \[(?P<t>[^\]]+)\] "(?P<r>(?:[^"\\]|\\.)*)" (?P<s>\d{3}) (?P<b>\d+|-) '
+    r'"(?P<f>(?:[^"\\]|\\.)*)" "(?P<a>(?:[^"\\]|\\.)*)"$'
+)
+
+
+def log_lines(path, count, timeout=10.0):
+    """Waits (bounded) until `path` holds `count` lines; returns them."""
+    deadline = time.monotonic() + timeout
+    lines = []
+    while time.monotonic() < deadline:
+        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+        if len(lines) >= count:
+            break
+        time.sleep(0.05)
+    return lines
+
+
+def raw(port, request):
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(request)
+        data = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+def test_gunicorn_deployment_guide_line_behind_nginx(tmp_path):
+    """`gunicorn -b ... --workers=5 --access-logfile acclogs --log-file
+    error_logs.log --name my_application wsgi`, as the guide writes it."""
+    (tmp_path / "wsgi.py").write_text(OPS_APP)
+    port = free_port()
+    env = dict(os.environ, VIRTUAL_ENV=str(TEST_VENV))
+    proc = subprocess.Popen(
+        [str(SERVER_BIN), "-b", f"127.0.0.1:{port}", "--workers=5", "--access-logfile", "acclogs",
+         "--log-file", "error_logs.log", "--name", "my_application", "wsgi"],
+        cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        error_log = tmp_path / "error_logs.log"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(re.findall(r"Worker \d+ ready", error_log.read_text() if error_log.exists() else "")) < 5:
+            time.sleep(0.05)
+        nginx = start_nginx("proxy_pass.conf", {"upstream_port": port, "socket_path": tmp_path / "none.sock"},
+                            listen=("listen_port", "listen_port_unix"))
+        try:
+            for n in range(12):
+                response = requests.get(f"{nginx.url()}/page/{n}?q={n}", timeout=TIMEOUT,
+                                        headers={"User-Agent": "guide-test", "Referer": "http://ref.example/"})
+                assert response.status_code == 200
+        finally:
+            nginx.stop()
+            remove_dir(nginx.tmp)
+        lines = log_lines(tmp_path / "acclogs", 12)
+        assert len(lines) == 12, lines
+        seen = set()
+        for line in lines:
+            match = COMBINED.match(line)
+            assert match, line
+            seen.add(match["r"])
+            assert (match["s"], match["f"], match["a"]) == ("200", "http://ref.example/", "guide-test")
+            assert match["h"] == "127.0.0.1"
+        # Five workers, five writers: one line each, in any order.
+        assert seen == {f"GET /page/{n}?q={n} HTTP/1.1" for n in range(12)}
+        assert "my_application" in Path(f"/proc/{proc.pid}/cmdline").read_text(errors="replace")
+        assert "Listening at: http://127.0.0.1:%d" % port in error_log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+
+
+def test_access_log_escapes_and_every_response_path(ops, tmp_path):
+    server = ops("--access-logfile", str(tmp_path / "access.log"), "--threads", "2")
+    log = tmp_path / "access.log"
+    hostile = b'evil" 200 "\t caf\xc3\xa9'
+    requests_sent = [
+        # written by the application thread directly (keep-alive, alone)
+        b"GET /direct HTTP/1.1\r\nHost: x\r\nUser-Agent: " + hostile + b"\r\nConnection: close\r\n\r\n",
+        b'GET /q"uote?a="b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+        b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /file HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /boom HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /missing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ]
+    for request in requests_sent:
+        assert raw(server.port, request).startswith(b"HTTP/1.1 ")
+    # A client that leaves before the answer.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"GET /slow?0.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+    lines = log_lines(log, 7)
+    assert len(lines) == 7, lines
+    parsed = [COMBINED.match(line) for line in lines]
+    assert all(parsed), lines
+    by_path = {match["r"].split(" ")[1]: match for match in parsed}
+    # The hostile User-Agent cannot end the field or the line.
+    assert by_path["/direct"]["a"] == r'evil\" 200 \"\x09 caf\xC3\xA9'
+    assert by_path['/q\\"uote?a=\\"b\\"']["s"] == "200"
+    assert by_path["/stream"]["b"] == str(len(b"".join(b"chunk %d\n" % n for n in range(5))))
+    assert by_path["/file"]["b"] == str(len(OPS_APP.encode()))
+    assert by_path["/boom"]["s"] == "500"
+    assert by_path["/missing"]["s"] == "404"
+    assert by_path["/slow?0.5"]["s"] in ("200", "0")
+
+
+def test_custom_and_json_access_log_formats(ops, tmp_path):
+    custom = ops("--access-logfile", str(tmp_path / "custom.log"),
+                 "--access-logformat", "%(m)s|%(U)s|%(q)s|%(s)s|%(B)s|%({X-Custom}i)s|%({Content-Type}o)s|%(D)s")
+    raw(custom.port, b"GET /missing?x=1 HTTP/1.1\r\nHost: x\r\nX-Custom: yes\r\nConnection: close\r\n\r\n")
+    line = log_lines(tmp_path / "custom.log", 1)[0]
+    fields = line.split("|")
+    assert fields[:7] == ["GET", "/missing", "x=1", "404", str(len(str(0))) if False else fields[4], "yes", "-"], line
+    assert int(fields[7]) > 0
+    custom.stop()
+    json_server = ops("--access-logfile", str(tmp_path / "json.log"), "--access-logformat", "json")
+    raw(json_server.port, b"GET /stream?y=2 HTTP/1.1\r\nHost: x\r\nUser-Agent: a\"b \xe9\r\nConnection: close\r\n\r\n")
+    record = json.loads(log_lines(tmp_path / "json.log", 1)[0])
+    assert record["method"] == "GET" and record["path"] == "/stream" and record["query"] == "y=2"
+    assert record["status"] == 200 and isinstance(record["status"], int)
+    assert record["bytes_out"] == len(b"".join(b"chunk %d\n" % n for n in range(5)))
+    assert isinstance(record["duration_ms"], float)
+    assert record["user_agent"] == 'a"b \u00e9'
+    assert record["remote_addr"] == "127.0.0.1"
+
+
+def test_uwsgi_request_is_access_logged(ops, tmp_path):
+    sock_port = free_port()
+    server = ops("--socket", f"127.0.0.1:{sock_port}", "--access-logfile", str(tmp_path / "access.log"))
+    nginx = start_nginx("uwsgi_pass.conf", {"upstream_port": sock_port, "socket_path": tmp_path / "none.sock"},
+                        listen=("listen_port", "listen_port_unix"))
+    try:
+        assert requests.get(nginx.url() + "/via-uwsgi?z=3", timeout=TIMEOUT).status_code == 200
+    finally:
+        nginx.stop()
+        remove_dir(nginx.tmp)
+    lines = log_lines(tmp_path / "access.log", 1)
+    assert any('"GET /via-uwsgi?z=3 HTTP/1.1" 200' in line for line in lines), lines
+
+
+def test_health_path_answers_without_python_and_503_while_draining(ops, tmp_path):
+    server = ops("--health-path", "/healthz", "--access-logfile", str(tmp_path / "access.log"), "--graceful-timeout", "20")
+    response = requests.get(server.url("/healthz"), timeout=TIMEOUT)
+    assert (response.status_code, response.text) == (200, "OK")
+    assert requests.head(server.url("/healthz"), timeout=TIMEOUT).status_code == 200
+    # A request in flight keeps the worker draining after TERM.
+    slow = threading.Thread(target=lambda: requests.get(server.url("/slow?3"), timeout=TIMEOUT))
+    slow.start()
+    probe = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert probe.recv(65536).startswith(b"HTTP/1.1 200")
+    time.sleep(0.3)
+    server.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while "Handling signal: term" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # The open connection's next probe, while the slow request finishes: 503.
+    answer = b""
+    for _ in range(40):
+        probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = probe.recv(65536)
+        if answer.startswith(b"HTTP/1.1 503"):
+            break
+        time.sleep(0.05)
+    assert answer.startswith(b"HTTP/1.1 503"), answer
+    probe.close()
+    slow.join(timeout=15)
+    assert server.proc.wait(timeout=20) == 0
+    # Health checks are not access-logged unless asked; the app request is.
+    lines = (tmp_path / "access.log").read_text().splitlines()
+    assert not any("/healthz" in line for line in lines), lines
+    assert any("/slow?3" in line for line in lines), lines
