@@ -80,6 +80,11 @@ pub struct Shared {
     pub access_log: Option<(crate::ops::access_log::AccessLog, bool)>,
     /// `--health-path`, and whether its requests are access-logged.
     pub health: Option<(String, bool)>,
+    /// `--proxy-protocol` and the peers allowed to send its header.
+    pub proxy_protocol: (
+        crate::net::proxy_protocol::Mode,
+        wsgi_core::proxy::AllowList,
+    ),
 }
 
 impl Shared {
@@ -485,6 +490,9 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
     let mut codec = ServerConn::new(shared.limits.clone());
     let mut read_buf = BytesMut::with_capacity(HEAD_READ_CHUNK);
     let mut write_buf = BytesMut::with_capacity(HEAD_READ_CHUNK);
+    let Some(conn) = proxy_header(&mut stream, &mut read_buf, conn, &shared).await else {
+        return;
+    };
     let trusted = shared.is_trusted(&conn.peer);
     let conn = conn.with_trusted_proxy(trusted);
     let mut idle_since = None;
@@ -1302,6 +1310,55 @@ async fn read_head<S: Transport>(
             Err(_elapsed) if read_buf.is_empty() => return HeadRead::Closed,
             // A head that takes too long: 408 (RFC 9110 §15.5.9).
             Err(_elapsed) => return HeadRead::Refused(408),
+        }
+    }
+}
+
+/// `--proxy-protocol`: from an allowed load balancer, reads the PROXY
+/// header before the first request and returns the connection as the
+/// client it names (trust in forwarded headers is then judged on that
+/// client, since a TCP balancer passes the client's bytes through). `None`:
+/// the header was malformed, late or cut, and the connection is closed.
+/// From any other peer nothing is read here, and a PROXY line is just a bad
+/// request.
+pub async fn proxy_header<S: Transport>(
+    stream: &mut S,
+    read_buf: &mut BytesMut,
+    conn: ConnInfo,
+    shared: &Shared,
+) -> Option<ConnInfo> {
+    use crate::net::proxy_protocol::{parse, Mode};
+    let (mode, allowed) = &shared.proxy_protocol;
+    let wsgi_core::PeerAddr::Tcp(peer) = conn.peer else {
+        return Some(conn);
+    };
+    if *mode == Mode::Off || !allowed.contains(peer.ip()) {
+        return Some(conn);
+    }
+    let deadline = Instant::now() + shared.timeouts.header;
+    loop {
+        match parse(read_buf, *mode) {
+            Ok(Some(header)) => {
+                let _ = read_buf.split_to(header.consumed);
+                return Some(match header.source {
+                    Some(source) => {
+                        ConnInfo::new(wsgi_core::PeerAddr::Tcp(source), conn.local, conn.scheme)
+                    }
+                    None => conn,
+                });
+            }
+            Ok(None) => {}
+            Err(error) => {
+                crate::log!(
+                    Warning,
+                    "PROXY protocol from {peer}: {error}; closing the connection"
+                );
+                return None;
+            }
+        }
+        match timeout_at(deadline, read_some(stream, read_buf, HEAD_READ_CHUNK)).await {
+            Ok(Ok(read)) if read > 0 => {}
+            _ => return None,
         }
     }
 }

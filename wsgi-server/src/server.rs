@@ -104,6 +104,7 @@ pub fn run(
             }
         },
         health: config.health.clone(),
+        proxy_protocol: config.proxy_protocol.clone(),
     });
     let graceful = config.timeouts.graceful;
     // One I/O thread: connection tasks need not be `Send`.

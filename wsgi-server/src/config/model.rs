@@ -265,6 +265,11 @@ pub struct ServerConfig {
     pub python_log_config: Option<(std::path::PathBuf, bool)>,
     /// `--capture-output`.
     pub capture_output: bool,
+    /// `--proxy-protocol` and `--proxy-allow-from`.
+    pub proxy_protocol: (
+        crate::net::proxy_protocol::Mode,
+        wsgi_core::proxy::AllowList,
+    ),
     /// `--metrics-bind`: where the master serves Prometheus metrics.
     pub metrics_bind: Option<BindSpec>,
     /// `--stats`: where the master serves uWSGI's stats, and whether over
@@ -297,6 +302,7 @@ impl ServerConfig {
             paste_logging: None,
             log_level: crate::log::Level::Info,
             static_files: StaticSettings::default(),
+            proxy_protocol: (crate::net::proxy_protocol::Mode::Off, loopback()),
             access_log: None,
             health: None,
             python_log_config: None,

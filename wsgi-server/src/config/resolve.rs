@@ -72,6 +72,14 @@ pub fn resolve(merged: &Merged) -> Result<ServerConfig, ConfigError> {
             AllowList::parse(ips).map_err(|problem| get.at(entry, &problem))?;
     }
     config.environ.trusted_proxies = config.forwarded_allow_ips.clone();
+    if let Some((mode, entry)) = get.text("proxy_protocol") {
+        config.proxy_protocol.0 = crate::net::proxy_protocol::Mode::parse(mode)
+            .ok_or_else(|| get.bad(entry, "is not a PROXY protocol mode (off, v1, v2, auto)"))?;
+    }
+    if let Some((ips, entry)) = get.text("proxy_allow_ips") {
+        config.proxy_protocol.1 =
+            AllowList::parse(ips).map_err(|problem| get.at(entry, &problem))?;
+    }
     config.environ.forwarded_remote_addr = get.flag("forwarded_remote_addr")?.unwrap_or(false);
     config.python = python(&get)?;
     config.process = process(&get)?;

@@ -156,7 +156,6 @@ const GUNICORN_UNSUPPORTED: &[&str] = &[
     "statsd_prefix",
     "dogstatsd_tags",
     "disable_redirect_access_to_syslog",
-    "proxy_protocol",
     "proxy_allow_ips",
     "secure_scheme_headers",
     "sendfile",
