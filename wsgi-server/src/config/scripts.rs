@@ -132,9 +132,6 @@ pub const HOOK_NAMES: &[&str] = &[
 /// gunicorn settings we do not implement (yet): named in one warning, so
 /// a copied file is not silently half-applied.
 const GUNICORN_UNSUPPORTED: &[&str] = &[
-    "accesslog",
-    "access_log_format",
-    "capture_output",
     "certfile",
     "keyfile",
     "ca_certs",
@@ -143,9 +140,7 @@ const GUNICORN_UNSUPPORTED: &[&str] = &[
     "ciphers",
     "do_handshake_on_connect",
     "suppress_ragged_eofs",
-    "logconfig",
     "logconfig_dict",
-    "logconfig_json",
     "logger_class",
     "syslog",
     "syslog_addr",
@@ -156,7 +151,6 @@ const GUNICORN_UNSUPPORTED: &[&str] = &[
     "statsd_prefix",
     "dogstatsd_tags",
     "disable_redirect_access_to_syslog",
-    "proxy_allow_ips",
     "secure_scheme_headers",
     "sendfile",
     "reload_engine",
@@ -270,9 +264,8 @@ pub fn paste_layer(path: &str, section: &PasteServerSection) -> Result<Layer, Co
         key: key.to_owned(),
     };
     let runner = section.use_.as_deref().unwrap_or("").to_ascii_lowercase();
-    let gunicorn_like = runner.contains("gunicorn")
-        || runner.contains("wsgi-server")
-        || runner.contains("wsgi_server");
+    let ours = runner.contains("wsgi-server") || runner.contains("wsgi_server");
+    let gunicorn_like = runner.contains("gunicorn") || ours;
     let find = |key: &str| {
         section
             .settings
@@ -352,6 +345,14 @@ pub fn paste_layer(path: &str, section: &PasteServerSection) -> Result<Layer, Co
                 .or_else(|| settings::by_flag(&other.replace('_', "-")).map(|found| found.setting))
             {
                 Some(setting) if gunicorn_like || other == "workers" => setting.name,
+                // Our own runner's section is our namespace: a typo there
+                // is an error, not another server's option.
+                None if ours => {
+                    let hint = settings::closest(&other.replace('_', "-"), settings::all_flags())
+                        .map(|near| format!(" (did you mean {}?)", near.replace('-', "_")))
+                        .unwrap_or_default();
+                    return Err(ConfigError::new(format!("{origin}: unknown option{hint}")));
+                }
                 _ => {
                     layer.unknown.push(origin);
                     continue;
@@ -500,7 +501,7 @@ mod tests {
                 line: Some(4),
             },
             ScriptEntry {
-                name: "accesslog".into(),
+                name: "statsd_host".into(),
                 value: ScriptValue::Str("-".into()),
                 line: Some(5),
             },

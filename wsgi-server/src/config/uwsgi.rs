@@ -13,6 +13,9 @@ use super::layer::{Layer, Rank, Source};
 use super::settings;
 use super::ConfigError;
 
+/// The section of our own options in an ini file (`--ini FILE:wsgi-server`).
+pub const OWN_SECTION: &str = "wsgi-server";
+
 /// Includes deeper than this are a loop.
 const MAX_INCLUDE_DEPTH: usize = 16;
 
@@ -96,6 +99,9 @@ impl Reader {
             Format::Ini | Format::PasteIni => ini_section(&path, &text, section)?,
             Format::Json => json_section(&path, &text, section)?,
         };
+        // `[wsgi-server]` is our own namespace: every option of ours is a
+        // key there, and an unknown key is an error, not a peer's option.
+        let own = section == OWN_SECTION;
         let absolute = std::path::absolute(file).unwrap_or_else(|_| PathBuf::from(file));
         let magic = Magic::new(&absolute);
         self.depth += 1;
@@ -131,7 +137,20 @@ impl Reader {
                 _ => {}
             }
             self.placeholders.insert(key.clone(), value.clone());
-            match settings::by_uwsgi(&key) {
+            let found = if own {
+                settings::by_flag(&key)
+                    .filter(|found| !found.negated)
+                    .map(|found| found.setting)
+            } else {
+                settings::by_uwsgi(&key)
+            };
+            if own && found.is_none() {
+                let hint = settings::closest(&key, settings::all_flags())
+                    .map(|near| format!(" (did you mean {near}?)"))
+                    .unwrap_or_default();
+                return Err(ConfigError::new(format!("{source}: unknown option{hint}")));
+            }
+            match found {
                 Some(setting) => {
                     if let settings::Kind::Ignored { .. } = setting.kind {
                         self.layer.ignored.push(source.clone());
@@ -551,6 +570,25 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("a loop"));
+    }
+
+    #[test]
+    fn own_section_refuses_unknown_keys() {
+        let (_dir, path) = write(
+            "own.ini",
+            "[wsgi-server]\nworkers = 3\naccess-logfile = -\nwokers = 2\n",
+        );
+        let error = read(&format!("{path}:wsgi-server"), Format::Ini)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            format!("{path}:4: wokers: unknown option (did you mean workers?)")
+        );
+        let (_dir, path) = write("own2.ini", "[wsgi-server]\nworkers = 3\nrust-app = hello\n");
+        let layer = read(&format!("{path}:wsgi-server"), Format::Ini).unwrap();
+        assert_eq!(values(&layer, "workers"), ["3"]);
+        assert_eq!(values(&layer, "rust_app"), ["hello"]);
     }
 
     #[test]
