@@ -23,5 +23,6 @@ pub mod runtime;
 pub mod scoreboard;
 pub mod server;
 pub mod signals;
+pub mod stop;
 pub mod uwsgi;
 pub mod worker;

@@ -529,7 +529,7 @@ impl RequestSource for ThreadSource {
         if self.queue.worker.request_finished(self.index) {
             // --max-requests reached: the worker stops accepting now, not at
             // its next periodic check.
-            crate::worker::RETIRE_NOW.notify_one();
+            crate::stop::RETIRE_NOW.notify_one();
         }
     }
 }
@@ -657,7 +657,7 @@ fn abandon(queue: &JobQueue, index: usize, watch: Watch) {
         sink.abort(&AppError::new("request timeout"));
     }
     queue.worker.retire(Retire::StuckRequest);
-    crate::worker::STUCK_REQUEST.notify_one();
+    crate::stop::STUCK_REQUEST.notify_one();
 }
 
 /// The application threads of this process.

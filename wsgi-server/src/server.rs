@@ -16,15 +16,7 @@ use crate::listener::{BoundListener, Protocol};
 use crate::pool::AppPool;
 use crate::scoreboard::WorkerSlot;
 
-/// How a stop was asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
-    /// Stop accepting, close idle connections, let in-flight requests finish
-    /// up to the graceful timeout (TERM, INT).
-    Graceful,
-    /// Close everything now (QUIT).
-    Immediate,
-}
+pub use crate::stop::Stop;
 
 /// Puts the calling thread (the I/O thread) under `SCHED_BATCH`: woken by
 /// the network, it no longer preempts a running application thread, but

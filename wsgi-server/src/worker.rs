@@ -6,10 +6,9 @@
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::Notify;
 
 use crate::scoreboard::{Retire, WorkerSlot};
-use crate::server::Stop;
+use crate::stop::Stop;
 
 /// When a worker retires on its own.
 #[derive(Debug, Clone, Copy, Default)]
@@ -44,15 +43,7 @@ impl std::fmt::Debug for StopHooks {
     }
 }
 
-/// Notified by the application threads when `--max-requests` is reached.
-pub static RETIRE_NOW: Notify = Notify::const_new();
-
-/// Notified by the `--timeout` watchdog when a request did not return
-/// after its grace: the worker stops accepting and is replaced.
-pub static STUCK_REQUEST: Notify = Notify::const_new();
-
-/// Notified by the `--reload` watcher when a source file changed.
-pub static SOURCE_CHANGED: Notify = Notify::const_new();
+pub use crate::stop::{RETIRE_NOW, SOURCE_CHANGED, STUCK_REQUEST};
 
 /// Resolves when the process should stop, and how.
 pub async fn wait_for_stop(

@@ -14,6 +14,7 @@ mod bench;
 mod ci;
 mod conformance;
 mod fuzz;
+mod rooms;
 mod tidy;
 mod util;
 

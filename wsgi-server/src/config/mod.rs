@@ -15,6 +15,7 @@
 //! merge into a [`ServerConfig`]. A new source is a function returning a
 //! [`Layer`] of the right rank, called from [`load`]; nothing else changes.
 
+pub mod access_format;
 pub mod cli;
 pub mod env;
 pub mod json;

@@ -182,7 +182,7 @@ impl Default for ProcessSettings {
     }
 }
 
-/// Static files served by the I/O thread (`crate::ops::static_files`).
+/// Static files served by the I/O thread (`ops::static_files`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StaticSettings {
     /// `--static-map PREFIX=DIR`: (URL prefix, absolute directory or file).
@@ -199,7 +199,7 @@ pub struct AccessLogSettings {
     /// The file; `None` for standard output.
     pub path: Option<PathBuf>,
     /// The compiled format.
-    pub format: crate::ops::access_log::Format,
+    pub format: super::access_format::Format,
     /// uWSGI's `--log-x-forwarded-for`.
     pub x_forwarded_for: bool,
 }

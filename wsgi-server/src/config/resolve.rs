@@ -94,10 +94,10 @@ pub fn resolve(merged: &Merged) -> Result<ServerConfig, ConfigError> {
     if let Some((path, _)) = get.text("accesslog") {
         let format = match get.text("access_log_format") {
             Some((text, entry)) if text.trim() != "combined" => {
-                crate::ops::access_log::Format::parse(text)
+                super::access_format::Format::parse(text)
                     .map_err(|problem| get.at(entry, &problem))?
             }
-            _ => crate::ops::access_log::Format::parse(crate::ops::access_log::COMBINED)
+            _ => super::access_format::Format::parse(super::access_format::COMBINED)
                 .expect("the default parses"),
         };
         if !config.disable_request_log {
