@@ -67,6 +67,9 @@ SERVERS = {
     "ours-rust": {"cmd": "{ours} --bind {host}:{port} --rust-app {rust_app}", "ours": True,
                   "apps": {"hello", "echo"},
                   "note": "release build, built-in pure-Rust app: the server's own overhead"},
+    "ours-accesslog": {"cmd": "{ours} --bind {host}:{port}{threads} -H {venv} --access-logfile {tmp}/access.log {app}",
+                       "ours": True, "apps": {"hello"},
+                       "note": "ours with the access log on (combined format, written to a file)"},
     "granian": {"cmd": "{bin}/granian --interface wsgi --workers 1 --host {host} --port {port} {app}",
                 "note": "1 worker; default threads (1 runtime thread, blocking threads = backpressure/2)"},
     "granian-bt1": {"cmd": "{bin}/granian --interface wsgi --workers 1 --blocking-threads 1"
@@ -102,10 +105,10 @@ SERVERS = {
                      "proto": "uwsgi", "apps": {"hello"},
                      "note": "uWSGI --socket behind nginx uwsgi_pass"},
 }
-FULL_SERVERS = ["ours", "ours-rust", "granian", "granian-bt1", "bjoern", "uwsgi", "uwsgi-http11",
+FULL_SERVERS = ["ours", "ours-accesslog", "ours-rust", "granian", "granian-bt1", "bjoern", "uwsgi", "uwsgi-http11",
                 "gunicorn-sync", "gunicorn-gthread", "waitress", "nginx",
                 "ours-uwsgi", "ours-rust-uwsgi", "uwsgi-socket"]
-QUICK_SERVERS = ["ours", "ours-rust", "bjoern", "granian", "nginx", "ours-uwsgi", "uwsgi-socket"]
+QUICK_SERVERS = ["ours", "ours-accesslog", "ours-rust", "bjoern", "granian", "nginx", "ours-uwsgi", "uwsgi-socket"]
 
 # --------------------------------------------------------------------------
 # Scenarios.
