@@ -399,3 +399,72 @@ def test_health_path_answers_without_python_and_503_while_draining(ops, tmp_path
     lines = (tmp_path / "access.log").read_text().splitlines()
     assert not any("/healthz" in line for line in lines), lines
     assert any("/slow?3" in line for line in lines), lines
+
+
+CAPTURE_APP = '''\
+import logging
+import sys
+
+log = logging.getLogger("opsapp.capture")
+
+def application(environ, start_response):
+    print("printed to stdout 7f3a", flush=True)
+    print("printed to stderr 7f3a", file=sys.stderr, flush=True)
+    log.warning("logged through python logging 7f3a")
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"ok"]
+'''
+
+LOG_CONFIG = """\
+[loggers]
+keys = root
+
+[handlers]
+keys = console
+
+[formatters]
+keys = tagged
+
+[logger_root]
+level = INFO
+handlers = console
+
+[handler_console]
+class = StreamHandler
+args = (sys.stderr,)
+formatter = tagged
+
+[formatter_tagged]
+format = LOGCFG %(levelname)s %(name)s: %(message)s
+"""
+
+
+def test_capture_output_and_log_config(tmp_path):
+    (tmp_path / "captureapp.py").write_text(CAPTURE_APP)
+    (tmp_path / "logging.ini").write_text(LOG_CONFIG)
+    port = free_port()
+    error_log = tmp_path / "error.log"
+    proc = subprocess.Popen(
+        [str(SERVER_BIN), "--bind", f"127.0.0.1:{port}", "-H", str(TEST_VENV), "--pythonpath", str(tmp_path),
+         "--error-logfile", str(error_log), "--capture-output", "--log-config", str(tmp_path / "logging.ini"),
+         "captureapp"],
+        cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "Worker 1 ready" not in (error_log.read_text() if error_log.exists() else ""):
+            time.sleep(0.05)
+        assert requests.get(f"http://127.0.0.1:{port}/", timeout=TIMEOUT).text == "ok"
+        wanted = ["printed to stdout 7f3a", "printed to stderr 7f3a",
+                  "LOGCFG WARNING opsapp.capture: logged through python logging 7f3a"]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not all(line in error_log.read_text() for line in wanted):
+            time.sleep(0.05)
+        text = error_log.read_text()
+        for line in wanted:
+            assert line in text, text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    # Nothing of the application's went to the terminal's stdout.
+    assert b"7f3a" not in proc.stdout.read()
