@@ -128,8 +128,8 @@ impl Shared {
                     .map_or_else(|| environ.remote_addr.clone(), Bytes::copy_from_slice),
                 ..RequestRecord::default()
             };
-            for name in wanted {
-                if let Some(value) = environ.get(&cgi_name(name)) {
+            for (name, key) in wanted {
+                if let Some(value) = environ.get(key) {
                     record
                         .request_headers
                         .push((Bytes::from(name.clone()), Bytes::copy_from_slice(value)));
@@ -196,22 +196,8 @@ impl Shared {
                 }
             }
         }
-        log.log(&record);
+        log.log(record);
     }
-}
-
-/// `HTTP_USER_AGENT` for `user-agent`.
-fn cgi_name(header: &str) -> String {
-    let mut name = String::with_capacity(header.len() + 5);
-    name.push_str("HTTP_");
-    for c in header.chars() {
-        name.push(if c == '-' {
-            '_'
-        } else {
-            c.to_ascii_uppercase()
-        });
-    }
-    name
 }
 
 /// What a request's record knows when its head arrives.
