@@ -107,3 +107,30 @@ pub fn set_environ(vars: &[(String, String)]) -> Result<(), String> {
     })
     .map_err(|error| error.to_string())
 }
+
+/// A WSGI callable handed over by whoever runs the interpreter (the Python
+/// package's `serve(app)`), for a server that must not name pyo3 types.
+/// A forked worker holds its own copy of the object, so it is served there
+/// without importing anything again.
+#[derive(Debug)]
+pub struct GivenApp(Py<PyAny>);
+
+impl GivenApp {
+    /// Wraps `app`.
+    pub fn new(app: Py<PyAny>) -> GivenApp {
+        GivenApp(app)
+    }
+
+    /// The callable as an application served with `options`.
+    pub fn application(&self, options: AppOptions) -> PyApplication {
+        Python::attach(|py| PyApplication::from_callable(self.0.clone_ref(py), options))
+    }
+}
+
+/// [`interpreter_info`](crate::interpreter_info), attached.
+///
+/// # Errors
+/// As `interpreter_info`, as text.
+pub fn interpreter_info() -> Result<crate::InterpreterInfo, String> {
+    Python::attach(crate::interpreter_info).map_err(|error| error.to_string())
+}
