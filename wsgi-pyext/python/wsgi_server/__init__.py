@@ -35,9 +35,11 @@ def main(argv=None):
 def options_to_argv(options):
     """Keyword options as command-line flags: ``workers=4`` is
     ``--workers=4``, ``max_requests=100`` is ``--max-requests=100``,
-    ``preload=True`` is ``--preload=true``, a list repeats its flag
-    (``bind=["127.0.0.1:8000", "unix:/tmp/s"]``), ``None`` is left out.
-    Every option of ``wsgi-server --help`` is accepted by its long name."""
+    ``preload=True`` is ``--preload`` (``no_master=True`` is
+    ``--no-master``), ``preload=False`` is ``--preload=false``, a list
+    repeats its flag (``bind=["127.0.0.1:8000", "unix:/tmp/s"]``), ``None``
+    is left out. Every option of ``wsgi-server --help`` is accepted by its
+    long name."""
     argv = []
     for name, value in options.items():
         if value is None:
@@ -45,9 +47,13 @@ def options_to_argv(options):
         flag = "--" + name.replace("_", "-")
         values = value if isinstance(value, (list, tuple)) else [value]
         for item in values:
-            if isinstance(item, bool):
-                item = "true" if item else "false"
-            argv.append(f"{flag}={item}")
+            if item is True:
+                # Bare, as typed: negations (--no-master) take no value.
+                argv.append(flag)
+            elif item is False:
+                argv.append(f"{flag}=false")
+            else:
+                argv.append(f"{flag}={item}")
     return argv
 
 
