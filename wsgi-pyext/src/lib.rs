@@ -31,6 +31,9 @@ use wsgi_server::process;
 use wsgi_server::python_runtime::PythonRuntime;
 use wsgi_server::signals::{MASTER_SIGNALS, WORKER_IGNORED};
 
+/// A PasteDeploy server section from Python: its `use`, and its settings.
+type GivenSection = (Option<String>, Vec<(String, String)>);
+
 /// `wsgi-server ARGS...` in this interpreter: `argv` without the program
 /// name. Returns the exit code (the console script and `python -m
 /// wsgi_server` exit with it).
@@ -49,7 +52,7 @@ fn run(
     py: Python<'_>,
     argv: Vec<String>,
     app: Option<Bound<'_, PyAny>>,
-    paste_server: Option<(Option<String>, Vec<(String, String)>)>,
+    paste_server: Option<GivenSection>,
 ) -> PyResult<i32> {
     refuse_threads(py)?;
     let mut runtime = PythonRuntime::attached();
