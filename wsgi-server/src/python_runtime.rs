@@ -50,6 +50,8 @@ pub struct PythonRuntime {
     server_info: Mutex<Option<wsgi_python::hooks::ServerInfo>>,
     /// This worker's number (0 in the master).
     worker_number: AtomicUsize,
+    /// Other Python threads were seen at a fork (warned once).
+    warned_threads: AtomicBool,
     /// The interpreter was running before the server (the Python package):
     /// its `sys.prefix`.
     attached: Option<PathBuf>,
@@ -300,6 +302,16 @@ fn hook_log(level: wsgi_python::hooks::HookLogLevel, message: &str) {
 impl MasterHooks for PythonRuntime {
     fn before_fork(&self, number: usize) {
         if self.in_master.load(Ordering::Relaxed) {
+            // The server starts with none (the Python package refuses to
+            // start beside them), but a preloaded application may start some.
+            let threads = wsgi_python::fork::python_threads();
+            if threads > 1 && !self.warned_threads.swap(true, Ordering::Relaxed) {
+                crate::log!(
+                    Warning,
+                    "{} other Python thread(s) run in the master at fork: the workers get no copy of them, and a lock one of them held stays locked there (start threads after the fork, not at import with --preload)",
+                    threads - 1
+                );
+            }
             self.call_hook(wsgi_python::hooks::Hook::PreFork, Some(number), None);
             wsgi_python::fork::before_fork();
         }

@@ -385,3 +385,21 @@ def test_user_nobody_after_binding(venv, tmp_path, servers):
     nobody = int(subprocess.run(["id", "-u", "nobody"], capture_output=True, text=True,
                                 check=True).stdout)
     assert master_uid == worker_uid == worker_euid == nobody
+
+
+def test_preloaded_app_starting_threads_is_warned_about_at_fork(venv, tmp_path, servers):
+    (tmp_path / "threaded_app.py").write_text(textwrap.dedent("""
+        import threading
+        _stop = threading.Event()
+        threading.Thread(target=_stop.wait, name="import-time-helper", daemon=True).start()
+
+        def application(environ, start_response):
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [",".join(t.name for t in threading.enumerate()).encode()]
+    """))
+    server = console(venv, tmp_path, servers, "-w", "1", "--preload", "--pythonpath",
+                     str(tmp_path), "threaded_app:application", cwd=tmp_path)
+    assert "1 other Python thread(s) run in the master at fork" in server.log(), server.log()
+    # The helper stayed behind in the master: no copy runs in the worker.
+    names = requests.get(server.url, timeout=5).text.split(",")
+    assert "import-time-helper" not in names and names, names
