@@ -106,7 +106,7 @@ fn check_config(loaded: &Loaded, runtime: &dyn Runtime) -> i32 {
 /// Serves `config` with `runtime` until stopped: binds (or inherits) the
 /// listeners, detaches for `--daemon`, writes the pidfile, drops privileges,
 /// then runs the master or, with `--no-master`, serves here. Returns the
-/// exit code. The log must be set up ([`log::init`](crate::log::init)).
+/// exit code. The log must be set up ([`log::init`]).
 pub fn run(mut config: ServerConfig, runtime: &'static dyn Runtime) -> i32 {
     runtime.on_starting(&config);
     // Before any thread exists: the variables are removed here.
