@@ -48,8 +48,11 @@ pub fn load_paste_app(
     global_conf: &[(String, String)],
     options: AppOptions,
 ) -> Result<PyApplication, LoadError> {
-    Python::attach(|py| crate::paste::load_app(py, config_uri, name, global_conf))
-        .map(|app| PyApplication::from_callable(app, options))
+    Python::attach(|py| {
+        PyApplication::prepare_import(py, &options);
+        crate::paste::load_app(py, config_uri, name, global_conf)
+    })
+    .map(|app| PyApplication::from_callable(app, options))
 }
 
 /// [`module_files`](crate::module_files), attached.
