@@ -48,8 +48,11 @@ pub fn load_paste_app(
     global_conf: &[(String, String)],
     options: AppOptions,
 ) -> Result<PyApplication, LoadError> {
-    Python::attach(|py| crate::paste::load_app(py, config_uri, name, global_conf))
-        .map(|app| PyApplication::from_callable(app, options))
+    Python::attach(|py| {
+        PyApplication::prepare_import(py, &options);
+        crate::paste::load_app(py, config_uri, name, global_conf)
+    })
+    .map(|app| PyApplication::from_callable(app, options))
 }
 
 /// [`module_files`](crate::module_files), attached.
@@ -131,4 +134,31 @@ pub fn configure_logging(path: &Path, json: bool) -> Result<(), String> {
         Ok(())
     })
     .map_err(|error| format!("{}: {error}", path.display()))
+}
+
+/// A WSGI callable handed over by whoever runs the interpreter (the Python
+/// package's `serve(app)`), for a server that must not name pyo3 types.
+/// A forked worker holds its own copy of the object, so it is served there
+/// without importing anything again.
+#[derive(Debug)]
+pub struct GivenApp(Py<PyAny>);
+
+impl GivenApp {
+    /// Wraps `app`.
+    pub fn new(app: Py<PyAny>) -> GivenApp {
+        GivenApp(app)
+    }
+
+    /// The callable as an application served with `options`.
+    pub fn application(&self, options: AppOptions) -> PyApplication {
+        Python::attach(|py| PyApplication::from_callable(self.0.clone_ref(py), options))
+    }
+}
+
+/// [`interpreter_info`](crate::interpreter_info), attached.
+///
+/// # Errors
+/// As `interpreter_info`, as text.
+pub fn interpreter_info() -> Result<crate::InterpreterInfo, String> {
+    Python::attach(crate::interpreter_info).map_err(|error| error.to_string())
 }

@@ -69,3 +69,15 @@ pub fn dump_stacks_on_signal(signal: i32) -> Result<(), String> {
     })
     .map_err(|error| error.to_string())
 }
+
+/// The Python threads alive in this process (`threading.active_count()`),
+/// for a server about to fork: any but the forking one will be missing in
+/// the child, with whatever locks it held.
+pub fn python_threads() -> usize {
+    Python::attach(|py| {
+        py.import("threading")
+            .and_then(|threading| threading.call_method0("active_count"))
+            .and_then(|count| count.extract::<usize>())
+            .unwrap_or(1)
+    })
+}

@@ -30,7 +30,6 @@ pub mod conf;
 mod environ;
 mod errors;
 mod file_wrapper;
-#[cfg(feature = "embed")]
 pub mod fork;
 pub mod hooks;
 #[cfg(feature = "embed")]
@@ -44,6 +43,7 @@ mod pyutil;
 mod response;
 mod serve;
 
+pub use attached::GivenApp;
 pub use errors::PyErrorStream;
 pub use file_wrapper::PyFileWrapper;
 #[cfg(feature = "embed")]

@@ -95,8 +95,17 @@ impl PyApplication {
         spec: &str,
         options: AppOptions,
     ) -> Result<PyApplication, LoadError> {
+        // Before the import: an application that does `from wsgi_server
+        // import RequestTimeout` at import time gets the type we raise.
+        register_timeout_module(py, &options);
         let app = load::load(py, spec)?;
         Ok(PyApplication::from_callable(app.unbind(), options))
+    }
+
+    /// Makes `wsgi_server.RequestTimeout` importable before an application
+    /// is imported (see [`PyApplication::load_with`]).
+    pub fn prepare_import(py: Python<'_>, options: &AppOptions) {
+        register_timeout_module(py, options);
     }
 
     /// Wraps a WSGI callable the caller already has (an extension module's
@@ -116,6 +125,17 @@ impl PyApplication {
 
     fn log(&self, text: &str) {
         self.options.error_log.error(text);
+    }
+}
+
+/// `wsgi_server.RequestTimeout` for the applications: our module unless the
+/// Python package (which exports this very type) is imported already.
+fn register_timeout_module(py: Python<'_>, options: &AppOptions) {
+    if let Err(error) = crate::interrupt::register_module(py) {
+        options.error_log.error(&format!(
+            "Cannot register the wsgi_server module:\n{}",
+            format_traceback(py, &error)
+        ));
     }
 }
 

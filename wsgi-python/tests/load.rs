@@ -200,3 +200,20 @@ fn other_load_errors() {
     let error = try_load("/nonexistent/dir/app.py:app").unwrap_err();
     assert!(matches!(error, LoadError::FileNotFound { .. }), "{error:?}");
 }
+
+#[test]
+fn request_timeout_is_importable_while_the_application_imports() {
+    // Before the fix the module appeared only when the first request
+    // thread started, so this import failed at load time.
+    write_module(
+        "l_timeout_import",
+        r#"
+from wsgi_server import RequestTimeout
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [f"{RequestTimeout.__name__} {issubclass(RequestTimeout, BaseException)}".encode()]
+"#,
+    );
+    assert_eq!(body_of("l_timeout_import:app"), "RequestTimeout True");
+}

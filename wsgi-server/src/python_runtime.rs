@@ -1,15 +1,27 @@
-//! CPython as the server's runtime (feature `python`): the interpreter is
-//! started in the master only when a configuration script needs it
-//! (`gunicorn.conf.py`, a PasteDeploy file) or for `--preload`; otherwise
-//! each worker starts its own after the fork. gunicorn's server hooks from
-//! the config file are called at their moments.
+//! CPython as the server's runtime (feature `python`).
+//!
+//! Two ways to meet the interpreter:
+//! - embedded ([`PythonRuntime::new`], feature `embed`, the reference
+//!   binary): the interpreter is started in the master only when a
+//!   configuration script needs it (`gunicorn.conf.py`, a PasteDeploy file)
+//!   or for `--preload`; otherwise each worker starts its own after the fork.
+//! - attached ([`PythonRuntime::attached`], the Python package): the user's
+//!   `python` already runs in this process and is the master; it is never
+//!   initialized again, its virtualenv and `sys.executable` are right by
+//!   construction, and every fork goes through CPython's fork protocol. An
+//!   application object handed over from Python ([`PythonRuntime::with_app`])
+//!   reaches the workers by the fork itself, as `--preload` does.
+//!
+//! gunicorn's server hooks from the config file are called at their moments.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use wsgi_core::Application;
-use wsgi_python::{initialize, AppOptions, PyApplication, PythonConfig};
+#[cfg(feature = "embed")]
+use wsgi_python::{initialize, PythonConfig};
+use wsgi_python::{AppOptions, PyApplication};
 
 use crate::config::{
     AppSource, PasteServerSection, PythonSettings, ScriptEntry, ScriptHost, ScriptValue,
@@ -38,12 +50,62 @@ pub struct PythonRuntime {
     server_info: Mutex<Option<wsgi_python::hooks::ServerInfo>>,
     /// This worker's number (0 in the master).
     worker_number: AtomicUsize,
+    /// Other Python threads were seen at a fork (warned once).
+    warned_threads: AtomicBool,
+    /// The interpreter was running before the server (the Python package):
+    /// its `sys.prefix`.
+    attached: Option<PathBuf>,
+    /// A WSGI callable handed over by the caller, served instead of loading
+    /// the configured application.
+    given_app: Option<wsgi_python::GivenApp>,
+    /// A PasteDeploy `[server:NAME]` section handed over by `pserve` (its
+    /// `paste.server_runner`), used instead of reading the file again.
+    given_paste_server: Option<PasteServerSection>,
 }
 
 impl PythonRuntime {
     /// A runtime that has started nothing yet.
+    #[cfg(feature = "embed")]
     pub fn new() -> PythonRuntime {
         PythonRuntime::default()
+    }
+
+    /// The runtime of an interpreter that already runs in this process and
+    /// whose main thread will be the master (the Python package). Call with
+    /// the interpreter initialized.
+    pub fn attached() -> PythonRuntime {
+        let info = wsgi_python::attached::interpreter_info().ok();
+        let note = info.as_ref().map(|info| {
+            format!(
+                "Python {} (this process's interpreter: prefix {}, executable {})",
+                info.version.lines().next().unwrap_or(""),
+                info.prefix,
+                info.executable
+            )
+        });
+        PythonRuntime {
+            started: AtomicBool::new(true),
+            // Every fork is a fork of a running interpreter.
+            in_master: AtomicBool::new(true),
+            start_note: Mutex::new(note),
+            attached: Some(info.map_or_else(PathBuf::new, |info| PathBuf::from(info.prefix))),
+            ..PythonRuntime::default()
+        }
+    }
+
+    /// Serves `app` (a WSGI callable the caller holds) instead of loading
+    /// the configured application: in the master, and in the workers as
+    /// their fork-inherited copy, without importing anything again.
+    pub fn with_app(mut self, app: wsgi_python::GivenApp) -> PythonRuntime {
+        self.given_app = Some(app);
+        self
+    }
+
+    /// Uses `section` as the PasteDeploy `[server:NAME]` section
+    /// (`pserve` read it already and hands over its settings).
+    pub fn with_paste_server(mut self, section: PasteServerSection) -> PythonRuntime {
+        self.given_paste_server = Some(section);
+        self
     }
 
     /// Starts the interpreter in this process if it is not running.
@@ -52,6 +114,17 @@ impl PythonRuntime {
             self.started.store(true, Ordering::Relaxed);
             return Ok(());
         }
+        self.start(python)
+    }
+
+    /// Without `embed` nobody here can start Python.
+    #[cfg(not(feature = "embed"))]
+    fn start(&self, _python: &PythonSettings) -> Result<(), String> {
+        Err("no Python interpreter runs in this process, and this build cannot start one (feature `embed`)".into())
+    }
+
+    #[cfg(feature = "embed")]
+    fn start(&self, python: &PythonSettings) -> Result<(), String> {
         let config = PythonConfig {
             virtualenv: python.virtualenv.clone(),
             chdir: python.chdir.clone(),
@@ -201,6 +274,9 @@ impl ScriptHost for PythonRuntime {
         global_conf: &[(String, String)],
         python: &PythonSettings,
     ) -> Result<Option<PasteServerSection>, String> {
+        if let Some(section) = &self.given_paste_server {
+            return Ok(Some(section.clone()));
+        }
         self.start_in_master(python)?;
         match wsgi_python::attached::read_paste_server(path, Some(name), global_conf) {
             Ok(section) => Ok(Some(PasteServerSection {
@@ -227,6 +303,16 @@ fn hook_log(level: wsgi_python::hooks::HookLogLevel, message: &str) {
 impl MasterHooks for PythonRuntime {
     fn before_fork(&self, number: usize) {
         if self.in_master.load(Ordering::Relaxed) {
+            // The server starts with none (the Python package refuses to
+            // start beside them), but a preloaded application may start some.
+            let threads = wsgi_python::fork::python_threads();
+            if threads > 1 && !self.warned_threads.swap(true, Ordering::Relaxed) {
+                crate::log!(
+                    Warning,
+                    "{} other Python thread(s) run in the master at fork: the workers get no copy of them, and a lock one of them held stays locked there (start threads after the fork, not at import with --preload)",
+                    threads - 1
+                );
+            }
             self.call_hook(wsgi_python::hooks::Hook::PreFork, Some(number), None);
             wsgi_python::fork::before_fork();
         }
@@ -309,7 +395,12 @@ impl Runtime for PythonRuntime {
                 return Err(EXIT_APP_LOAD);
             }
         }
-        if let Some(ini) = &config.paste_logging {
+        // `pserve` configured logging from the file already.
+        let paste_logging = config
+            .paste_logging
+            .as_ref()
+            .filter(|_| self.given_paste_server.is_none());
+        if let Some(ini) = paste_logging {
             if let Err(error) = wsgi_python::attached::setup_paste_logging(Path::new(ini)) {
                 crate::log!(Error, "{error}");
                 return Err(EXIT_APP_LOAD);
@@ -327,22 +418,28 @@ impl Runtime for PythonRuntime {
                 log_module::error_log(),
             )
         };
-        let loaded = match &config.app {
-            AppSource::Python(spec) => PyApplication::load(spec, options).map_err(|error| {
-                crate::log!(Error, "Failed to load application {spec:?}:\n{error}");
-            }),
-            AppSource::Paste {
-                uri,
-                name,
-                global_conf,
-            } => wsgi_python::attached::load_paste_app(uri, Some(name), global_conf, options)
+        let loaded = match (&self.given_app, &config.app) {
+            (Some(given), _) => Ok(given.application(options)),
+            (None, AppSource::Python(spec)) => {
+                PyApplication::load(spec, options).map_err(|error| {
+                    crate::log!(Error, "Failed to load application {spec:?}:\n{error}");
+                })
+            }
+            (
+                None,
+                AppSource::Paste {
+                    uri,
+                    name,
+                    global_conf,
+                },
+            ) => wsgi_python::attached::load_paste_app(uri, Some(name), global_conf, options)
                 .map_err(|error| {
                     crate::log!(
                         Error,
                         "Failed to load application {name:?} from {uri}:\n{error}"
                     );
                 }),
-            AppSource::Rust(_) => unreachable!("handled above"),
+            (None, AppSource::Rust(_)) => unreachable!("handled above"),
         };
         let app = loaded.map_err(|()| EXIT_APP_LOAD)?;
         if let Some(dir) = &config.python.chdir2 {
@@ -356,6 +453,17 @@ impl Runtime for PythonRuntime {
 
     fn on_starting(&self, config: &ServerConfig) {
         self.log_start_note();
+        if let (Some(prefix), Some(venv)) = (&self.attached, &config.python.virtualenv) {
+            let same = |path: &Path| std::fs::canonicalize(path).ok();
+            if same(venv) != same(prefix) {
+                crate::log!(
+                    Warning,
+                    "--virtualenv {} is ignored: the server runs in this interpreter ({}); run that virtualenv's wsgi-server instead",
+                    venv.display(),
+                    prefix.display()
+                );
+            }
+        }
         *self
             .server_info
             .lock()

@@ -7,10 +7,12 @@
 //! | `tidy`       | module docs and trailing whitespace (see `tidy.rs`)                |
 //! | `crates`     | the one rule of each crate, from `cargo tree -e normal`            |
 //! | `clippy`     | `cargo clippy --workspace --all-targets -- -D warnings`            |
-//! | `standalone` | the server without Python; core and codecs each built alone        |
+//! | `standalone` | the server without Python; core and codecs each built alone; the   |
+//! |              | extension module (wsgi-python without `embed`, abi3)               |
 //! | `test`       | `cargo test --workspace [ARGS after --]`                           |
 //! | `doc`        | `RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps`       |
 //! | `python`     | the pytest end-to-end suite against the built binary              |
+//! | `wheel`      | the Python wheel built once, installed in two CPythons, tested     |
 
 use std::time::Instant;
 
@@ -34,7 +36,7 @@ const STEPS: &[(&str, &str)] = &[
     ),
     (
         "standalone",
-        "wsgi-server without Python; wsgi-core and the codecs built alone",
+        "wsgi-server without Python; wsgi-core and the codecs built alone; the extension module",
     ),
     ("test", "cargo test --workspace"),
     (
@@ -45,18 +47,22 @@ const STEPS: &[(&str, &str)] = &[
         "python",
         "Python end-to-end tests (pytest, wsgi-server/tests/python)",
     ),
+    (
+        "wheel",
+        "the pip package: one maturin wheel, two CPython venvs, test_wheel.py",
+    ),
 ];
 
 pub const USAGE: &str = "\
 cargo xtask ci [OPTIONS] [-- CARGO-TEST-ARGS...]
 
 Runs, in order, stopping at the first failure:
-  fmt, tidy, crates, clippy, standalone, test, doc, python
+  fmt, tidy, crates, clippy, standalone, test, doc, python, wheel
 
 Options:
   --only STEP[,STEP]  run only these steps (repeatable)
   --skip-clippy       skip the clippy step (quick local runs)
-  --skip-python       skip the Python end-to-end tests
+  --skip-python       skip the Python end-to-end tests (python and wheel)
   --release           build the server for the Python tests in release mode
   -- ARGS             appended to `cargo test --workspace`
                       (e.g. `-- -p wsgi-http`, `-- -- --nocapture`)";
@@ -132,7 +138,7 @@ pub fn main(args: &[String]) -> Result {
                 Some("not in --only")
             }
             "clippy" if options.skip_clippy => Some("--skip-clippy"),
-            "python" if options.skip_python => Some("--skip-python"),
+            "python" | "wheel" if options.skip_python => Some("--skip-python"),
             _ => None,
         };
         if let Some(reason) = skip_reason {
@@ -166,6 +172,10 @@ pub fn main(args: &[String]) -> Result {
                     PythonOutcome::Skipped(why) => Some(why),
                 })
             }
+            "wheel" => crate::wheel::run(false, &[]).map(|outcome| match outcome {
+                PythonOutcome::Passed => None,
+                PythonOutcome::Skipped(why) => Some(why),
+            }),
             _ => unreachable!("every step has a runner"),
         };
         let elapsed = util::seconds(step_started.elapsed());
@@ -232,6 +242,23 @@ fn standalone() -> Result {
     for crate_name in ["wsgi-core", "wsgi-http", "wsgi-uwsgi"] {
         util::run(&mut util::cargo(["check", "-p", crate_name, "--lib"]))?;
     }
+    // The extension module's build: wsgi-python without `embed`, pyo3's
+    // stable ABI. Workspace builds unify `embed` in from the binary, so
+    // only this catches code that needs it (or a non-limited C API).
+    util::run(&mut util::cargo([
+        "check",
+        "-p",
+        "wsgi-python",
+        "--lib",
+        "--no-default-features",
+    ]))?;
+    util::run(&mut util::cargo([
+        "check",
+        "-p",
+        "wsgi-pyext",
+        "--features",
+        "abi3,extension-module",
+    ]))?;
     Ok(())
 }
 
@@ -260,8 +287,10 @@ const TRANSITIVE_RULES: &[(&str, &[&str], &str)] = &[
     ),
 ];
 
-/// The only workspace crate allowed to depend on pyo3 directly.
+/// The only workspace crate allowed to depend on pyo3 directly, besides the
+/// extension module, which needs its `#[pymodule]` (and nothing else).
 const PYO3_OWNER: &str = "wsgi-python";
+const PYO3_EXTENSION: &str = "wsgi-pyext";
 
 fn in_family(name: &str, forbidden: &str) -> bool {
     name == forbidden
@@ -312,7 +341,7 @@ fn crate_rules() -> Result {
     members.sort();
     members.dedup();
     for member in &members {
-        if member == PYO3_OWNER {
+        if member == PYO3_OWNER || member == PYO3_EXTENSION {
             continue;
         }
         let direct = tree(&["-p", member, "--depth", "1"])?;

@@ -133,17 +133,23 @@ fn has_test_files(dir: &Path) -> bool {
     })
 }
 
-fn venv_python(venv: &Path) -> PathBuf {
+pub fn venv_python(venv: &Path) -> PathBuf {
     venv.join("bin").join("python")
 }
 
 const STAMP: &str = "xtask-stamp";
 
-/// Creates or refreshes the venv, and installs the requirements when they changed.
+/// Creates or refreshes the venv with `$PYTHON` (default `python3`), and
+/// installs the requirements when they changed.
 fn prepare_venv(venv: &Path, requirements: &Path) -> Result {
     let base = env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
+    prepare_venv_with(&base, venv, requirements)
+}
+
+/// [`prepare_venv`] with the base interpreter `base`.
+pub fn prepare_venv_with(base: &str, venv: &Path, requirements: &Path) -> Result {
     // Who the base interpreter is: a venv made by another Python is rebuilt.
-    let identity = util::output(Command::new(&base).args([
+    let identity = util::output(Command::new(base).args([
         "-c",
         "import sys; print(sys.version.split()[0], sys.base_prefix, sys.executable)",
     ]))
@@ -165,7 +171,7 @@ fn prepare_venv(venv: &Path, requirements: &Path) -> Result {
         );
         let _ = fs::remove_file(&stamp_path);
         util::run(
-            Command::new(&base)
+            Command::new(base)
                 .arg("-m")
                 .arg("venv")
                 .arg("--clear")

@@ -7,6 +7,7 @@
 //! cargo xtask fuzz [--time N] [TARGET...]
 //! cargo xtask bench [--quick] [--only micro|e2e]
 //! cargo xtask conformance [--release] [PYTEST-ARGS...]
+//! cargo xtask wheel [--dev] [PYTEST-ARGS...]
 //! cargo xtask tidy
 //! ```
 
@@ -17,6 +18,7 @@ mod fuzz;
 mod rooms;
 mod tidy;
 mod util;
+mod wheel;
 
 use std::process::ExitCode;
 
@@ -25,10 +27,12 @@ usage: cargo xtask <COMMAND> [ARGS]
 
 Commands:
   ci            every check CI runs (fmt, tidy, crates, clippy, standalone,
-                test, doc, python); the README's \"run every test\" command
+                test, doc, python, wheel); the README's \"run every test\" command
   fuzz          run each cargo-fuzz target for a bounded time
   bench         codec micro-benchmarks (and, later, the end-to-end benchmark)
   conformance   the Python end-to-end tests against the built binary
+  wheel         build the Python wheel (maturin), install it into two
+                CPython builds' virtualenvs, run test_wheel.py
   tidy          module docs and trailing whitespace only
   help [CMD]    this text, or a command's options";
 
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         "fuzz" => fuzz::main(rest),
         "bench" => bench::main(rest),
         "conformance" => conformance::main(rest),
+        "wheel" => wheel::main(rest),
         "tidy" => tidy::run(),
         "help" | "-h" | "--help" => return help(rest.first()),
         other => Err(format!("unknown command `{other}`\n\n{USAGE}")),
@@ -74,6 +79,7 @@ fn help(command: Option<&String>) -> ExitCode {
         Some("fuzz") => fuzz::USAGE,
         Some("bench") => bench::USAGE,
         Some("conformance") => conformance::USAGE,
+        Some("wheel") => wheel::USAGE,
         Some("tidy") => "cargo xtask tidy\n\nChecks that every tracked .rs file starts with `//!` and has no trailing whitespace.",
         _ => USAGE,
     };
