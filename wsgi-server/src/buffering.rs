@@ -212,7 +212,8 @@ pub async fn buffer_body<S: Transport, P: BodyDecoder>(
         if body.length.is_none() {
             // Chunked: reserve read by read, without waiting (a wait while
             // holding part would risk the deadlock above). Past the bound,
-            // or when memory is short, the rest is streamed.
+            // or when memory is short, the body moves to a file (or, with
+            // no spooling, the rest is streamed).
             if reservation.held >= max_size || !reservation.try_reserve(step) {
                 if settings.spool_max == 0 {
                     return Buffered::Ready;

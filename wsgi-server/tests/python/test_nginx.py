@@ -117,7 +117,7 @@ def uwsgi_site(module_start):
     uwsgi_port = free_port()
     sock = work / "app.sock"
     server = module_start(
-        "--socket", f"127.0.0.1:{uwsgi_port}", "--socket", f"unix:{sock}", "--chmod-socket", "666", *APP
+        "--socket", f"127.0.0.1:{uwsgi_port}", "--socket", f"unix:{sock}", "--chmod-socket=666", *APP
     )
     wait_connectable(uwsgi_port)
     wait_connectable(sock)
@@ -142,7 +142,7 @@ def proxy_site(module_start):
     proxy_pass.conf in front of both."""
     work = private_dir("wsgi-proxy-")
     sock = work / "app.sock"
-    server = module_start("--bind", f"unix:{sock}", "--chmod-socket", "666", *APP)
+    server = module_start("--bind", f"unix:{sock}", "--chmod-socket=666", *APP)
     wait_connectable(sock)
     nginx = start_nginx(
         "proxy_pass.conf",
