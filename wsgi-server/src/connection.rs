@@ -8,6 +8,12 @@
 //!    ▼  timeout      ▼ timeout/400   ▼ write error               ▼
 //!  close           close           close                       close
 //! ```
+//! Before the request is queued, its body is read whole (in memory or into
+//! a file) unless it is too large or streaming was asked for
+//! ([`crate::buffering`]). A graceful stop closes nothing here: a response
+//! that starts after it says `Connection: close`, and an idle connection
+//! waits for its next request or its keep-alive timeout as usual.
+//!
 //! While serving, the task waits on two things at once: output from the
 //! application (head, chunks, end) and, while the application may still read
 //! the body, more body bytes from the socket. The head and the first chunk
