@@ -80,6 +80,11 @@ impl<'a> Reservation<'a> {
         Reservation { budget, held: 0 }
     }
 
+    /// Whether any of the budget is held.
+    pub fn holds_any(&self) -> bool {
+        self.held > 0
+    }
+
     async fn reserve(&mut self, bytes: usize) -> bool {
         let Ok(count) = u32::try_from(bytes) else {
             return false;

@@ -501,8 +501,11 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
     let mut watch_client = false;
     if alone && body.done && !close {
         if let Some(encoder) = protocol.prepare_encoder() {
-            // Pipelined bytes are waiting: the task must hear of the response.
-            watch_client = read_buf.is_empty();
+            // Pipelined bytes are waiting, or the request holds body
+            // budget (given back when this function returns, so at once,
+            // not at the client's next move): the task must hear of the
+            // response.
+            watch_client = read_buf.is_empty() && !reservation.holds_any();
             let direct = DirectWrite::new(stream.as_raw_fd(), encoder, shared.shutdown.clone());
             exchange.lend_direct(direct, !watch_client);
         }
