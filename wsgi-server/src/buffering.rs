@@ -21,9 +21,9 @@
 //! each other for ever (measured: 1,000 uploads of 60 of 100 kB against a
 //! 64 KiB budget never finished). A chunked body reserves read by read and
 //! never waits: past the bound, or when memory is short, it moves to a
-//! file. Its reads start at [`FIRST_READ`] bytes and double while the
+//! file. Its reads start at `FIRST_READ` bytes and double while the
 //! client keeps up, so a trickling client gets a small buffer and a fast
-//! upload reads in [`LAST_READ`] steps, the size every read of a reserved
+//! upload reads in `LAST_READ` steps, the size every read of a reserved
 //! body has. Bodies that came whole with the head cost one feed and no
 //! reservation.
 //!

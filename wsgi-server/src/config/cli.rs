@@ -1,7 +1,7 @@
 //! The command line (and `GUNICORN_CMD_ARGS`, which holds the same flags)
 //! read into a [`Layer`]: gunicorn's spellings, with uWSGI's long options
 //! beside them. Nothing is decided here: values are kept as text with the
-//! flag that gave them, and [`resolve`](super::resolve) checks them.
+//! flag that gave them, and [`resolve`](super::resolve()) checks them.
 
 use super::layer::{Layer, Rank, Source};
 use super::settings::{self, Kind, Setting, SETTINGS};

@@ -8,7 +8,7 @@
 //! | default | the table in [`settings`] |
 //! | [`Rank::PasteServer`] | a PasteDeploy `[server:NAME]` section ([`scripts::paste_layer`]) |
 //! | [`Rank::File`] | uWSGI `--ini`/`--json`/`--ini-paste` files ([`uwsgi`]), `gunicorn.conf.py` ([`scripts::gunicorn_layer`]) |
-//! | [`Rank::Env`] | `GUNICORN_CMD_ARGS`, `UWSGI_*`, `WEB_CONCURRENCY`, `PORT`, `FORWARDED_ALLOW_IPS` ([`env`]) |
+//! | [`Rank::Env`] | `GUNICORN_CMD_ARGS`, `UWSGI_*`, `WEB_CONCURRENCY`, `PORT`, `FORWARDED_ALLOW_IPS` ([`env`](mod@env)) |
 //! | [`Rank::CommandLine`] | flags and the positional APP ([`cli`]) |
 //!
 //! [`load`] reads every source, [`resolve()`] is the one step that turns the

@@ -1,4 +1,4 @@
-//! The resolved configuration: what [`resolve`](super::resolve) makes of
+//! The resolved configuration: what [`resolve`](super::resolve()) makes of
 //! every source, and the only configuration the server reads.
 
 use std::path::PathBuf;
