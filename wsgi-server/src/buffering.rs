@@ -149,11 +149,16 @@ fn memory_limit(settings: &BodyBuffering) -> u64 {
     settings.max_size.min(settings.memory as u64)
 }
 
-/// Whether this body is read whole before the application is called.
-pub fn wanted(shared: &Shared, body: &BodyState) -> bool {
+/// Whether this body is read whole before the application is called;
+/// `path` is the request's `PATH_INFO`.
+pub fn wanted(shared: &Shared, body: &BodyState, path: &[u8]) -> bool {
     let settings = &shared.body_buffering;
     !body.done
         && !settings.stream
+        && !settings
+            .stream_paths
+            .iter()
+            .any(|prefix| path.starts_with(prefix.as_bytes()))
         && body.length.map_or(true, |length| {
             length <= memory_limit(settings) || length <= settings.spool_max
         })

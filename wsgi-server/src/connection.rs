@@ -440,7 +440,7 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
     // Held until the request is over: the application may keep the bytes.
     let mut reservation = Reservation::new(&shared.body_budget);
     let mut spool = None;
-    if crate::buffering::wanted(shared, body) {
+    if crate::buffering::wanted(shared, body, &environ.path_info) {
         let buffered = buffer_body(
             stream,
             protocol,

@@ -82,7 +82,7 @@ pub fn run(
         forwarded_allow_ips: config.forwarded_allow_ips.clone(),
         uwsgi_allow_from: config.uwsgi_allow_from.clone(),
         queue: pool.queue(),
-        body_buffering: config.body_buffering,
+        body_buffering: config.body_buffering.clone(),
         body_budget: crate::buffering::BodyBudget::new(config.body_buffering.memory),
         shutdown,
     });
