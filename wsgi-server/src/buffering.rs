@@ -21,9 +21,9 @@
 //! each other for ever (measured: 1,000 uploads of 60 of 100 kB against a
 //! 64 KiB budget never finished). A chunked body reserves read by read and
 //! never waits: past the bound, or when memory is short, it moves to a
-//! file. Its reads start at [`FIRST_READ`] bytes and double while the
+//! file. Its reads start at `FIRST_READ` bytes and double while the
 //! client keeps up, so a trickling client gets a small buffer and a fast
-//! upload reads in [`LAST_READ`] steps, the size every read of a reserved
+//! upload reads in `LAST_READ` steps, the size every read of a reserved
 //! body has. Bodies that came whole with the head cost one feed and no
 //! reservation.
 //!
@@ -78,6 +78,11 @@ impl<'a> Reservation<'a> {
     /// Holds nothing yet.
     pub fn new(budget: &'a BodyBudget) -> Self {
         Reservation { budget, held: 0 }
+    }
+
+    /// Whether any of the budget is held.
+    pub fn holds_any(&self) -> bool {
+        self.held > 0
     }
 
     async fn reserve(&mut self, bytes: usize) -> bool {
@@ -144,11 +149,16 @@ fn memory_limit(settings: &BodyBuffering) -> u64 {
     settings.max_size.min(settings.memory as u64)
 }
 
-/// Whether this body is read whole before the application is called.
-pub fn wanted(shared: &Shared, body: &BodyState) -> bool {
+/// Whether this body is read whole before the application is called;
+/// `path` is the request's `PATH_INFO`.
+pub fn wanted(shared: &Shared, body: &BodyState, path: &[u8]) -> bool {
     let settings = &shared.body_buffering;
     !body.done
         && !settings.stream
+        && !settings
+            .stream_paths
+            .iter()
+            .any(|prefix| path.starts_with(prefix.as_bytes()))
         && body.length.map_or(true, |length| {
             length <= memory_limit(settings) || length <= settings.spool_max
         })
@@ -212,7 +222,8 @@ pub async fn buffer_body<S: Transport, P: BodyDecoder>(
         if body.length.is_none() {
             // Chunked: reserve read by read, without waiting (a wait while
             // holding part would risk the deadlock above). Past the bound,
-            // or when memory is short, the rest is streamed.
+            // or when memory is short, the body moves to a file (or, with
+            // no spooling, the rest is streamed).
             if reservation.held >= max_size || !reservation.try_reserve(step) {
                 if settings.spool_max == 0 {
                     return Buffered::Ready;

@@ -8,6 +8,12 @@
 //!    ▼  timeout      ▼ timeout/400   ▼ write error               ▼
 //!  close           close           close                       close
 //! ```
+//! Before the request is queued, its body is read whole (in memory or into
+//! a file) unless it is too large or streaming was asked for
+//! ([`crate::buffering`]). A graceful stop closes nothing here: a response
+//! that starts after it says `Connection: close`, and an idle connection
+//! waits for its next request or its keep-alive timeout as usual.
+//!
 //! While serving, the task waits on two things at once: output from the
 //! application (head, chunks, end) and, while the application may still read
 //! the body, more body bytes from the socket. The head and the first chunk
@@ -616,7 +622,7 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
     // Held until the request is over: the application may keep the bytes.
     let mut reservation = Reservation::new(&shared.body_budget);
     let mut spool = None;
-    if crate::buffering::wanted(shared, body) {
+    if crate::buffering::wanted(shared, body, &environ.path_info) {
         let buffered = buffer_body(
             stream,
             protocol,
@@ -687,8 +693,11 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
     let mut watch_client = false;
     if alone && body.done && !close {
         if let Some(encoder) = protocol.prepare_encoder() {
-            // Pipelined bytes are waiting: the task must hear of the response.
-            watch_client = read_buf.is_empty();
+            // Pipelined bytes are waiting, or the request holds body
+            // budget (given back when this function returns, so at once,
+            // not at the client's next move): the task must hear of the
+            // response.
+            watch_client = read_buf.is_empty() && !reservation.holds_any();
             let direct = DirectWrite::new(stream.as_raw_fd(), encoder, shared.shutdown.clone())
                 .keeping_headers(shared.wants_response_headers());
             exchange.lend_direct(direct, !watch_client);

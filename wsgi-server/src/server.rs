@@ -2,7 +2,7 @@
 //! runtime) accepting on every listener, the application thread pool, and a
 //! graceful stop.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,7 +78,7 @@ pub fn run(
         forwarded_allow_ips: config.forwarded_allow_ips.clone(),
         uwsgi_allow_from: config.uwsgi_allow_from.clone(),
         queue: pool.queue(),
-        body_buffering: config.body_buffering,
+        body_buffering: config.body_buffering.clone(),
         body_budget: crate::buffering::BodyBudget::new(config.body_buffering.memory),
         shutdown,
         static_files: crate::ops::static_files::StaticFiles::open(&config.static_files),
@@ -126,12 +126,20 @@ pub fn run(
         worker.ready.store(1, std::sync::atomic::Ordering::Release);
         let how = stop.await;
         let _ = shutdown_sender.send(true);
-        for task in &accept_tasks {
-            task.abort();
+        if how == Stop::Graceful {
+            // Each accept task takes what the kernel already accepted for
+            // it, then drops its listener (see `drain_backlog`).
+            for task in &mut accept_tasks {
+                let _ = task.await;
+            }
+        } else {
+            for task in &accept_tasks {
+                task.abort();
+            }
+            // Let the aborted accept tasks be dropped (closing the
+            // listeners) before waiting for the connections.
+            tokio::task::yield_now().await;
         }
-        // Let the aborted accept tasks be dropped (closing the listeners)
-        // before waiting for the connections.
-        tokio::task::yield_now().await;
         if how == Stop::Graceful {
             let _ = tokio::time::timeout(graceful, alive.recv()).await;
         }
@@ -167,13 +175,23 @@ async fn accept_loop(
                 return;
             }
         };
+        let mut stopping = shared.shutdown.clone();
         loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let conn = ConnInfo::unix();
-                    spawn_connection(stream, conn, protocol, &shared, &alive);
-                }
-                Err(error) => accept_backoff(error).await,
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let conn = ConnInfo::unix();
+                        spawn_connection(stream, conn, protocol, &shared, &alive);
+                    }
+                    Err(error) => accept_backoff(error).await,
+                },
+                _ = stopping.changed() => break,
+            }
+        }
+        for fd in drain_backlog(listener.as_raw_fd()) {
+            let std_stream = std::os::unix::net::UnixStream::from(fd);
+            if let Ok(stream) = tokio::net::UnixStream::from_std(std_stream) {
+                spawn_connection(stream, ConnInfo::unix(), protocol, &shared, &alive);
             }
         }
     } else {
@@ -186,8 +204,13 @@ async fn accept_loop(
                 return;
             }
         };
+        let mut stopping = shared.shutdown.clone();
         loop {
-            match listener.accept().await {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stopping.changed() => break,
+            };
+            match accepted {
                 Ok((stream, peer)) => {
                     // We coalesce writes ourselves; Nagle would only delay
                     // the last segment of each response.
@@ -204,7 +227,54 @@ async fn accept_loop(
                 Err(error) => accept_backoff(error).await,
             }
         }
+        for fd in drain_backlog(listener.as_raw_fd()) {
+            let std_stream = std::net::TcpStream::from(fd);
+            let _ = std_stream.set_nodelay(true);
+            let (Ok(peer), Ok(stream)) = (
+                std_stream.peer_addr(),
+                tokio::net::TcpStream::from_std(std_stream),
+            ) else {
+                continue;
+            };
+            let local = stream.local_addr().ok().or(local);
+            let conn = ConnInfo::new(PeerAddr::Tcp(peer), local, UrlScheme::Http);
+            spawn_connection(stream, conn, protocol, &shared, &alive);
+        }
     }
+}
+
+/// Accepts, without waiting, every connection the kernel has queued on a
+/// listener that is about to close. The kernel completes handshakes for a
+/// listener before anyone accepts: closing it with connections queued
+/// resets them, and a proxy that had already sent a request on one (nginx
+/// does at once) sees a reset after sending, which it does not retry for a
+/// POST (a 502; seen in test_nginx's rolling restarts under CPU load). So
+/// a graceful stop serves them, with `Connection: close`; only a handshake
+/// completed between this call and the close is still reset.
+fn drain_backlog(listener: RawFd) -> Vec<OwnedFd> {
+    let mut accepted = Vec::new();
+    // Bounded: a flood cannot keep a stopping worker here.
+    for _ in 0..4096 {
+        // SAFETY: a plain system call on a descriptor we own; null address
+        // pointers are allowed.
+        let fd = unsafe {
+            libc::accept4(
+                listener,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        // SAFETY: `accept4` returned a new descriptor that nothing else owns.
+        accepted.push(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    accepted
 }
 
 fn spawn_connection<S: crate::connection::Transport + 'static>(

@@ -432,6 +432,59 @@ fn a_chunked_body_past_the_buffer_size_streams_on_without_spooling() {
 }
 
 #[test]
+fn a_request_waits_outside_the_application_while_the_body_budget_is_spent() {
+    // A 30,000-byte budget: the first request's 20,000-byte body (more
+    // than comes with the head, so it is buffered and reserved) holds
+    // 20,000 of it until its response is out (the application sleeps
+    // 500 ms first), so the second request's body waits, unread and
+    // outside the application, and its answer can only come after the
+    // first one. A server without the budget answers the quick second
+    // request first.
+    let server = TestServer::start("echo", |config| {
+        config.body_buffering.memory = 30_000;
+        config.body_buffering.spool_max = 0;
+    });
+    let body = vec![b'x'; 20_000];
+    let post = |target: &str| {
+        let mut bytes = format!(
+            "POST {target} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        bytes.extend_from_slice(&body);
+        bytes
+    };
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut first = server.connect();
+    first.write_all(&post("/slow?500")).unwrap();
+    // Let the first body be read (its budget taken) before the second
+    // request comes; an ordering aid, not an assertion on time.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut second = server.connect();
+    second.write_all(&post("/upload")).unwrap();
+    let second_order = std::sync::Arc::clone(&order);
+    let reader = std::thread::spawn(move || {
+        let response = read_response(&mut second);
+        second_order.lock().unwrap().push("second");
+        response
+    });
+    let first_response = read_response(&mut first);
+    order.lock().unwrap().push("first");
+    let second_response = reader.join().unwrap();
+    assert!(first_response.ends_with("slow"), "{first_response}");
+    assert!(
+        second_response.ends_with("\r\n\r\n20000"),
+        "{second_response}"
+    );
+    assert_eq!(*order.lock().unwrap(), ["first", "second"]);
+    // The budget came back with the first response, not at the client's
+    // next move: a third request is served while both stay connected.
+    let mut third = server.connect();
+    third.write_all(&post("/upload")).unwrap();
+    assert!(read_response(&mut third).ends_with("\r\n\r\n20000"));
+}
+
+#[test]
 fn slow_head_gets_408() {
     let server = TestServer::start("hello", |config| {
         config.timeouts.header = Duration::from_millis(300)

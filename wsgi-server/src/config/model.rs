@@ -69,7 +69,7 @@ impl Default for Timeouts {
 
 /// How request bodies reach the application (`--body-buffer-size`,
 /// `--body-buffer-memory`, `--stream-request-body`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BodyBuffering {
     /// Bodies up to this size (a `Content-Length` up to it, or a chunked
     /// body while it stays below it) are read whole on the I/O thread
@@ -82,6 +82,10 @@ pub struct BodyBuffering {
     pub spool_max: u64,
     /// Call the application at the head and stream every body (the old way).
     pub stream: bool,
+    /// Stream the bodies of requests whose `PATH_INFO` starts with one of
+    /// these: the per-route opt-in (an application cannot ask for itself,
+    /// as the choice is made before it is called).
+    pub stream_paths: Vec<String>,
 }
 
 impl Default for BodyBuffering {
@@ -102,6 +106,7 @@ impl Default for BodyBuffering {
             // uploads that large usually want to be read as they come.
             spool_max: 1024 * 1024 * 1024,
             stream: false,
+            stream_paths: Vec::new(),
         }
     }
 }

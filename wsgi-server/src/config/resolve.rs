@@ -429,6 +429,12 @@ fn limits(get: &Getter<'_>, config: &mut ServerConfig) -> Result<(), ConfigError
             .unwrap_or(defaults.memory),
         spool_max: get.number("body_spool_size")?.unwrap_or(defaults.spool_max),
         stream: get.flag("stream_request_body")?.unwrap_or(defaults.stream),
+        stream_paths: get
+            .list("stream_request_body_path")
+            .into_iter()
+            .map(|entry| entry.value.trim().to_owned())
+            .filter(|path| !path.is_empty())
+            .collect(),
     };
     Ok(())
 }

@@ -192,3 +192,19 @@ def test_a_body_past_the_buffer_size_is_read_from_an_unlinked_file(start, chunke
     assert report["length"] == len(body)
     assert report["deleted"], "no unlinked file open while the application read the body"
     assert not list(Path(tempfile.gettempdir()).glob("wsgi-server-body-*"))
+
+
+def test_streaming_asked_for_one_route(start):
+    # --stream-request-body-path: the per-route opt-in. /first streams (the
+    # answer comes while 99 bytes are unsent); /len on the same server is
+    # still read whole first.
+    server = start(*APP, "--stream-request-body-path", "/first")
+    with Conn(server, timeout=10) as conn:
+        conn.send(b"POST /first HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nA")
+        response = conn.read_response()
+        assert (response.status, response.body) == (200, b"A")
+    with Conn(server, timeout=10) as conn:
+        conn.send(b"POST /len HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nA")
+        conn.send(b"B" * 99)
+        response = conn.read_response(method=b"POST")
+        assert (response.status, response.body) == (200, b"100")

@@ -117,7 +117,7 @@ def uwsgi_site(module_start):
     uwsgi_port = free_port()
     sock = work / "app.sock"
     server = module_start(
-        "--socket", f"127.0.0.1:{uwsgi_port}", "--socket", f"unix:{sock}", "--chmod-socket", "666", *APP
+        "--socket", f"127.0.0.1:{uwsgi_port}", "--socket", f"unix:{sock}", "--chmod-socket=666", *APP
     )
     wait_connectable(uwsgi_port)
     wait_connectable(sock)
@@ -142,7 +142,7 @@ def proxy_site(module_start):
     proxy_pass.conf in front of both."""
     work = private_dir("wsgi-proxy-")
     sock = work / "app.sock"
-    server = module_start("--bind", f"unix:{sock}", "--chmod-socket", "666", *APP)
+    server = module_start("--bind", f"unix:{sock}", "--chmod-socket=666", *APP)
     wait_connectable(sock)
     nginx = start_nginx(
         "proxy_pass.conf",
@@ -674,8 +674,9 @@ class PostLoop(Loop):
 
 # Two rounds of: TERM and restart one instance, then the other, then HUP
 # one. Measured on 2 cores with the debug binary and 16 client threads:
-# ~800 POSTs/s through nginx, a round ~7 s, so 20,000 POSTs (~25 s) keep
-# every restart under load and the test well under 60 s. The server that
+# ~600-800 POSTs/s through nginx, a round 7-10 s; the loop sends at least
+# 20,000 POSTs and runs on past the last reload (the test takes 28-50 s,
+# under 60 s even with two busy loops on the cores). The server that
 # closed idle connections at the TERM failed 1 of 10,000 POSTs with one
 # round, 3 and 5 of 20,000 with two (all 502s): each round is another
 # chance to catch that race.
@@ -698,7 +699,9 @@ def test_keep_alive_posts_survive_rolling_restarts_and_a_reload(start):
     servers = {"a": launch("a"), "b": launch("b")}
     nginx = start_nginx("scale_out.conf", {"upstream_port_1": ports["a"], "upstream_port_2": ports["b"]})
     try:
-        loop = PostLoop(nginx.url(), threads=16, max_requests=POSTS, max_seconds=120.0).start()
+        # Bounds only: the loop is stopped once it has sent POSTS and run on
+        # past the last reload.
+        loop = PostLoop(nginx.url(), threads=16, max_requests=2 * POSTS, max_seconds=120.0).start()
         loop.wait_until(300, timeout=10.0)
         statuses, reloads = [], []
         for reloading in ROUNDS:
@@ -711,6 +714,8 @@ def test_keep_alive_posts_survive_rolling_restarts_and_a_reload(start):
             # The old worker exits once its connections are done.
             reloads.append(servers[reloading].wait_for_log("exited", offset, timeout=30.0))
         done_at_end, _ = loop.snapshot()
+        loop.wait_until(max(POSTS, done_at_end + 500), timeout=60.0)
+        loop.stopping.set()
         loop.join()
         done, _ = loop.snapshot()
         print(f"{done} POSTs in {time.monotonic() - loop.started:.1f} s; {done_at_end} when the last reload ended")
@@ -722,7 +727,7 @@ def test_keep_alive_posts_survive_rolling_restarts_and_a_reload(start):
             f"{len(loop.failures)} of {done} POSTs failed "
             f"(first: {loop.failures[:5]})\n{nginx.diagnostics()}"
         )
-        assert done == loop.next == POSTS, (done, loop.next)
+        assert done == loop.next >= POSTS, (done, loop.next)
         assert done_at_end < done, "the loop ended before the restarts and the reload were over"
     finally:
         nginx.stop()
