@@ -200,27 +200,39 @@ def test_sigint_stops_cleanly(start):
     assert "Handling signal: int" in server.log()
 
 
-def test_sigterm_lets_the_in_flight_request_finish(start):
+def test_sigterm_lets_the_in_flight_request_finish(start, tmp_path):
+    # The request is inside the application (held by the test) when the
+    # stop begins, and is let go only once the master has taken the
+    # signal: no sleep guesses when it is in flight.
     server = start("--pythonpath", str(TEST_APPS), "reportapp")
+    marker = tmp_path / "hold"
+    marker.mkdir()
     result = {}
 
-    def slow():
+    def held():
         try:
-            result["response"] = requests.get(server.url + "/sleep?1.0", timeout=15)
+            result["response"] = requests.get(server.url + "/hold", params=str(marker), timeout=40)
         except Exception as error:  # noqa: BLE001 - reported below
             result["error"] = error
 
-    thread = threading.Thread(target=slow)
+    thread = threading.Thread(target=held)
     thread.start()
-    time.sleep(0.3)
-    started = time.monotonic()
-    assert server.stop(signal.SIGTERM) == 0
-    thread.join(15)
+    try:
+        wait_until("request inside the application", lambda: any(marker.glob("entered-*")))
+        offset = server.log_size()
+        server.proc.send_signal(signal.SIGTERM)
+        log = server.wait_for_log("Handling signal: term", offset, timeout=10)
+        assert "Handling signal: term" in log, log
+    finally:
+        (marker / "release").touch()
+        thread.join(45)
     assert "error" not in result, result
     response = result["response"]
     assert response.status_code == 200
-    assert response.json() == {"slept": True}
-    assert time.monotonic() - started < 10
+    assert response.json() == {"released": True, "most_inside": 1}
+    # Out once its last request is done, not after the graceful timeout
+    # (30 s): 10 s is a failure bound.
+    assert server.proc.wait(timeout=10) == 0, server.log()
 
 
 def test_sigterm_answers_the_next_request_of_an_idle_keep_alive_connection(start):
