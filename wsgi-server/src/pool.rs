@@ -808,7 +808,10 @@ mod tests {
     async fn until(what: &str, mut done: impl FnMut() -> bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !done() {
-            assert!(std::time::Instant::now() < deadline, "{what}: not within 10 s");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not within 10 s"
+            );
             tokio::task::yield_now().await;
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -985,7 +988,10 @@ mod tests {
             until("threads asleep", || all_asleep(&queue)).await;
             let (slow, _slow_exchange) = request();
             assert!(queue.submit(slow).await.is_ok());
-            until("first request held", || hold.thread.lock().unwrap().is_some()).await;
+            until("first request held", || {
+                hold.thread.lock().unwrap().is_some()
+            })
+            .await;
             let held = hold.thread.lock().unwrap().unwrap();
             // The held thread is where it is meant to be: asleep on its
             // condvar, or running.
@@ -1058,7 +1064,10 @@ mod tests {
             for round in 1..=8u64 {
                 let (request, _exchange) = request();
                 assert!(queue.submit(request).await.is_ok());
-                until(&format!("request {round} served"), || queue.served() >= round).await;
+                until(&format!("request {round} served"), || {
+                    queue.served() >= round
+                })
+                .await;
                 // The thread goes back to sleep.
                 until("threads asleep", || all_asleep(&queue)).await;
             }

@@ -579,7 +579,10 @@ fn slow_requests_run_in_parallel_on_the_thread_pool() {
         .collect();
     for client in clients {
         let response = client.join().unwrap();
-        assert!(response.ends_with("\r\n\r\nmet"), "not parallel: {response}");
+        assert!(
+            response.ends_with("\r\n\r\nmet"),
+            "not parallel: {response}"
+        );
     }
 }
 
