@@ -6,6 +6,10 @@
 //!   requests with a body get it back; `/fail` fails before the response,
 //!   `/fail-late` after its first chunk; `/environ` lists the CGI variables;
 //!   `/slow?MS` answers `slow` after MS milliseconds (default 1000);
+//!   `/rendezvous?N` waits until N requests are inside it at once and
+//!   answers `met`, or `alone` if they are not within 10 s (so a test
+//!   proves requests ran in parallel by their being inside together, not
+//!   by a duration);
 //!   `/blob?N` answers N bytes (default 1 MiB) in one piece;
 //!   `/content-length?A,B,...` answers `x` times the first value with one
 //!   `Content-Length` header per value, through [`ResponseHead::new`] (which
@@ -16,7 +20,8 @@
 //!   refused request never reached it).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -56,6 +61,34 @@ impl Handler for Hello {
 pub struct Echo {
     /// Requests this app was called with.
     calls: AtomicU64,
+    /// `/rendezvous`: requests inside it (of the current group), and the
+    /// groups that met so far.
+    rendezvous: Mutex<(usize, u64)>,
+    met: Condvar,
+}
+
+impl Echo {
+    /// Waits until `size` requests are inside at once; whether they were
+    /// within 10 s.
+    fn rendezvous(&self, size: usize) -> bool {
+        let mut state = self.rendezvous.lock().unwrap_or_else(|p| p.into_inner());
+        let group = state.1;
+        state.0 += 1;
+        if state.0 >= size {
+            *state = (0, group + 1);
+            self.met.notify_all();
+            return true;
+        }
+        let (mut state, _) = self
+            .met
+            .wait_timeout_while(state, Duration::from_secs(10), |state| state.1 == group)
+            .unwrap_or_else(|p| p.into_inner());
+        if state.1 == group {
+            state.0 -= 1;
+            return false;
+        }
+        true
+    }
 }
 
 impl Handler for Echo {
@@ -95,6 +128,19 @@ impl Handler for Echo {
                 std::thread::sleep(std::time::Duration::from_millis(millis));
                 output.start(text_head(4))?;
                 output.send(Bytes::from_static(b"slow"))?;
+            }
+            b"/rendezvous" => {
+                let size = std::str::from_utf8(&request.environ.query_string)
+                    .ok()
+                    .and_then(|query| query.parse::<usize>().ok())
+                    .unwrap_or(2);
+                let answer: &'static [u8] = if self.rendezvous(size) {
+                    b"met"
+                } else {
+                    b"alone"
+                };
+                output.start(text_head(answer.len()))?;
+                output.send(Bytes::from_static(answer))?;
             }
             b"/blob" => {
                 let size = std::str::from_utf8(&request.environ.query_string)

@@ -91,7 +91,9 @@ pub const FAIRNESS_DELAY: Duration = Duration::from_millis(25);
 
 #[derive(Debug)]
 struct QueueState {
-    jobs: VecDeque<(Request, Instant)>,
+    /// Queued requests, stamped on the I/O thread's clock (the starvation
+    /// watchdog reads their age there; tests pause that clock).
+    jobs: VecDeque<(Request, tokio::time::Instant)>,
     closed: bool,
     /// Application threads in all.
     threads: usize,
@@ -173,7 +175,7 @@ impl JobQueue {
             self.slots.add_permits(1);
             return Err(Box::new(request));
         }
-        state.jobs.push_back((request, Instant::now()));
+        state.jobs.push_back((request, tokio::time::Instant::now()));
         self.worker.counters.queued.fetch_add(1, Ordering::Relaxed);
         let nobody_active = state.active() == 0;
         let alone = nobody_active && state.jobs.len() == 1;
@@ -773,22 +775,51 @@ mod tests {
         (request, exchange)
     }
 
+    const THREADS: usize = 4;
+
     /// Runs `body` on an I/O thread of its own against a pool of four
-    /// threads of `app` (16 queue slots), then shuts the pool down.
-    fn with_pool<T, F>(app: Arc<dyn Application>, body: impl FnOnce(Arc<JobQueue>) -> F) -> T
+    /// threads of `app` (16 queue slots), then shuts the pool down. With
+    /// `paused`, the I/O thread's clock stands still until the test
+    /// advances it.
+    fn with_pool<T, F>(
+        paused: bool,
+        app: Arc<dyn Application>,
+        body: impl FnOnce(Arc<JobQueue>) -> F,
+    ) -> T
     where
         F: std::future::Future<Output = T>,
     {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .start_paused(paused)
             .build()
             .unwrap();
         let local = tokio::task::LocalSet::new();
         let slot: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
-        let pool = AppPool::start(app, 4, 16, slot, None).unwrap();
+        let pool = AppPool::start(app, THREADS, 16, slot, None).unwrap();
         let result = local.block_on(&runtime, body(pool.queue()));
-        assert!(pool.shutdown(Duration::from_secs(2)));
+        assert!(pool.shutdown(Duration::from_secs(10)));
         result
+    }
+
+    /// Waits until `done` holds, letting the I/O thread's tasks run in
+    /// between without moving a paused clock; fails after 10 s of real
+    /// time (a failure bound only: nothing here measures time).
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not within 10 s"
+            );
+            tokio::task::yield_now().await;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Every application thread is asleep in its wait for a request.
+    fn all_asleep(queue: &JobQueue) -> bool {
+        queue.lock().sleepers.len() == THREADS
     }
 
     /// An application whose threads take a while to reach their first
@@ -842,7 +873,7 @@ mod tests {
     fn check_idle_accounting(app: Arc<dyn Application>) {
         // Submit at once: the first wake-up races the threads' start (a
         // notification sent before any thread waits must not be lost).
-        with_pool(app, |queue| async move {
+        with_pool(false, app, |queue| async move {
             for round in 0..3 {
                 let mut exchanges = Vec::new();
                 for _ in 0..5 {
@@ -850,16 +881,16 @@ mod tests {
                     assert!(queue.submit(request).await.is_ok());
                     exchanges.push(exchange);
                 }
-                let deadline = std::time::Instant::now() + Duration::from_secs(10);
-                while queue.served() < 5 * (round + 1) {
-                    // Broken accounting strands requests: fail, do not hang.
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "round {round}: requests not served within 10 s"
-                    );
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Broken accounting strands requests: fail, do not hang.
+                until(&format!("round {round}: requests served"), || {
+                    queue.served() >= 5 * (round + 1)
+                })
+                .await;
+                // Every thread is back in its wait: the pool is idle now.
+                until(&format!("round {round}: threads asleep"), || {
+                    all_asleep(&queue)
+                })
+                .await;
                 let state = queue.lock();
                 assert_eq!(state.active(), 0, "round {round}");
                 assert_eq!(state.notified, 0, "round {round}");
@@ -879,51 +910,123 @@ mod tests {
         }
     }
 
-    /// The first request holds its thread for 300 ms, sleeping or
-    /// computing; the others answer at once.
-    struct FirstIsSlow {
+    /// Where the first request is held, and the test's hand on it.
+    #[derive(Default)]
+    struct Hold {
+        /// The thread serving the first request.
+        thread: Mutex<Option<usize>>,
+        /// Let go of the first request.
+        released: Mutex<bool>,
+        release: Condvar,
+        /// The same, for a computing request (which never blocks).
+        released_flag: AtomicBool,
+    }
+
+    impl Hold {
+        fn release(&self) {
+            self.released_flag.store(true, Ordering::SeqCst);
+            *self.released.lock().unwrap() = true;
+            self.release.notify_all();
+        }
+    }
+
+    /// The first request holds its thread until the test lets go of it,
+    /// computing (spinning: runnable all along) or waiting (on a condvar:
+    /// asleep); the others answer at once.
+    struct FirstHolds {
         computes: bool,
+        hold: Arc<Hold>,
         seen: std::sync::atomic::AtomicUsize,
     }
 
-    impl wsgi_core::Handler for FirstIsSlow {
+    impl wsgi_core::Handler for FirstHolds {
         fn call(&self, request: &mut Request) -> Result<(), wsgi_core::AppError> {
             if self.seen.fetch_add(1, Ordering::SeqCst) == 0 {
-                let until = Instant::now() + Duration::from_millis(300);
+                let index = self
+                    .seen_thread()
+                    .expect("an application thread is named wsgi-app-N");
+                *self.hold.thread.lock().unwrap() = Some(index);
                 if self.computes {
-                    while Instant::now() < until {
+                    while !self.hold.released_flag.load(Ordering::SeqCst) {
                         std::hint::spin_loop();
                     }
                 } else {
-                    std::thread::sleep(Duration::from_millis(300));
+                    let mut released = self.hold.released.lock().unwrap();
+                    while !*released {
+                        released = self.hold.release.wait(released).unwrap();
+                    }
                 }
             }
             wsgi_core::Handler::call(&wsgi_core::testing::Hello, request)
         }
     }
 
-    /// How long a request queued behind a slow one waits for a thread.
-    fn wait_behind_a_slow_request(computes: bool) -> Duration {
-        let app: Arc<dyn Application> = Arc::new(wsgi_core::HandlerApp(FirstIsSlow {
+    impl FirstHolds {
+        fn seen_thread(&self) -> Option<usize> {
+            std::thread::current()
+                .name()?
+                .strip_prefix("wsgi-app-")?
+                .parse()
+                .ok()
+        }
+    }
+
+    /// How long, on the I/O thread's paused clock, a request queued behind
+    /// a held one waits before the starvation watchdog wakes another
+    /// thread for it. The clock moves only when the test advances it, a
+    /// millisecond at a time with the watchdog looking after each step;
+    /// then the woken thread must serve the request while the first one is
+    /// still held.
+    fn wait_behind_a_held_request(computes: bool) -> Duration {
+        let hold = Arc::new(Hold::default());
+        let app: Arc<dyn Application> = Arc::new(wsgi_core::HandlerApp(FirstHolds {
             computes,
+            hold: Arc::clone(&hold),
             seen: std::sync::atomic::AtomicUsize::new(0),
         }));
-        with_pool(app, |queue| async move {
-            // Let every thread reach its first wait.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        with_pool(true, app, |queue| async move {
+            until("threads asleep", || all_asleep(&queue)).await;
             let (slow, _slow_exchange) = request();
             assert!(queue.submit(slow).await.is_ok());
-            while !queue.lock().busy.iter().any(|&busy| busy) {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            until("first request held", || {
+                hold.thread.lock().unwrap().is_some()
+            })
+            .await;
+            let held = hold.thread.lock().unwrap().unwrap();
+            // The held thread is where it is meant to be: asleep on its
+            // condvar, or running.
+            until("held thread in its state", || {
+                queue.is_computing(held) == computes
+            })
+            .await;
+            assert_eq!(queue.lock().sleepers.len(), THREADS - 1);
             let (quick, _quick_exchange) = request();
-            let queued = Instant::now();
+            let queued = tokio::time::Instant::now();
             assert!(queue.submit(quick).await.is_ok());
-            while queue.served() < 1 {
-                assert!(queued.elapsed() < Duration::from_secs(10), "not served");
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            queued.elapsed()
+            let waited = loop {
+                {
+                    let state = queue.lock();
+                    if state.sleepers.len() < THREADS - 1 || state.jobs.is_empty() {
+                        break queued.elapsed();
+                    }
+                }
+                assert!(
+                    queued.elapsed() < Duration::from_secs(1),
+                    "no thread woken within 1 s of the paused clock"
+                );
+                tokio::time::advance(Duration::from_millis(1)).await;
+                for _ in 0..4 {
+                    tokio::task::yield_now().await;
+                }
+            };
+            until("queued request served", || queue.served() >= 1).await;
+            assert!(
+                queue.lock().busy[held],
+                "the first request is still held: another thread served"
+            );
+            hold.release();
+            until("held request served", || queue.served() >= 2).await;
+            waited
         })
     }
 
@@ -931,7 +1034,8 @@ mod tests {
     /// next request after the starvation delay.
     #[test]
     fn a_waiting_thread_gets_help_soon() {
-        let waited = wait_behind_a_slow_request(false);
+        let waited = wait_behind_a_held_request(false);
+        assert!(waited >= STARVATION_DELAY, "waited {waited:?}");
         assert!(waited < FAIRNESS_DELAY, "waited {waited:?}");
     }
 
@@ -939,9 +1043,12 @@ mod tests {
     /// thread comes only after the fairness delay, and then it does.
     #[test]
     fn a_computing_thread_gets_help_only_after_the_fairness_delay() {
-        let waited = wait_behind_a_slow_request(true);
+        let waited = wait_behind_a_held_request(true);
         assert!(waited >= FAIRNESS_DELAY, "waited {waited:?}");
-        assert!(waited < Duration::from_millis(250), "waited {waited:?}");
+        assert!(
+            waited <= FAIRNESS_DELAY + 2 * STARVATION_DELAY,
+            "waited {waited:?}"
+        );
     }
 
     /// Requests one at a time, with the pool idle in between: the thread
@@ -952,19 +1059,17 @@ mod tests {
         let served_by = Arc::new(Mutex::new(Vec::new()));
         let app: Arc<dyn Application> =
             Arc::new(wsgi_core::HandlerApp(WhoServes(Arc::clone(&served_by))));
-        with_pool(app, |queue| async move {
-            // Let every thread reach its first wait.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        with_pool(false, app, |queue| async move {
+            until("threads asleep", || all_asleep(&queue)).await;
             for round in 1..=8u64 {
                 let (request, _exchange) = request();
                 assert!(queue.submit(request).await.is_ok());
-                while queue.served() < round {
-                    assert!(std::time::Instant::now() < deadline, "not served in 10 s");
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
+                until(&format!("request {round} served"), || {
+                    queue.served() >= round
+                })
+                .await;
                 // The thread goes back to sleep.
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                until("threads asleep", || all_asleep(&queue)).await;
             }
         });
         let served_by = served_by.lock().unwrap();

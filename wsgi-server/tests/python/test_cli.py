@@ -200,27 +200,39 @@ def test_sigint_stops_cleanly(start):
     assert "Handling signal: int" in server.log()
 
 
-def test_sigterm_lets_the_in_flight_request_finish(start):
+def test_sigterm_lets_the_in_flight_request_finish(start, tmp_path):
+    # The request is inside the application (held by the test) when the
+    # stop begins, and is let go only once the master has taken the
+    # signal: no sleep guesses when it is in flight.
     server = start("--pythonpath", str(TEST_APPS), "reportapp")
+    marker = tmp_path / "hold"
+    marker.mkdir()
     result = {}
 
-    def slow():
+    def held():
         try:
-            result["response"] = requests.get(server.url + "/sleep?1.0", timeout=15)
+            result["response"] = requests.get(server.url + "/hold", params=str(marker), timeout=40)
         except Exception as error:  # noqa: BLE001 - reported below
             result["error"] = error
 
-    thread = threading.Thread(target=slow)
+    thread = threading.Thread(target=held)
     thread.start()
-    time.sleep(0.3)
-    started = time.monotonic()
-    assert server.stop(signal.SIGTERM) == 0
-    thread.join(15)
+    try:
+        wait_until("request inside the application", lambda: any(marker.glob("entered-*")))
+        offset = server.log_size()
+        server.proc.send_signal(signal.SIGTERM)
+        log = server.wait_for_log("Handling signal: term", offset, timeout=10)
+        assert "Handling signal: term" in log, log
+    finally:
+        (marker / "release").touch()
+        thread.join(45)
     assert "error" not in result, result
     response = result["response"]
     assert response.status_code == 200
-    assert response.json() == {"slept": True}
-    assert time.monotonic() - started < 10
+    assert response.json() == {"released": True, "most_inside": 1}
+    # Out once its last request is done, not after the graceful timeout
+    # (30 s): 10 s is a failure bound.
+    assert server.proc.wait(timeout=10) == 0, server.log()
 
 
 def test_sigterm_answers_the_next_request_of_an_idle_keep_alive_connection(start):
@@ -309,23 +321,55 @@ def test_one_thread_keeps_its_thread_local_state(start):
     assert reports[0]["multithread"] is False
 
 
+def wait_until(what, check, timeout=15):
+    """Polls `check()` until it is true; fails after `timeout` s (a failure
+    bound: nothing is measured)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        time.sleep(0.02)
+
+
+def queue_depth(metrics_port):
+    text = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    line = next(l for l in text.splitlines() if l.startswith("wsgi_server_queue_depth "))
+    return int(float(line.split()[1]))
+
+
 @pytest.mark.parametrize("threads, parallel", [(1, False), (3, True)])
-def test_application_threads_run_requests_in_parallel(start, threads, parallel):
-    server = start("--pythonpath", str(TEST_APPS), "reportapp", "--threads", str(threads))
+def test_application_threads_run_requests_in_parallel(start, tmp_path, threads, parallel):
+    # Three requests held inside the application (`/hold`) until the test
+    # lets go: on three threads all three are inside at once; on one
+    # thread one is inside while the other two wait in the queue (the
+    # server's own gauge says they arrived), and no two are ever inside
+    # together. Nothing is timed.
+    metrics_port = free_port()
+    server = start("--pythonpath", str(TEST_APPS), "reportapp", "--threads", str(threads),
+                   "--metrics-bind", f"127.0.0.1:{metrics_port}")
+    marker = tmp_path / "hold"
+    marker.mkdir()
     results = []
 
-    def slow():
-        results.append(requests.get(server.url + "/sleep?1.0", timeout=15).status_code)
+    def held():
+        response = requests.get(server.url + "/hold", params=str(marker), timeout=40)
+        results.append((response.status_code, response.json()))
 
-    workers = [threading.Thread(target=slow) for _ in range(3)]
-    started = time.monotonic()
+    workers = [threading.Thread(target=held) for _ in range(3)]
     for worker in workers:
         worker.start()
-    for worker in workers:
-        worker.join(15)
-    elapsed = time.monotonic() - started
-    assert results == [200, 200, 200]
-    if parallel:
-        assert elapsed < 2.2, f"3 x 1 s on {threads} threads took {elapsed:.2f}s"
-    else:
-        assert elapsed >= 2.9, f"3 x 1 s on 1 thread took only {elapsed:.2f}s"
+    entered = lambda: len(list(marker.glob("entered-*")))  # noqa: E731
+    try:
+        if parallel:
+            wait_until("three requests inside at once", lambda: entered() == 3)
+        else:
+            wait_until("one request inside, two queued",
+                       lambda: entered() >= 1 and queue_depth(metrics_port) == 2)
+            assert entered() == 1, f"{entered()} requests inside on one thread"
+    finally:
+        (marker / "release").touch()
+        for worker in workers:
+            worker.join(45)
+    assert [status for status, _ in results] == [200, 200, 200]
+    assert all(answer["released"] for _, answer in results), results
+    most = max(answer["most_inside"] for _, answer in results)
+    assert most == (3 if parallel else 1), f"{most} requests inside at once on {threads} threads"

@@ -1,7 +1,11 @@
 """A WSGI app that reports the interpreter it runs in (sys.prefix,
 sys.executable, a child process started with sys.executable, os.environ)
 and the request environ, for the command-line tests; `factory(...)`
-returns an app reporting the factory's arguments."""
+returns an app reporting the factory's arguments.
+
+`/hold?DIR` is held by the test: it drops a file `entered-*` in DIR, waits
+until DIR/release exists (at most 30 s), and answers whether it was
+released and the most requests ever inside `/hold` at once."""
 
 import json
 import os
@@ -11,6 +15,8 @@ import threading
 import time
 
 _local = threading.local()
+_held_lock = threading.Lock()
+_held = {"inside": 0, "most": 0}
 
 CONSTANT = 42
 
@@ -31,6 +37,21 @@ def application(environ, start_response):
     if path == "/sleep":
         time.sleep(float(environ.get("QUERY_STRING") or "1"))
         return _json(start_response, {"slept": True})
+    if path == "/hold":
+        marker = environ["QUERY_STRING"]
+        with _held_lock:
+            _held["inside"] += 1
+            _held["most"] = max(_held["most"], _held["inside"])
+        open(os.path.join(marker, "entered-%d" % threading.get_ident()), "w").close()
+        release = os.path.join(marker, "release")
+        deadline = time.monotonic() + 30  # a failure bound: the test releases
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with _held_lock:
+            _held["inside"] -= 1
+            most = _held["most"]
+        return _json(start_response, {"released": os.path.exists(release),
+                                      "most_inside": most})
     if path == "/tlocal":
         _local.count = getattr(_local, "count", 0) + 1
         return _json(start_response, {"count": _local.count,
