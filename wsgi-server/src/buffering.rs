@@ -42,8 +42,8 @@ use std::fs::File;
 use std::io::{self, Seek, Write};
 
 use crate::config::BodyBuffering;
-use crate::connection::{flush, read_some, BodyDecoder, BodyEvent, BodyState, Shared, Transport};
 use crate::exchange::Exchange;
+use crate::request::{flush, read_some, BodyDecoder, BodyEvent, BodyState, Shared, Transport};
 
 /// The first read of a buffered body: most of a small body came with the
 /// head, and a trickling client should hold little budget.

@@ -29,8 +29,8 @@ use tokio::sync::watch;
 use wsgi_core::ResponseHead;
 use wsgi_http::{EncodeError, ResponseEncoder};
 
-use crate::connection::Framer;
 use crate::date::with_http_date;
+use crate::request::Framer;
 
 /// Bodies at least this large are not copied into the write buffer but
 /// written from their own memory (`sendmsg` with two parts).

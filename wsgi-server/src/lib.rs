@@ -25,6 +25,7 @@ pub mod process;
 #[cfg(feature = "python")]
 pub mod python_runtime;
 pub mod record;
+pub mod request;
 pub mod runner;
 pub mod runtime;
 pub mod scoreboard;

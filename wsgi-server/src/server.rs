@@ -11,9 +11,10 @@ use tokio::sync::{mpsc, watch};
 use wsgi_core::{Application, ConnInfo, PeerAddr, UrlScheme};
 
 use crate::config::ServerConfig;
-use crate::connection::{serve_http, Shared};
+use crate::connection::serve_http;
 use crate::listener::{BoundListener, Protocol};
 use crate::pool::AppPool;
+use crate::request::Shared;
 use crate::scoreboard::WorkerSlot;
 
 pub use crate::stop::Stop;
@@ -277,7 +278,7 @@ fn drain_backlog(listener: RawFd) -> Vec<OwnedFd> {
     accepted
 }
 
-fn spawn_connection<S: crate::connection::Transport + 'static>(
+fn spawn_connection<S: crate::request::Transport + 'static>(
     stream: S,
     conn: ConnInfo,
     protocol: Protocol,

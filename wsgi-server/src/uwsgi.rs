@@ -10,9 +10,9 @@ use wsgi_uwsgi::{Decoder, Event};
 
 use tokio::time::{timeout_at, Instant};
 
-use crate::connection::{
+use crate::request::{
     answer_static, health_reply, read_some, serve_request, static_reply, write_error, BodyDecoder,
-    BodyEvent, BodyState, Framer, Shared, Transport,
+    BodyEvent, BodyState, Conn, Framer, Shared, Transport,
 };
 
 /// The uwsgi request decoder and an HTTP response encoder, as one protocol.
@@ -130,27 +130,31 @@ pub async fn serve_uwsgi<S: Transport>(mut stream: S, conn: ConnInfo, shared: Ar
     let served = match reply {
         Some(reply) => {
             answer_static(
-                &mut stream,
-                &mut protocol,
-                &mut read_buf,
-                &mut write_buf,
+                Conn {
+                    stream: &mut stream,
+                    protocol: &mut protocol,
+                    read_buf: &mut read_buf,
+                    write_buf: &mut write_buf,
+                    shared: &shared,
+                    close: true,
+                },
                 reply,
                 &mut body,
-                &shared,
-                true,
             )
             .await
         }
         None => {
             serve_request(
-                &mut stream,
-                &mut protocol,
-                &mut read_buf,
-                &mut write_buf,
+                Conn {
+                    stream: &mut stream,
+                    protocol: &mut protocol,
+                    read_buf: &mut read_buf,
+                    write_buf: &mut write_buf,
+                    shared: &shared,
+                    close: true,
+                },
                 environ,
                 &mut body,
-                &shared,
-                true,
             )
             .await
         }

@@ -15,7 +15,14 @@ const ROOMS: &[(&str, &[&str])] = &[
     // body buffering, direct writes and the exchange with its thread.
     (
         "conn",
-        &["connection", "uwsgi", "buffering", "direct", "exchange"],
+        &[
+            "connection",
+            "uwsgi",
+            "request",
+            "buffering",
+            "direct",
+            "exchange",
+        ],
     ),
     // The process model: master, workers, signals, daemon chores.
     ("process", &["master", "worker", "process", "signals"]),
