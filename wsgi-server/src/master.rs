@@ -510,7 +510,10 @@ impl<'a> Master<'a> {
         crate::log!(Info, "Handling signal: winch: graceful stop of the workers");
         self.target = 0;
         self.retiring_generation = None;
-        let deadline = Instant::now() + self.config.timeouts.graceful + Duration::from_secs(1);
+        let deadline = Instant::now()
+            + self.config.timeouts.graceful
+            + self.config.drain_delay
+            + Duration::from_secs(1);
         for worker in &mut self.workers {
             if !matches!(worker.state, State::Stopping { .. }) {
                 worker.cause = Some("WINCH".into());
@@ -534,8 +537,10 @@ impl<'a> Master<'a> {
         match signal {
             libc::SIGTERM | libc::SIGINT => {
                 crate::log!(Info, "Handling signal: {}", signal_word(signal));
-                let deadline =
-                    Instant::now() + self.config.timeouts.graceful + Duration::from_secs(1);
+                let deadline = Instant::now()
+                    + self.config.timeouts.graceful
+                    + self.config.drain_delay
+                    + Duration::from_secs(1);
                 self.stop_all(libc::SIGTERM, deadline);
             }
             libc::SIGQUIT => {
@@ -859,7 +864,10 @@ impl<'a> Master<'a> {
         if new_running < self.target {
             return;
         }
-        let deadline = Instant::now() + self.config.timeouts.graceful + Duration::from_secs(1);
+        let deadline = Instant::now()
+            + self.config.timeouts.graceful
+            + self.config.drain_delay
+            + Duration::from_secs(1);
         for worker in &mut self.workers {
             if worker.generation == old && !matches!(worker.state, State::Stopping { .. }) {
                 worker.cause = Some("reloaded".into());
@@ -892,7 +900,10 @@ impl<'a> Master<'a> {
         if live.len() > self.target {
             // TTOU: the oldest leaves gracefully.
             let index = live[0];
-            let deadline = Instant::now() + self.config.timeouts.graceful + Duration::from_secs(1);
+            let deadline = Instant::now()
+                + self.config.timeouts.graceful
+                + self.config.drain_delay
+                + Duration::from_secs(1);
             let worker = &mut self.workers[index];
             worker.cause = Some("fewer workers wanted (TTOU)".into());
             worker.state = State::Stopping { deadline };

@@ -63,6 +63,9 @@ pub struct Shared {
     pub access_log: Option<(crate::ops::access_log::AccessLog, bool)>,
     /// `--health-path`, and whether its requests are access-logged.
     pub health: Option<(String, bool)>,
+    /// A graceful stop has begun (the health path answers 503), before
+    /// `shutdown` (which stops accepting) when `--drain-delay` is set.
+    pub draining: std::sync::atomic::AtomicBool,
     /// `--proxy-protocol` and the peers allowed to send its header.
     pub proxy_protocol: (
         crate::net::proxy_protocol::Mode,
@@ -238,7 +241,7 @@ impl Transport for tokio::net::UnixStream {
     }
 }
 
-/// The response framing both protocols share ([`ServerConn`] for HTTP,
+/// The response framing both protocols share ([`ServerConn`](wsgi_http::ServerConn) for HTTP,
 /// a bare [`ResponseEncoder`] for uwsgi).
 pub trait Framer {
     /// Encodes the head.
@@ -627,7 +630,9 @@ pub fn health_reply(
     let method = environ.request_method.as_ref();
     let status = if method != b"GET" && method != b"HEAD" {
         405
-    } else if *shared.shutdown.borrow() {
+    } else if shared.draining.load(std::sync::atomic::Ordering::Relaxed)
+        || *shared.shutdown.borrow()
+    {
         503
     } else {
         200

@@ -97,9 +97,11 @@ pub fn run(
             }
         },
         health: config.health.clone(),
+        draining: std::sync::atomic::AtomicBool::new(false),
         proxy_protocol: config.proxy_protocol.clone(),
     });
     let graceful = config.timeouts.graceful;
+    let drain_delay = config.drain_delay;
     // One I/O thread: connection tasks need not be `Send`.
     let local = tokio::task::LocalSet::new();
     let how = local.block_on(&runtime, async {
@@ -126,6 +128,14 @@ pub fn run(
         drop(alive_sender);
         worker.ready.store(1, std::sync::atomic::Ordering::Release);
         let how = stop.await;
+        shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if how == Stop::Graceful && !drain_delay.is_zero() {
+            // `--drain-delay`: the health path says 503 while everything
+            // else goes on, so a checking balancer stops sending first.
+            tokio::time::sleep(drain_delay).await;
+        }
         let _ = shutdown_sender.send(true);
         if how == Stop::Graceful {
             // Each accept task takes what the kernel already accepted for

@@ -266,6 +266,9 @@ pub struct ServerConfig {
     pub access_log: Option<AccessLogSettings>,
     /// `--health-path`, and whether its requests are access-logged.
     pub health: Option<(String, bool)>,
+    /// `--drain-delay`: how long a graceful stop keeps accepting while the
+    /// health path says 503.
+    pub drain_delay: std::time::Duration,
     /// `--log-config` / `--log-config-json`: Python logging set-up files.
     pub python_log_config: Option<(std::path::PathBuf, bool)>,
     /// `--capture-output`.
@@ -309,6 +312,7 @@ impl ServerConfig {
             static_files: StaticSettings::default(),
             proxy_protocol: (crate::net::proxy_protocol::Mode::Off, loopback()),
             access_log: None,
+            drain_delay: std::time::Duration::ZERO,
             health: None,
             python_log_config: None,
             capture_output: false,

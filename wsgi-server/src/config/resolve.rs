@@ -115,6 +115,7 @@ pub fn resolve(merged: &Merged) -> Result<ServerConfig, ConfigError> {
         }
         config.health = Some((path.to_owned(), get.flag("health_log")?.unwrap_or(false)));
     }
+    config.drain_delay = get.seconds("drain_delay")?.unwrap_or_default();
     config.python_log_config = match (get.text("logconfig"), get.text("logconfig_json")) {
         (Some((path, _)), _) => Some((PathBuf::from(path.trim()), false)),
         (None, Some((path, _))) => Some((PathBuf::from(path.trim()), true)),
