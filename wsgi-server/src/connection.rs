@@ -39,9 +39,8 @@ use wsgi_core::{ConnInfo, Environ};
 use wsgi_http::{EncodeError, Event, ResponseEncoder, ServerConn};
 
 use crate::request::{
-    answer_static, health_reply, read_some, serve_request, static_reply, write_error, BodyDecoder,
-    BodyEvent, BodyState, Conn, Framer, Outcome, Shared, Transport, BODY_READ_CHUNK,
-    HEAD_READ_CHUNK,
+    read_some, serve_one, write_error, BodyDecoder, BodyEvent, BodyState, Conn, Framer, Outcome,
+    Shared, Transport, BODY_READ_CHUNK, HEAD_READ_CHUNK,
 };
 
 /// Unread request-body bytes we discard to keep a connection alive; more
@@ -135,48 +134,20 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
         let mut body = BodyState::new(false, head.expect_continue, head.body.known_length());
         let protocol_name = version_name(head.version);
         drop(head);
-        let start = shared.request_began(&environ, protocol_name);
-        let mut by_server = None;
-        let reply = match health_reply(&shared, &environ) {
-            Some((reply, logged)) => {
-                by_server = Some(logged);
-                Some(reply)
-            }
-            None => static_reply(&shared, &environ).inspect(|_| by_server = Some(true)),
-        };
-        let served = match reply {
-            Some(reply) => {
-                answer_static(
-                    Conn {
-                        stream: &mut stream,
-                        protocol: &mut codec,
-                        read_buf: &mut read_buf,
-                        write_buf: &mut write_buf,
-                        shared: &shared,
-                        close: false,
-                    },
-                    reply,
-                    &mut body,
-                )
-                .await
-            }
-            None => {
-                serve_request(
-                    Conn {
-                        stream: &mut stream,
-                        protocol: &mut codec,
-                        read_buf: &mut read_buf,
-                        write_buf: &mut write_buf,
-                        shared: &shared,
-                        close: false,
-                    },
-                    environ,
-                    &mut body,
-                )
-                .await
-            }
-        };
-        shared.request_ended(start, &served, body.received, by_server);
+        let served = serve_one(
+            Conn {
+                stream: &mut stream,
+                protocol: &mut codec,
+                read_buf: &mut read_buf,
+                write_buf: &mut write_buf,
+                shared: &shared,
+                close: false,
+            },
+            environ,
+            &mut body,
+            protocol_name,
+        )
+        .await;
         idle_since = served.idle_since;
         if served.outcome == Outcome::Close || body.failed || !codec.keep_alive() {
             return;

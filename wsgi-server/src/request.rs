@@ -440,6 +440,32 @@ pub struct Served {
     pub response_headers: Option<Vec<(Bytes, Bytes)>>,
 }
 
+/// One request, whoever answers it: the health path, a static file, or
+/// the application. Counted, and access-logged, whichever it was.
+pub async fn serve_one<S: Transport, P: Framer + BodyDecoder>(
+    conn: Conn<'_, S, P>,
+    environ: Box<Environ>,
+    body: &mut BodyState,
+    protocol_name: &'static str,
+) -> Served {
+    let shared = conn.shared;
+    let start = shared.request_began(&environ, protocol_name);
+    let mut by_server = None;
+    let reply = match health_reply(shared, &environ) {
+        Some((reply, logged)) => {
+            by_server = Some(logged);
+            Some(reply)
+        }
+        None => static_reply(shared, &environ).inspect(|_| by_server = Some(true)),
+    };
+    let served = match reply {
+        Some(reply) => answer_static(conn, reply, body).await,
+        None => serve_request(conn, environ, body).await,
+    };
+    shared.request_ended(start, &served, body.received, by_server);
+    served
+}
+
 /// Hands one request to the application and writes its response. Shared by
 /// both protocols.
 pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(

@@ -11,8 +11,8 @@ use wsgi_uwsgi::{Decoder, Event};
 use tokio::time::{timeout_at, Instant};
 
 use crate::request::{
-    answer_static, health_reply, read_some, serve_request, static_reply, write_error, BodyDecoder,
-    BodyEvent, BodyState, Conn, Framer, Shared, Transport,
+    read_some, serve_one, write_error, BodyDecoder, BodyEvent, BodyState, Conn, Framer, Shared,
+    Transport,
 };
 
 /// The uwsgi request decoder and an HTTP response encoder, as one protocol.
@@ -118,46 +118,18 @@ pub async fn serve_uwsgi<S: Transport>(mut stream: S, conn: ConnInfo, shared: Ar
     } else {
         "HTTP/1.1"
     };
-    let start = shared.request_began(&environ, protocol_name);
-    let mut by_server = None;
-    let reply = match health_reply(&shared, &environ) {
-        Some((reply, logged)) => {
-            by_server = Some(logged);
-            Some(reply)
-        }
-        None => static_reply(&shared, &environ).inspect(|_| by_server = Some(true)),
-    };
-    let served = match reply {
-        Some(reply) => {
-            answer_static(
-                Conn {
-                    stream: &mut stream,
-                    protocol: &mut protocol,
-                    read_buf: &mut read_buf,
-                    write_buf: &mut write_buf,
-                    shared: &shared,
-                    close: true,
-                },
-                reply,
-                &mut body,
-            )
-            .await
-        }
-        None => {
-            serve_request(
-                Conn {
-                    stream: &mut stream,
-                    protocol: &mut protocol,
-                    read_buf: &mut read_buf,
-                    write_buf: &mut write_buf,
-                    shared: &shared,
-                    close: true,
-                },
-                environ,
-                &mut body,
-            )
-            .await
-        }
-    };
-    shared.request_ended(start, &served, body.received, by_server);
+    serve_one(
+        Conn {
+            stream: &mut stream,
+            protocol: &mut protocol,
+            read_buf: &mut read_buf,
+            write_buf: &mut write_buf,
+            shared: &shared,
+            close: true,
+        },
+        environ,
+        &mut body,
+        protocol_name,
+    )
+    .await;
 }
