@@ -254,8 +254,8 @@ pub struct ServerConfig {
     /// A PasteDeploy ini whose `[loggers]` configure Python logging in each
     /// worker (`--paste`, `--ini-paste-logged`), as `pserve` does.
     pub paste_logging: Option<String>,
-    /// Accepted but unused (there is no request log yet): uWSGI's
-    /// `--disable-logging`.
+    /// uWSGI's `--disable-logging`: no access log even if one is named
+    /// (resolve then leaves `access_log` empty).
     pub disable_request_log: bool,
     /// Log level.
     pub log_level: crate::log::Level,
