@@ -77,6 +77,8 @@ SERVERS = {
                     "note": "granian with one Python blocking thread"},
     "bjoern": {"cmd": "{py} {here}/serve.py bjoern {app} {host} {port}",
                "note": "single thread, libev event loop in C"},
+    "fastwsgi": {"cmd": "{py} {here}/serve.py fastwsgi {app} {host} {port}",
+                 "note": "single thread, libuv + llhttp in C, Python inline (the TechEmpower WSGI leader)"},
     "uwsgi": {"cmd": "{bin}/uwsgi --http-socket {host}:{port} --wsgi-file {wsgi_file} --callable application"
                      " --processes 1 --master --disable-logging --die-on-term",
               "note": "--http-socket: closes the connection after every response (read error per request)"},
@@ -105,10 +107,10 @@ SERVERS = {
                      "proto": "uwsgi", "apps": {"hello"},
                      "note": "uWSGI --socket behind nginx uwsgi_pass"},
 }
-FULL_SERVERS = ["ours", "ours-accesslog", "ours-rust", "granian", "granian-bt1", "bjoern", "uwsgi", "uwsgi-http11",
+FULL_SERVERS = ["ours", "ours-accesslog", "ours-rust", "granian", "granian-bt1", "bjoern", "fastwsgi", "uwsgi", "uwsgi-http11",
                 "gunicorn-sync", "gunicorn-gthread", "waitress", "nginx",
                 "ours-uwsgi", "ours-rust-uwsgi", "uwsgi-socket"]
-QUICK_SERVERS = ["ours", "ours-accesslog", "ours-rust", "bjoern", "granian", "nginx", "ours-uwsgi", "uwsgi-socket"]
+QUICK_SERVERS = ["ours", "ours-accesslog", "ours-rust", "bjoern", "fastwsgi", "granian", "nginx", "ours-uwsgi", "uwsgi-socket"]
 
 # --------------------------------------------------------------------------
 # Scenarios.

@@ -1,9 +1,10 @@
-"""Starts bjoern, which has no command line of its own (adapted from the shared bench harness).
+"""Starts bjoern or fastwsgi, which have no command line of their own
+(adapted from the shared bench harness).
 
-    python serve.py bjoern MODULE[:CALLABLE] HOST PORT
+    python serve.py bjoern|fastwsgi MODULE[:CALLABLE] HOST PORT
 
 MODULE is imported from the current directory (the harness runs servers
-from xtask/bench/apps). bjoern serves keep-alive by default.
+from xtask/bench/apps). Both serve keep-alive by default.
 """
 import importlib
 import os
@@ -17,9 +18,14 @@ def load(spec):
 
 
 def main():
-    if len(sys.argv) != 5 or sys.argv[1] != "bjoern":
+    if len(sys.argv) != 5 or sys.argv[1] not in ("bjoern", "fastwsgi"):
         sys.exit(__doc__)
     _, server, spec, host, port = sys.argv
+    if server == "fastwsgi":
+        import fastwsgi
+
+        fastwsgi.run(wsgi_app=load(spec), host=host, port=int(port))
+        return
     import bjoern
 
     bjoern.run(load(spec), host, int(port))
