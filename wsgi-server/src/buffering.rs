@@ -326,6 +326,8 @@ async fn spool_body<S: Transport, P: BodyDecoder>(
             };
             match decoded {
                 Ok(Some(BodyEvent::Data(data))) => {
+                    // Counted like a body fed to the exchange (`bytes_in`).
+                    body.received += data.len() as u64;
                     if let Err(refused) = spool_write(&mut file, &data, &mut written) {
                         return refused;
                     }

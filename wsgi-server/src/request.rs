@@ -346,6 +346,20 @@ impl BodyState {
         }
     }
 
+    /// A decoded piece of body: counted, and handed to the application.
+    fn deliver(&mut self, event: BodyEvent, exchange: &Exchange) {
+        match event {
+            BodyEvent::Data(data) => {
+                self.received += data.len() as u64;
+                exchange.push_body(data);
+            }
+            BodyEvent::End => {
+                self.done = true;
+                exchange.end_body(None);
+            }
+        }
+    }
+
     /// Decodes whatever body bytes are buffered into the exchange.
     pub fn feed(
         &mut self,
@@ -355,14 +369,7 @@ impl BodyState {
     ) {
         while !self.done {
             match decoder.decode_body(src) {
-                Ok(Some(BodyEvent::Data(data))) => {
-                    self.received += data.len() as u64;
-                    exchange.push_body(data);
-                }
-                Ok(Some(BodyEvent::End)) => {
-                    self.done = true;
-                    exchange.end_body(None);
-                }
+                Ok(Some(event)) => self.deliver(event, exchange),
                 Ok(None) => return,
                 Err((status, message)) => {
                     self.error_status = Some(status);
@@ -381,14 +388,7 @@ impl BodyState {
     ) {
         while !self.done {
             match decoder.decode_body_eof(src) {
-                Ok(Some(BodyEvent::Data(data))) => {
-                    self.received += data.len() as u64;
-                    exchange.push_body(data);
-                }
-                Ok(Some(BodyEvent::End)) => {
-                    self.done = true;
-                    exchange.end_body(None);
-                }
+                Ok(Some(event)) => self.deliver(event, exchange),
                 Ok(None) => self.fail(
                     exchange,
                     io::ErrorKind::UnexpectedEof,
