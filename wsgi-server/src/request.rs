@@ -598,11 +598,11 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
         tokio::select! {
             batch = poll_fn(|context| exchange.poll_batch(context)) => {
                 client_wait = None;
-                if let Some(written) = batch.written {
+                if let Some(mut written) = batch.written {
                     idle_since = Some(Instant::from_std(written.at));
                     writer.tally.status = written.status;
                     writer.tally.bytes_out = written.body_len;
-                    writer.response_headers = written.headers.clone();
+                    writer.response_headers = written.headers.take();
                     let outcome = finish_written(stream, protocol, written).await;
                     writer.tally.incomplete = outcome == Outcome::Close;
                     break outcome;
