@@ -52,7 +52,7 @@ pub fn run(
     app: Arc<dyn Application>,
     config: &ServerConfig,
     worker: &'static WorkerSlot,
-    stop: impl std::future::Future<Output = Stop>,
+    stop: impl std::future::Future<Output = Stop> + 'static,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -127,7 +127,14 @@ pub fn run(
         }
         drop(alive_sender);
         worker.ready.store(1, std::sync::atomic::Ordering::Release);
-        let how = stop.await;
+        // A task of its own: the future `block_on` drives is polled on
+        // every wake-up of the I/O thread, and the stop future polls four
+        // signal streams, three notifications and a tick each time
+        // (callgrind: ~1,500 instructions per request). A join handle is
+        // polled only when the stop task finishes.
+        let how = tokio::task::spawn_local(stop)
+            .await
+            .unwrap_or(Stop::Immediate);
         shared
             .draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
