@@ -22,6 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::task::AtomicWaker;
 use tokio::sync::Semaphore;
 use wsgi_core::{AppError, Application, FileRegion, Request, RequestSource, ResponseHead};
 use wsgi_core::{ResponseSink, SinkError};
@@ -146,8 +147,12 @@ pub struct JobQueue {
     slots: Semaphore,
     /// This worker's scoreboard slot: requests served, busy stamps.
     worker: &'static WorkerSlot,
-    /// A wake-up task is queued on the I/O thread for this tick.
+    /// A wake-up is wanted on the I/O thread in this tick.
     wake_scheduled: AtomicBool,
+    /// The I/O thread's wake-up task runs (see [`JobQueue::wake_task`]).
+    wake_task_running: AtomicBool,
+    /// Schedules that task.
+    wake_task_waker: AtomicWaker,
     /// Per thread, when `--timeout` is on (empty otherwise).
     guarded: Vec<Mutex<Guarded>>,
 }
@@ -190,16 +195,44 @@ impl JobQueue {
         // they share a core). Somebody is running: it takes the job when it
         // is done, without a context switch; the watchdog steps in if not.
         if nobody_active && !self.wake_scheduled.swap(true, Ordering::AcqRel) {
-            let queue = Arc::clone(self);
-            tokio::task::spawn_local(async move {
-                queue.wake_scheduled.store(false, Ordering::Release);
-                queue.wake_first_thread();
-            });
+            if self.wake_task_running.swap(true, Ordering::AcqRel) {
+                self.wake_task_waker.wake();
+            } else {
+                tokio::task::spawn_local(Arc::clone(self).wake_task());
+            }
         }
         if arm_watchdog {
             tokio::task::spawn_local(Arc::clone(self).starvation_watchdog());
         }
         Ok(alone)
+    }
+
+    /// The I/O thread's one wake-up task, for the life of its runtime:
+    /// scheduling it is a waker's wake (it runs behind the connections
+    /// ready in this tick), where a task spawned per tick cost an
+    /// allocation and a task's set-up and tear-down per request at one
+    /// connection.
+    async fn wake_task(self: Arc<Self>) {
+        /// The runtime dropped the task: the next submit spawns another.
+        struct Running<'a>(&'a AtomicBool);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _running = Running(&self.wake_task_running);
+        loop {
+            std::future::poll_fn(|context| {
+                self.wake_task_waker.register(context.waker());
+                if self.wake_scheduled.swap(false, Ordering::AcqRel) {
+                    std::task::Poll::Ready(())
+                } else {
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
+            Arc::clone(&self).wake_first_thread();
+        }
     }
 
     fn wake_first_thread(self: Arc<Self>) {
@@ -704,6 +737,8 @@ impl AppPool {
             slots: Semaphore::new(queue_size.max(1)),
             worker,
             wake_scheduled: AtomicBool::new(false),
+            wake_task_running: AtomicBool::new(false),
+            wake_task_waker: AtomicWaker::new(),
             guarded: match watch {
                 Some(_) => (0..threads.max(1)).map(|_| Mutex::default()).collect(),
                 None => Vec::new(),

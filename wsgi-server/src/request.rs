@@ -12,12 +12,13 @@
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use wsgi_core::{Environ, EnvironOptions, Request};
 
 use crate::record::RequestRecord;
@@ -424,6 +425,10 @@ pub struct Conn<'a, S, P> {
     pub shared: &'a Shared,
     /// The connection closes after this response.
     pub close: bool,
+    /// The connection's one timer, moved on rather than made anew for each
+    /// wait: a later deadline only updates it (no timer-wheel insertion and
+    /// removal per request, as a fresh `sleep_until` costs).
+    pub timer: Pin<&'a mut Sleep>,
 }
 
 /// How a request ended on its connection.
@@ -480,6 +485,7 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
         write_buf,
         shared,
         close,
+        mut timer,
     } = conn;
     let exchange = Exchange::new(body.done, shared.timeouts.body);
     // Declared before anything that borrows the socket, so it runs while
@@ -582,9 +588,13 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
         keep_headers: shared.wants_response_headers(),
         response_headers: None,
     };
-    let mut client_wait = watch_client.then(|| ClientWait {
-        until: Instant::now() + shared.timeouts.keep_alive,
-        stopping: shared.shutdown.clone(),
+    let mut client_wait = watch_client.then(|| {
+        timer
+            .as_mut()
+            .reset(Instant::now() + shared.timeouts.keep_alive);
+        ClientWait {
+            stopping: shared.shutdown.clone(),
+        }
     });
     let mut idle_since = None;
     let outcome = loop {
@@ -616,7 +626,7 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
                     }
                 }
             }
-            event = socket_event(stream, read_buf, wait) => match event {
+            event = socket_event(stream, read_buf, wait, timer.as_mut()) => match event {
                 SocketEvent::Read(Ok(0)) => body.feed_eof(protocol, read_buf, &exchange),
                 SocketEvent::Read(Ok(_)) => body.feed(protocol, read_buf, &exchange),
                 SocketEvent::Read(Err(error)) => {
@@ -692,6 +702,7 @@ pub async fn answer_static<S: Transport, P: Framer + BodyDecoder>(
         write_buf,
         shared,
         mut close,
+        timer: _,
     } = conn;
     if !body.done {
         // An empty body still ends with the codec's `End` event.
@@ -735,10 +746,10 @@ pub async fn answer_static<S: Transport, P: Framer + BodyDecoder>(
 }
 
 /// While the application thread may write the response itself, the task
-/// waits for its client instead, until `until` or a graceful stop.
+/// waits for its client instead, until the connection's timer (the
+/// keep-alive timeout) or a graceful stop.
 #[derive(Debug)]
 struct ClientWait {
-    until: Instant,
     stopping: watch::Receiver<bool>,
 }
 
@@ -761,13 +772,14 @@ async fn socket_event<S: Transport>(
     stream: &mut S,
     read_buf: &mut BytesMut,
     wait: SocketWait<'_>,
+    timer: Pin<&mut Sleep>,
 ) -> SocketEvent {
     match wait {
         SocketWait::Body => SocketEvent::Read(read_some(stream, read_buf, BODY_READ_CHUNK).await),
         SocketWait::Client(client_wait) => {
             tokio::select! {
                 _ = stream.readable() => {}
-                _ = tokio::time::sleep_until(client_wait.until) => {}
+                _ = timer => {}
                 _ = client_wait.stopping.changed() => {}
             }
             SocketEvent::Client
