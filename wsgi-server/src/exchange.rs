@@ -228,7 +228,8 @@ impl Exchange {
             return Poll::Pending;
         }
         state.kick = false;
-        let items: Vec<OutItem> = state.output.drain(..).collect();
+        // The queue's own buffer moves into the batch (no allocation).
+        let items = Vec::from(std::mem::take(&mut state.output));
         if state.output_bytes > 0 {
             state.output_bytes = 0;
             state.wake_app(&self.app_wakeup);
