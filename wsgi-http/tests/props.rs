@@ -141,12 +141,8 @@ proptest! {
                 }
             }
         }
-        let got: Vec<(String, Vec<u8>)> = head
-            .headers
-            .to_header_map()
-            .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
-            .collect();
+        let got: Vec<(String, Vec<u8>)> =
+            head.headers.iter().map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec())).collect();
         prop_assert_eq!(got, grouped);
     }
 

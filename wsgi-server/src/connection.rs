@@ -39,9 +39,10 @@ use wsgi_core::{ConnInfo, Environ};
 
 use wsgi_http::{EncodeError, Event, ResponseEncoder, ServerConn};
 
+use crate::lend::{Back, Home, LentHttp};
 use crate::request::{
-    read_some, serve_one, write_error, BodyDecoder, BodyEvent, BodyState, Conn, Framer, Outcome,
-    Shared, Transport, BODY_READ_CHUNK, HEAD_READ_CHUNK,
+    read_some, resume, serve_one, write_error, BodyDecoder, BodyEvent, BodyState, Conn, Framer,
+    Outcome, Shared, Transport, BODY_READ_CHUNK, HEAD_READ_CHUNK,
 };
 
 /// Unread request-body bytes we discard to keep a connection alive; more
@@ -109,26 +110,56 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
     let trusted = shared.is_trusted(&conn.peer);
     let conn = conn.with_trusted_proxy(trusted);
     let mut idle_since = None;
+    let _open = OpenConnection::count(&shared);
     // The connection's one timer (see `Conn::timer`); it is registered
     // only when first awaited.
     let mut timer = std::pin::pin!(tokio::time::sleep_until(far_future()));
+    // What a lent connection brought back to finish (`crate::lend`).
+    let mut pending = None;
     loop {
-        let head = match read_head(
-            &mut stream,
-            &mut codec,
-            &mut read_buf,
-            &shared,
-            idle_since,
-            timer.as_mut(),
-        )
-        .await
-        {
-            HeadRead::Head(head) => head,
-            HeadRead::Closed => return,
-            HeadRead::Refused(status) => {
-                write_error(&mut stream, status, &mut write_buf).await;
-                return;
+        let head = match pending.take() {
+            Some(Pending::Head(head)) => head,
+            Some(Pending::InFlight(exchange, start)) => {
+                let served = resume(
+                    Conn {
+                        stream: &mut stream,
+                        protocol: &mut codec,
+                        read_buf: &mut read_buf,
+                        write_buf: &mut write_buf,
+                        shared: &shared,
+                        close: false,
+                        timer: timer.as_mut(),
+                    },
+                    exchange,
+                )
+                .await;
+                shared.request_ended(start, &served, 0, None);
+                idle_since = served.idle_since;
+                if served.outcome == Outcome::Close
+                    || !codec.keep_alive()
+                    || codec.start_next_cycle().is_err()
+                {
+                    return;
+                }
+                continue;
             }
+            None => match read_head(
+                &mut stream,
+                &mut codec,
+                &mut read_buf,
+                &shared,
+                idle_since,
+                timer.as_mut(),
+            )
+            .await
+            {
+                HeadRead::Head(head) => head,
+                HeadRead::Closed => return,
+                HeadRead::Refused(status) => {
+                    write_error(&mut stream, status, &mut write_buf).await;
+                    return;
+                }
+            },
         };
         // Boxed at once: the request crosses to another thread, and a
         // moved box is a pointer, not ~600 bytes (callgrind: memcpy was 8 %
@@ -189,6 +220,83 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
         if read_buf.is_empty() && read_buf.capacity() > BODY_READ_CHUNK {
             read_buf = BytesMut::with_capacity(HEAD_READ_CHUNK);
         }
+        // The application thread wrote that response itself, and this is
+        // the worker's only connection: lend it to that thread for its
+        // next requests (`crate::linger`), and wait until it comes back.
+        if served.idle_since.is_none() || !read_buf.is_empty() || !may_lend(&shared) {
+            continue;
+        }
+        let Ok(fd) = stream.into_fd() else {
+            return;
+        };
+        let home = Arc::new(Home::default());
+        let lent = Box::new(LentHttp::new(
+            fd,
+            std::mem::replace(&mut codec, ServerConn::new(shared.limits.clone())),
+            std::mem::take(&mut read_buf),
+            conn.clone(),
+            Arc::clone(&shared),
+            Arc::clone(&home),
+            idle_since.map_or_else(std::time::Instant::now, Instant::into_std),
+        ));
+        if let Err(lent) = shared.queue.lend(lent) {
+            lent.go_home();
+        }
+        let returned = home.wait().await;
+        stream = match S::from_fd(returned.fd) {
+            Ok(stream) => stream,
+            Err(_) => return,
+        };
+        codec = returned.codec;
+        read_buf = returned.read_buf;
+        idle_since = Some(Instant::from_std(returned.idle_since));
+        match returned.back {
+            Back::Idle => {}
+            Back::Closed => return,
+            Back::Refused(status) => {
+                write_error(&mut stream, status, &mut write_buf).await;
+                return;
+            }
+            Back::Head(head) => pending = Some(Pending::Head(head)),
+            Back::InFlight(exchange, start) => pending = Some(Pending::InFlight(exchange, start)),
+        }
+    }
+}
+
+/// What a returned connection left for its task (see [`Back`]).
+enum Pending {
+    Head(Box<wsgi_http::RequestHead>),
+    InFlight(Arc<crate::exchange::Exchange>, crate::request::RecordStart),
+}
+
+/// Whether to lend a connection now: it is the worker's only one, no stop
+/// has begun, and every application thread is idle.
+fn may_lend(shared: &Shared) -> bool {
+    shared
+        .open_connections
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 1
+        && !*shared.shutdown.borrow()
+        && shared.queue.is_idle()
+}
+
+/// Counts an open HTTP connection in [`Shared::open_connections`] for its life.
+struct OpenConnection<'a>(&'a Shared);
+
+impl<'a> OpenConnection<'a> {
+    fn count(shared: &'a Shared) -> Self {
+        shared
+            .open_connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenConnection(shared)
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0
+            .open_connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -197,7 +305,7 @@ pub(crate) fn far_future() -> Instant {
     Instant::now() + std::time::Duration::from_secs(365 * 24 * 3600)
 }
 
-fn version_name(version: http::Version) -> &'static str {
+pub(crate) fn version_name(version: http::Version) -> &'static str {
     match version {
         http::Version::HTTP_10 => "HTTP/1.0",
         http::Version::HTTP_09 => "HTTP/0.9",

@@ -27,6 +27,7 @@ use tokio::sync::Semaphore;
 use wsgi_core::{AppError, Application, FileRegion, Request, RequestSource, ResponseHead};
 use wsgi_core::{ResponseSink, SinkError};
 
+use crate::linger::{self, Bell, LentSlot, Linger, Next, Woke};
 use crate::scoreboard::{Retire, WorkerSlot};
 
 /// The per-request timeout the watchdog enforces.
@@ -113,6 +114,18 @@ struct QueueState {
     busy: Vec<bool>,
     /// The starvation watchdog task is running.
     watchdog_armed: bool,
+    /// Per thread: a connection the I/O thread lent it, not yet taken up.
+    lent_for: Vec<Handover>,
+}
+
+/// A connection handed to a thread (see [`crate::linger`]).
+#[derive(Default)]
+struct Handover(Option<Box<dyn Linger>>);
+
+impl std::fmt::Debug for Handover {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(if self.0.is_some() { "lent" } else { "-" })
+    }
 }
 
 impl QueueState {
@@ -155,6 +168,13 @@ pub struct JobQueue {
     wake_task_waker: AtomicWaker,
     /// Per thread, when `--timeout` is on (empty otherwise).
     guarded: Vec<Mutex<Guarded>>,
+    /// Per thread: rung to wake it while it waits on a lent connection.
+    bells: Vec<Bell>,
+    /// Per thread: it waits on a lent connection (and its bell), not on
+    /// its condvar.
+    lingering: Vec<AtomicBool>,
+    /// A graceful stop began: lent connections go home, none is lent.
+    recalling: AtomicBool,
 }
 
 impl JobQueue {
@@ -246,7 +266,7 @@ impl JobQueue {
         let arm_watchdog = state.jobs.len() > 1 && !state.watchdog_armed;
         state.watchdog_armed |= arm_watchdog;
         drop(state);
-        self.wakeups[sleeper].notify_one();
+        self.wake_thread(sleeper);
         if arm_watchdog {
             tokio::task::spawn_local(self.starvation_watchdog());
         }
@@ -295,7 +315,7 @@ impl JobQueue {
             };
             drop(state);
             if let Some(sleeper) = sleeper {
-                self.wakeups[sleeper].notify_one();
+                self.wake_thread(sleeper);
             }
         }
     }
@@ -343,6 +363,72 @@ impl JobQueue {
         for wakeup in &self.wakeups {
             wakeup.notify_all();
         }
+        self.ring_lingering();
+    }
+
+    /// Wakes thread `index`, chosen (and counted notified) under the lock:
+    /// on its condvar, or on its bell if it waits on a lent connection.
+    fn wake_thread(&self, index: usize) {
+        self.wakeups[index].notify_one();
+        if self.lingering[index].load(Ordering::Acquire) {
+            self.bells[index].ring();
+        }
+    }
+
+    fn ring_lingering(&self) {
+        for (bell, lingering) in self.bells.iter().zip(&self.lingering) {
+            if lingering.load(Ordering::Acquire) {
+                bell.ring();
+            }
+        }
+    }
+
+    /// Lends a keep-alive connection to the most recently idle thread (see
+    /// [`crate::linger`]), if the whole pool is idle: nothing queued,
+    /// nobody running or woken. Otherwise gives it back.
+    ///
+    /// # Errors
+    /// The pool is busy or stopping: the connection, untouched.
+    pub fn lend(&self, lent: Box<dyn Linger>) -> Result<(), Box<dyn Linger>> {
+        let mut state = self.lock();
+        if state.closed
+            || self.recalling.load(Ordering::Acquire)
+            || !state.jobs.is_empty()
+            || state.active() != 0
+        {
+            return Err(lent);
+        }
+        let free = |index: usize| {
+            !self.lingering[index].load(Ordering::Acquire) && state.lent_for[index].0.is_none()
+        };
+        let Some(position) = state.sleepers.iter().rposition(|&index| free(index)) else {
+            return Err(lent);
+        };
+        let index = state.sleepers.remove(position);
+        state.woken[index] = true;
+        state.notified += 1;
+        state.lent_for[index].0 = Some(lent);
+        drop(state);
+        self.wakeups[index].notify_one();
+        Ok(())
+    }
+
+    /// Nothing queued, nobody running or woken, no stop: a connection may
+    /// be lent (see [`JobQueue::lend`]).
+    pub fn is_idle(&self) -> bool {
+        let state = self.lock();
+        !state.closed
+            && state.jobs.is_empty()
+            && state.active() == 0
+            && !self.recalling.load(Ordering::Acquire)
+    }
+
+    /// A graceful stop: every lent connection goes back to its task (which
+    /// answers its next request with `Connection: close`), and none is
+    /// lent from now on.
+    pub fn recall_lent(&self) {
+        self.recalling.store(true, Ordering::Release);
+        self.ring_lingering();
     }
 }
 
@@ -351,6 +437,8 @@ impl JobQueue {
 struct ThreadSource {
     queue: Arc<JobQueue>,
     index: usize,
+    /// The connection lent to this thread, if any (`crate::linger`).
+    lent: LentSlot,
 }
 
 /// Back from a request: the thread is idle until it takes the next one.
@@ -525,12 +613,78 @@ impl RequestSource for ThreadSource {
         let mut state = queue.lock();
         leave_request(self.index, &mut state);
         loop {
+            if let Some(lent) = state.lent_for[self.index].0.take() {
+                self.lent.keep(lent);
+            }
+            if self.lent.has()
+                && (!state.jobs.is_empty()
+                    || state.closed
+                    || queue.recalling.load(Ordering::Acquire))
+            {
+                // Wanted elsewhere, or stopping: the connection goes home.
+                drop(state);
+                self.lent.send_home();
+                state = queue.lock();
+            }
             state = match take_job(queue, self.index, state) {
                 Ok(job) => return Some(self.guard(job)),
                 Err(state) => state,
             };
             if state.closed {
                 return None;
+            }
+            if self.lent.has() {
+                // Wait on the lent connection and the bell (see
+                // `crate::linger`), listed as a sleeper so a queued request
+                // still wakes this thread.
+                let (fd, deadline) = self.lent.take().map_or((-1, Instant::now()), |lent| {
+                    let waiting = (lent.fd(), lent.deadline());
+                    self.lent.keep(lent);
+                    waiting
+                });
+                state.sleepers.push(self.index);
+                queue.lingering[self.index].store(true, Ordering::Release);
+                drop(state);
+                let woke = linger::wait(fd, &queue.bells[self.index], deadline);
+                state = queue.lock();
+                queue.lingering[self.index].store(false, Ordering::Release);
+                if state.woken[self.index] {
+                    // Chosen for a queued request: the loop's top sends the
+                    // connection home and takes it.
+                    state.woken[self.index] = false;
+                    state.notified -= 1;
+                    continue;
+                }
+                state.sleepers.retain(|&index| index != self.index);
+                match woke {
+                    // A stop (seen at the loop's top), or a stale ring.
+                    Woke::Bell => continue,
+                    Woke::Deadline => {
+                        drop(state);
+                        self.lent.send_home();
+                        state = queue.lock();
+                        continue;
+                    }
+                    Woke::Readable => {}
+                }
+                // Busy while it reads, as with a taken job.
+                state.idle_threads -= 1;
+                state.busy[self.index] = true;
+                drop(state);
+                if let Some(lent) = self.lent.take() {
+                    match lent.next(&self.lent) {
+                        Next::Serve(request, lent) => {
+                            self.lent.keep(lent);
+                            queue.worker.request_started(self.index);
+                            return Some(self.guard(request));
+                        }
+                        Next::Wait(lent) => self.lent.keep(lent),
+                        Next::Home => {}
+                    }
+                }
+                state = queue.lock();
+                leave_request(self.index, &mut state);
+                continue;
             }
             // Wake-ups go only to threads on the sleepers' list, so none is
             // lost: `notified` always comes back down.
@@ -555,6 +709,11 @@ impl RequestSource for ThreadSource {
         if state.jobs.is_empty() {
             return None;
         }
+        if self.lent.has() {
+            drop(state);
+            self.lent.send_home();
+            state = queue.lock();
+        }
         leave_request(self.index, &mut state);
         let job = take_job(queue, self.index, state).ok()?;
         Some(self.guard(job))
@@ -565,6 +724,9 @@ impl RequestSource for ThreadSource {
             // --max-requests reached: the worker stops accepting now, not at
             // its next periodic check.
             crate::stop::RETIRE_NOW.notify_one();
+        }
+        if let Some(lent) = self.lent.take().and_then(|lent| lent.after_request()) {
+            self.lent.keep(lent);
         }
     }
 }
@@ -731,6 +893,7 @@ impl AppPool {
                 woken: vec![false; threads.max(1)],
                 busy: vec![false; threads.max(1)],
                 watchdog_armed: false,
+                lent_for: (0..threads.max(1)).map(|_| Handover::default()).collect(),
             }),
             wakeups: (0..threads.max(1)).map(|_| Condvar::new()).collect(),
             thread_stats: (0..threads.max(1)).map(|_| OnceLock::new()).collect(),
@@ -743,6 +906,13 @@ impl AppPool {
                 Some(_) => (0..threads.max(1)).map(|_| Mutex::default()).collect(),
                 None => Vec::new(),
             },
+            bells: (0..threads.max(1))
+                .map(|_| Bell::new())
+                .collect::<std::io::Result<_>>()?,
+            lingering: (0..threads.max(1))
+                .map(|_| AtomicBool::new(false))
+                .collect(),
+            recalling: AtomicBool::new(false),
         });
         if let Some(watch) = watch {
             let queue = Arc::clone(&queue);
@@ -757,6 +927,7 @@ impl AppPool {
             let mut source = ThreadSource {
                 queue: Arc::clone(&queue),
                 index,
+                lent: LentSlot::default(),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("wsgi-app-{index}"))

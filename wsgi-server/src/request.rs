@@ -67,6 +67,9 @@ pub struct Shared {
     /// A graceful stop has begun (the health path answers 503), before
     /// `shutdown` (which stops accepting) when `--drain-delay` is set.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Open HTTP connections of this worker (one alone may be lent to an
+    /// application thread: `crate::linger`).
+    pub open_connections: std::sync::atomic::AtomicUsize,
     /// `--proxy-protocol` and the peers allowed to send its header.
     pub proxy_protocol: (
         crate::net::proxy_protocol::Mode,
@@ -216,6 +219,15 @@ pub trait Transport: AsyncRead + AsyncWrite + AsRawFd + Unpin {
     fn writable(&self) -> impl std::future::Future<Output = io::Result<()>>;
     /// Runs a non-blocking write syscall, clearing readiness on `WouldBlock`.
     fn try_write_io<R>(&self, call: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
+    /// The socket, out of the I/O thread's poller (still non-blocking), to
+    /// lend to an application thread (`crate::lend`).
+    fn into_fd(self) -> io::Result<std::os::fd::OwnedFd>
+    where
+        Self: Sized;
+    /// A socket [`Transport::into_fd`] gave, back in the poller.
+    fn from_fd(fd: std::os::fd::OwnedFd) -> io::Result<Self>
+    where
+        Self: Sized;
 }
 
 impl Transport for tokio::net::TcpStream {
@@ -228,6 +240,12 @@ impl Transport for tokio::net::TcpStream {
     fn try_write_io<R>(&self, call: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
         self.try_io(Interest::WRITABLE, call)
     }
+    fn into_fd(self) -> io::Result<std::os::fd::OwnedFd> {
+        Ok(self.into_std()?.into())
+    }
+    fn from_fd(fd: std::os::fd::OwnedFd) -> io::Result<Self> {
+        tokio::net::TcpStream::from_std(std::net::TcpStream::from(fd))
+    }
 }
 
 impl Transport for tokio::net::UnixStream {
@@ -239,6 +257,12 @@ impl Transport for tokio::net::UnixStream {
     }
     fn try_write_io<R>(&self, call: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
         self.try_io(Interest::WRITABLE, call)
+    }
+    fn into_fd(self) -> io::Result<std::os::fd::OwnedFd> {
+        Ok(self.into_std()?.into())
+    }
+    fn from_fd(fd: std::os::fd::OwnedFd) -> io::Result<Self> {
+        tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))
     }
 }
 
@@ -485,7 +509,7 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
         write_buf,
         shared,
         close,
-        mut timer,
+        timer,
     } = conn;
     let exchange = Exchange::new(body.done, shared.timeouts.body);
     // Declared before anything that borrows the socket, so it runs while
@@ -580,6 +604,42 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
             exchange.lend_direct(direct, !watch_client);
         }
     }
+    respond(
+        Conn {
+            stream,
+            protocol,
+            read_buf,
+            write_buf,
+            shared,
+            close,
+            timer,
+        },
+        &exchange,
+        body,
+        watch_client,
+    )
+    .await
+}
+
+/// Writes the response of a request in `exchange`: what the application
+/// produces, body bytes still to read, and (`watch_client`, when the
+/// application thread may write the response itself) the client's next
+/// move meanwhile.
+async fn respond<S: Transport, P: Framer + BodyDecoder>(
+    conn: Conn<'_, S, P>,
+    exchange: &Arc<Exchange>,
+    body: &mut BodyState,
+    watch_client: bool,
+) -> Served {
+    let Conn {
+        stream,
+        protocol,
+        read_buf,
+        write_buf,
+        shared,
+        close,
+        mut timer,
+    } = conn;
     let mut writer = ResponseWriter {
         head_written: false,
         close,
@@ -627,10 +687,10 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
                 }
             }
             event = socket_event(stream, read_buf, wait, timer.as_mut()) => match event {
-                SocketEvent::Read(Ok(0)) => body.feed_eof(protocol, read_buf, &exchange),
-                SocketEvent::Read(Ok(_)) => body.feed(protocol, read_buf, &exchange),
+                SocketEvent::Read(Ok(0)) => body.feed_eof(protocol, read_buf, exchange),
+                SocketEvent::Read(Ok(_)) => body.feed(protocol, read_buf, exchange),
                 SocketEvent::Read(Err(error)) => {
-                    body.fail(&exchange, error.kind(), error.to_string())
+                    body.fail(exchange, error.kind(), error.to_string())
                 }
                 SocketEvent::Client => {
                     // The client is back (or the keep-alive time is up, or
@@ -648,6 +708,17 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
         tally: writer.tally,
         response_headers: writer.response_headers,
     }
+}
+
+/// Finishes a request an application thread read on a lent connection
+/// (`crate::lend`) whose response needs the I/O thread after all.
+pub async fn resume<S: Transport, P: Framer + BodyDecoder>(
+    conn: Conn<'_, S, P>,
+    exchange: Arc<Exchange>,
+) -> Served {
+    let _disconnect = DisconnectOnDrop(Arc::clone(&exchange));
+    let mut body = BodyState::new(true, false, Some(0));
+    respond(conn, &exchange, &mut body, false).await
 }
 
 /// `--health-path`: answered here, without the application: 200 while

@@ -99,6 +99,7 @@ pub fn run(
         health: config.health.clone(),
         draining: std::sync::atomic::AtomicBool::new(false),
         proxy_protocol: config.proxy_protocol.clone(),
+        open_connections: std::sync::atomic::AtomicUsize::new(0),
     });
     let graceful = config.timeouts.graceful;
     let drain_delay = config.drain_delay;
@@ -138,6 +139,9 @@ pub fn run(
         shared
             .draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        // Lent connections come back to their tasks, which close them as a
+        // stop says.
+        shared.queue.recall_lent();
         if how == Stop::Graceful && !drain_delay.is_zero() {
             // `--drain-delay`: the health path says 503 while everything
             // else goes on, so a checking balancer stops sending first.

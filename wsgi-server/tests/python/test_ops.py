@@ -193,7 +193,15 @@ def test_uwsgi_stats_and_uwsgitop(ops):
     for _ in range(40):
         pid = int(requests.get(server.url("/"), timeout=TIMEOUT, headers={"Connection": "close"}).text)
         served[pid] = served.get(pid, 0) + 1
-    stats = read_stats(stats_port)
+    # A worker counts a request once its application thread is done with
+    # it, which may be just after the client has the response.
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        stats = read_stats(stats_port)
+        counted = sum(worker["requests"] for worker in stats["workers"])
+        if counted >= 40 or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     assert stats["pid"] == server.proc.pid
     by_pid = {worker["pid"]: worker["requests"] for worker in stats["workers"]}
     for pid, count in served.items():
