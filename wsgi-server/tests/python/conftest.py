@@ -101,6 +101,36 @@ class Server:
             return "did not exit within %ss of %s" % (STOP_TIMEOUT, sig.name)
 
 
+def metrics(port):
+    """`--metrics-bind`'s samples, `{"name{labels}": value}` (the master
+    answers from the workers' scoreboard: the server's own gauges)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    samples = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def wait_until(what, check, timeout=10.0):
+    """Polls `check()` until it is true; fails after `timeout` s (a failure
+    bound: nothing is measured)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        time.sleep(0.02)
+
+
 def server_command(app_args, port, venv=TEST_VENV):
     command = [str(SERVER_BIN), "--bind", f"127.0.0.1:{port}"]
     if venv is not None:

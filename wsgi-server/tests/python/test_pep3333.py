@@ -12,24 +12,53 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import APPS
+from conftest import APPS, free_port, metrics, wait_until
 from rawhttp import Conn, chunked, request
 
 APP_FILE = APPS / "pep3333_app.py"
 VALIDATOR_MARKERS = ("AssertionError", "WSGIWarning", "garbage collected without being closed")
+# The last line `/errors` writes to wsgi.errors.
+LOG_MARKER = "pep3333-errors: writelines 2\n"
 
 
 @pytest.fixture(scope="module")
 def server(module_start):
-    return module_start(str(APP_FILE), "--threads", "4")
+    metrics_port = free_port()
+    server = module_start(str(APP_FILE), "--threads", "4",
+                          "--metrics-bind", f"127.0.0.1:{metrics_port}")
+    server.metrics_port = metrics_port
+    return server
+
+
+def idle(server):
+    samples = metrics(server.metrics_port)
+    return (samples['wsgi_server_threads{state="busy"}'] == 0
+            and samples["wsgi_server_requests_in_flight"] == 0
+            and samples["wsgi_server_queue_depth"] == 0)
+
+
+def settled_log(server, offset):
+    """The log since `offset` once every request made so far is over and
+    everything it logged is in the file. First the server's gauges say no
+    thread is busy and no request is in flight or queued (a thread counts
+    busy until the result's close() has run and the result is released, so
+    the validator's complaints have been raised by then; those written to
+    sys.stderr are in the file at once). Then a marker written through
+    wsgi.errors, which queues behind every line logged before it for the
+    log's writer thread, must reach the file."""
+    wait_until("the server idle", lambda: idle(server))
+    before = server.log_since(offset).count(LOG_MARKER)
+    assert requests.get(server.url + "/errors", timeout=10).status_code == 200
+    wait_until("the log written up to the marker",
+               lambda: server.log_since(offset).count(LOG_MARKER) > before)
+    return server.log_since(offset)
 
 
 @pytest.fixture(autouse=True)
 def no_validator_errors(server):
     offset = server.log_size()
     yield
-    time.sleep(0.1)  # the log is written by a thread
-    text = server.log_since(offset)
+    text = settled_log(server, offset)
     for marker in VALIDATOR_MARKERS:
         assert marker not in text, f"validator complaint {marker!r} in the server log:\n{text}"
 
@@ -280,8 +309,7 @@ def test_close_called_when_client_disconnects_mid_stream(server):
         time.sleep(0.05)
     assert record.get("closed") is True, record
     assert record["chunks"] < 4000, record
-    time.sleep(0.1)
-    log = server.log_since(offset)
+    log = settled_log(server, offset)
     assert "Traceback" not in log, log
 
 
