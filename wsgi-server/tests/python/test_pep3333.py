@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import APPS, free_port, metrics, wait_until
+import conftest
+from conftest import APPS, free_port
 from rawhttp import Conn, chunked, request
 
 APP_FILE = APPS / "pep3333_app.py"
@@ -30,28 +31,11 @@ def server(module_start):
     return server
 
 
-def idle(server):
-    samples = metrics(server.metrics_port)
-    return (samples['wsgi_server_threads{state="busy"}'] == 0
-            and samples["wsgi_server_requests_in_flight"] == 0
-            and samples["wsgi_server_queue_depth"] == 0)
-
-
 def settled_log(server, offset):
-    """The log since `offset` once every request made so far is over and
-    everything it logged is in the file. First the server's gauges say no
-    thread is busy and no request is in flight or queued (a thread counts
-    busy until the result's close() has run and the result is released, so
-    the validator's complaints have been raised by then; those written to
-    sys.stderr are in the file at once). Then a marker written through
-    wsgi.errors, which queues behind every line logged before it for the
-    log's writer thread, must reach the file."""
-    wait_until("the server idle", lambda: idle(server))
-    before = server.log_since(offset).count(LOG_MARKER)
-    assert requests.get(server.url + "/errors", timeout=10).status_code == 200
-    wait_until("the log written up to the marker",
-               lambda: server.log_since(offset).count(LOG_MARKER) > before)
-    return server.log_since(offset)
+    """The log since `offset` once every request so far is over and all it
+    logged is written (conftest.settled_log: the server's gauges, then a
+    wsgi.errors marker)."""
+    return conftest.settled_log(server, offset, "/errors", LOG_MARKER)
 
 
 @pytest.fixture(autouse=True)
