@@ -807,13 +807,8 @@ enum NameKind {
 /// One bit of 64 for a name, the same for any case of it: two names with
 /// different bits are different names.
 fn name_bit(name: &[u8]) -> u64 {
-    let (first, last) = match name {
-        [] => (0, 0),
-        [first, .., last] => (*first, *last),
-        [only] => (*only, *only),
-    };
-    let hash = name.len() as u64 * 7 + u64::from(first | 0x20) * 3 + u64::from(last | 0x20);
-    1 << (hash % 64)
+    let last = name.last().map_or(0, |&b| b | 0x20);
+    1 << ((name.len() as u64 * 5 + u64::from(last)) % 64)
 }
 
 /// Whether `name` lower-cased is `lower` (a configured lower-case name, which
@@ -954,10 +949,7 @@ fn eq_lower(name: &[u8], lower: &[u8]) -> bool {
         return false;
     }
     if len < 8 {
-        return name
-            .iter()
-            .zip(lower)
-            .all(|(&n, &l)| n.to_ascii_lowercase() == l);
+        return lower_word(short_word(name)) == short_word(lower);
     }
     // Whole words, then the last eight bytes (overlapping the previous word).
     let mut at = 0;
@@ -976,6 +968,26 @@ fn word(bytes: &[u8], at: usize) -> u64 {
         .get(at..at + 8)
         .and_then(|eight| <[u8; 8]>::try_from(eight).ok())
         .map_or(0, u64::from_le_bytes)
+}
+
+/// Up to seven bytes as a zero-padded word: from 4 bytes on, two
+/// overlapping 4-byte loads (the shared bytes are equal, so OR keeps them).
+fn short_word(bytes: &[u8]) -> u64 {
+    let four = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .and_then(|four| <[u8; 4]>::try_from(four).ok())
+            .map_or(0, |four| u64::from(u32::from_le_bytes(four)))
+    };
+    let len = bytes.len();
+    if len >= 4 {
+        return four(0) | (four(len - 4) << (8 * (len - 4)));
+    }
+    let mut word = 0;
+    for (index, &b) in bytes.iter().enumerate() {
+        word |= u64::from(b) << (8 * index);
+    }
+    word
 }
 
 /// ASCII-lower-cases the letters among eight bytes (SWAR): a byte gets its

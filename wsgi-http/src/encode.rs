@@ -3,6 +3,7 @@
 use bytes::{BufMut, BytesMut};
 use http::Version;
 
+use crate::ascii::{eq_lower, is_field_text, is_visible_name};
 use crate::body::FramePrefix;
 use crate::error::EncodeError;
 use crate::head::parse_content_length;
@@ -160,7 +161,7 @@ impl ResponseEncoder {
         let mut hop_by_hop = false;
         let mut fields_size = 0usize;
         for &(name, value) in head.headers {
-            if !is_field_name(name) || !is_field_text(value) {
+            if !is_visible_name(name) || !is_field_text(value) {
                 return Err(EncodeError::InvalidHeader);
             }
             fields_size += name.len() + value.len() + 4;
@@ -391,17 +392,6 @@ impl ResponseEncoder {
     }
 }
 
-/// Reason phrases and field values: HTAB, SP, VCHAR, obs-text
-/// (RFC 9110 §5.5, RFC 9112 §4); no CR, LF or other controls.
-fn is_field_text(bytes: &[u8]) -> bool {
-    // No early return, so the loop vectorises.
-    let mut bad = false;
-    for &b in bytes {
-        bad |= (b < b' ' && b != b'\t') | (b == 0x7f);
-    }
-    !bad
-}
-
 fn trim(bytes: &[u8]) -> &[u8] {
     let start = bytes
         .iter()
@@ -434,23 +424,12 @@ enum FieldKind {
 /// picks the one name to compare, so most names cost one comparison.
 fn field_kind(name: &[u8]) -> FieldKind {
     match name.len() {
-        14 if name.eq_ignore_ascii_case(b"content-length") => FieldKind::ContentLength,
-        4 if name.eq_ignore_ascii_case(b"date") => FieldKind::Date,
-        10 if name.eq_ignore_ascii_case(b"connection") => FieldKind::Connection,
-        17 if name.eq_ignore_ascii_case(b"transfer-encoding") => FieldKind::TransferEncoding,
+        14 if eq_lower(name, b"content-length") => FieldKind::ContentLength,
+        4 if eq_lower(name, b"date") => FieldKind::Date,
+        10 if eq_lower(name, b"connection") => FieldKind::Connection,
+        17 if eq_lower(name, b"transfer-encoding") => FieldKind::TransferEncoding,
         _ => FieldKind::Other,
     }
-}
-
-/// Field names: non-empty, visible ASCII without `:` (the encoder's rule;
-/// the caller checks for tokens).
-fn is_field_name(name: &[u8]) -> bool {
-    // No early return, so the loop vectorises.
-    let mut bad = false;
-    for &b in name {
-        bad |= !(b'!'..=b'~').contains(&b) | (b == b':');
-    }
-    !name.is_empty() && !bad
 }
 
 fn put_field(dst: &mut BytesMut, name: &[u8], value: &[u8]) {

@@ -5,6 +5,7 @@ use std::mem::MaybeUninit;
 use bytes::{Bytes, BytesMut};
 use http::{Method, Version};
 
+use crate::ascii::{eq_lower, find_byte, is_field_text};
 use crate::config::Config;
 use crate::error::ParseError;
 use crate::fields::{FieldRange, HeaderFields};
@@ -154,7 +155,7 @@ impl HeadScanner {
         src: &[u8],
         config: &Config,
     ) -> Result<Option<usize>, ParseError> {
-        while let Some(offset) = src[self.scanned..].iter().position(|&b| b == b'\n') {
+        while let Some(offset) = find_byte(&src[self.scanned..], b'\n') {
             let line_end = self.scanned + offset;
             let mut line = &src[self.line_start..line_end];
             // RFC 9112 §2.2: CRLF ends a line; a recipient MAY accept a bare LF.
@@ -433,17 +434,6 @@ const TCHAR: [bool; 256] = {
     table
 };
 
-/// RFC 9110 §5.5: field values are HTAB, SP, VCHAR and obs-text; no other
-/// control byte (the rule `http::HeaderValue` applies).
-fn is_field_value(value: &[u8]) -> bool {
-    // No early return, so the loop vectorises.
-    let mut bad = false;
-    for &b in value {
-        bad |= (b < b' ' && b != b'\t') | (b == 0x7f);
-    }
-    !bad
-}
-
 /// Checks each field's name and value and notes the framing fields; keeps
 /// each field as a range of `head` rather than copying it.
 fn check_fields(
@@ -474,7 +464,7 @@ fn check_fields(
         if !token || name.is_empty() || name.len() > MAX_NAME_LEN {
             return Err(ParseError::HeaderName);
         }
-        if !is_field_value(field.value) {
+        if !is_field_text(field.value) {
             return Err(ParseError::HeaderValue);
         }
         let range = FieldRange {
@@ -484,7 +474,7 @@ fn check_fields(
             value_len: field.value.len() as u32,
         };
         // The length picks the one name to compare.
-        let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+        let is = |known: &[u8]| eq_lower(name, known);
         match name.len() {
             4 if is(b"host") => {
                 if seen.hosts == 0 {
@@ -574,9 +564,46 @@ fn finish_head(
 
 /// RFC 9110 §4.2 / RFC 3986 §3.2.2: uri-host [ ":" port ], possibly empty.
 fn is_valid_host(host: &[u8]) -> bool {
-    host.iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))
+    // No early return, so the loop has no branch per byte.
+    let mut valid = true;
+    for &b in host {
+        valid &= HOST_CHAR[usize::from(b)];
+    }
+    valid
 }
+
+/// The bytes of [`is_valid_host`]: ALPHA, DIGIT and `-._~!$&'()*+,;=:[]%`.
+const HOST_CHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'['
+                    | b']'
+                    | b'%'
+            );
+        byte += 1;
+    }
+    table
+};
 
 /// Decides how the request body is delimited; the one place that does.
 ///
@@ -711,4 +738,21 @@ pub(crate) fn request_keep_alive(version: Version, headers: &HeaderFields) -> bo
         }
     }
     !close && (version == Version::HTTP_11 || keep_alive)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_tables_match_their_rules() {
+        for b in 0..=255u8 {
+            let host = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b);
+            assert_eq!(HOST_CHAR[usize::from(b)], host, "host byte {b:#x}");
+            let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(TCHAR[usize::from(b)], tchar, "token byte {b:#x}");
+            let value = b == b'\t' || (b >= b' ' && b != 0x7f);
+            assert_eq!(is_field_text(&[b]), value, "value byte {b:#x}");
+        }
+    }
 }
