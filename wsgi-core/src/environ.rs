@@ -268,8 +268,8 @@ impl Environ {
         let mut index = 0usize;
         while let Some((name, first)) = rest.next() {
             index += 1;
-            let bit = name_bit(name);
-            let may_repeat = twice & bit != 0;
+            // Most heads have no two names sharing a bit: nothing to hash.
+            let may_repeat = twice != 0 && twice & name_bit(name) != 0;
             // A repeated name was handled, all its lines, where it came first.
             if may_repeat
                 && fields

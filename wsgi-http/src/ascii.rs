@@ -123,17 +123,28 @@ fn none_flagged(bytes: &[u8], flags: impl Fn(u64) -> u64) -> bool {
 /// RFC 9110 §5.5: field values (and reason phrases) are HTAB, SP, VCHAR and
 /// obs-text; no other control byte.
 ///
-/// Byte by byte: values are mostly shorter than a word or two, where the
-/// word-at-a-time check measured slower (callgrind: 48 instructions a call
-/// against 26).
+/// Byte by byte through a table: values are mostly shorter than two words,
+/// where neither the word-at-a-time check nor the vectorised comparison
+/// loop paid off (callgrind: 48 and ~40 instructions a call, against ~20).
 pub(crate) fn is_field_text(bytes: &[u8]) -> bool {
     // No early return, so the loop has no branch per byte.
-    let mut bad = false;
+    let mut valid = true;
     for &b in bytes {
-        bad |= (b < b' ' && b != b'\t') | (b == 0x7f);
+        valid &= FIELD_TEXT[usize::from(b)];
     }
-    !bad
+    valid
 }
+
+/// The bytes of [`is_field_text`].
+const FIELD_TEXT: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        table[byte] = byte == 0x09 || (byte >= 0x20 && byte != 0x7f);
+        byte += 1;
+    }
+    table
+};
 
 /// Response field names: non-empty visible ASCII without `:`.
 pub(crate) fn is_visible_name(name: &[u8]) -> bool {
