@@ -450,7 +450,16 @@ fn check_fields(
     }
     let base = head.as_ptr() as usize;
     // httparse's slices lie within `head`, whose length fits in u32.
-    let offset = |part: &[u8]| (part.as_ptr() as usize).wrapping_sub(base) as u32;
+    // An empty slice that is not within the head (httparse could hand out
+    // a static one) is taken as empty at 0; a non-empty one cannot be.
+    let offset = |part: &[u8]| {
+        let at = (part.as_ptr() as usize).wrapping_sub(base);
+        match at.checked_add(part.len()) {
+            Some(end) if end <= head.len() => Ok(at as u32),
+            _ if part.is_empty() => Ok(0),
+            _ => Err(ParseError::HeaderValue),
+        }
+    };
     let mut ranges = Vec::with_capacity(fields.len());
     let mut seen = Seen::default();
     for field in fields {
@@ -468,9 +477,9 @@ fn check_fields(
             return Err(ParseError::HeaderValue);
         }
         let range = FieldRange {
-            name: offset(name),
+            name: offset(name)?,
             name_len: name.len() as u32,
-            value: offset(field.value),
+            value: offset(field.value)?,
             value_len: field.value.len() as u32,
         };
         // The length picks the one name to compare.
