@@ -164,11 +164,12 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
         // Boxed at once: the request crosses to another thread, and a
         // moved box is a pointer, not ~600 bytes (callgrind: memcpy was 8 %
         // of the instructions per request).
-        let environ = Box::new(Environ::from_http(
+        let environ = Box::new(Environ::from_fields(
             &head.method,
             head.target.clone(),
             head.version,
-            &head.headers,
+            head.headers.iter(),
+            head.headers.raw(),
             &conn,
             &shared.environ,
         ));
