@@ -16,7 +16,7 @@ use std::task::Poll;
 
 use bytes::BytesMut;
 use futures::task::AtomicWaker;
-use wsgi_core::{ConnInfo, Environ, Request};
+use wsgi_core::{ConnInfo, Request};
 use wsgi_http::{Event, RequestHead, ServerConn};
 
 use crate::direct::DirectWrite;
@@ -202,14 +202,7 @@ impl LentHttp {
         if head.body.has_body() || head.expect_continue || !self.codec.keep_alive() || stopping {
             return self.send_back(Back::Head(Box::new(head)));
         }
-        let environ = Box::new(Environ::from_http(
-            &head.method,
-            head.target.clone(),
-            head.version,
-            &head.headers,
-            &self.conn,
-            &shared.environ,
-        ));
+        let environ = crate::connection::environ_of(&head, &self.conn, &shared);
         if health_reply(&shared, &environ).is_some() || static_reply(&shared, &environ).is_some() {
             return self.send_back(Back::Head(Box::new(head)));
         }
