@@ -278,6 +278,7 @@ def main():
     ap.add_argument("--scenarios", default=DEFAULT_SCENARIOS)
     ap.add_argument("--duration", type=int, default=3)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--settle", type=float, default=1.5, help="seconds of quiet before each run")
     ap.add_argument("--server-cpu", default="0")
     ap.add_argument("--client-cpu", default="1")
     ap.add_argument("--breakdown", action="store_true", help="group each process's smaps by mapping")
@@ -316,27 +317,39 @@ def main():
 
             for name, c in items:
                 scen = SCENARIOS[name]
+                # What a burst before leaves is returned within a second (the
+                # worker's idle hook); the bench's warm-up gives it that time too.
+                time.sleep(args.settle)
                 sampler = Sampler(pids)
                 sampler.sample()
                 sampler.start()
+                # Mid-run (under load): the union of resident pages and the breakdown.
+                snap = {}
+
+                def snapshot():
+                    snap["footprint"] = footprint_kib([pid for _, pid in pids()])
+                    if args.breakdown:
+                        snap["maps"] = [(role, pid, thread_names(pid), classify(smaps(pid), args.bin))
+                                        for role, pid in pids()]
+                timer = threading.Timer(args.duration / 2 if c else 0.5, snapshot)
+                timer.start()
                 if c:
                     rps, errs = wrk(args, port, scen, c, tmp)
                 else:
                     time.sleep(1)
                     rps, errs = 0.0, ""
+                timer.join()
                 sampler.halt.set()
                 sampler.join()
-                sampler.sample()
-                sampler.footprint = footprint_kib([pid for _, pid in pids()])
+                sampler.footprint = snap.get("footprint")
                 rows.append((name, c, rps, errs, sampler))
                 if args.breakdown:
-                    print(f"\n== {name} c={c}: smaps after the run, by mapping (kB; PSS >= {args.min_kib} KiB)")
-                    for role, pid in pids():
-                        ts = thread_names(pid)
+                    print(f"\n== {name} c={c}: smaps in mid-run, by mapping (kB; PSS >= {args.min_kib} KiB)")
+                    for role, pid, ts, groups in snap.get("maps", []):
                         print(f"  {role} pid {pid}, {len(ts)} threads: "
                               + ", ".join(sorted(set(ts.values()))))
                         print(f"    {'group':48s} {'n':>4s} {'Pss':>7s} {'Rss':>7s} {'PrivDirty':>9s}")
-                        for group, f, n in classify(smaps(pid), args.bin):
+                        for group, f, n in groups:
                             if f["Pss"] >= args.min_kib:
                                 print(f"    {group:48s} {n:4d} {f['Pss']:7d} {f['Rss']:7d} {f['Private_Dirty']:9d}")
         finally:
@@ -349,7 +362,7 @@ def main():
             log.close()
 
     print("\nPeaks over each run (MiB); total = master + workers' PSS summed at the same instant;"
-          " union = pages resident in any of them, each once, just after the run (needs root)")
+          " union = pages resident in any of them, each once, in mid-run (needs root)")
     print(f"{'scenario':14s} {'c':>4s} {'req/s':>9s} | {'total PSS':>9s} {'union':>6s} | "
           f"{'master PSS':>10s} {'RSS':>6s} {'PrivD':>6s} | {'worker PSS':>10s} {'RSS':>6s} {'PrivD':>6s}  errors")
     for name, c, rps, errs, s in rows:
