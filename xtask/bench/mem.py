@@ -45,6 +45,7 @@ SCENARIOS = {
     "hello-close": {"app": "hello", "path": "/", "headers": ["Connection: close"], "conns": [16]},
     "big": {"app": "echo", "path": "/big", "headers": [], "conns": [16]},
     "upload": {"app": "echo", "path": "/upload", "headers": [], "conns": [16], "post_bytes": 64 * 1024},
+    "upload-1m": {"app": "echo", "path": "/upload1m", "headers": [], "conns": [16], "post_bytes": MIB},
 }
 DEFAULT_SCENARIOS = "idle,hello-ka:1/16/128,hello-close:16,big:16,upload:16"
 FIELDS = ("Rss", "Pss", "Private_Dirty", "Shared_Clean", "Private_Clean", "Shared_Dirty", "Swap")
