@@ -9,10 +9,11 @@ use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::log::{QueueReceiver, QueueSender};
 use crate::record::RequestRecord;
 
 use crate::config::access_format::{Atom, Piece, PieceRef};
@@ -321,7 +322,7 @@ const QUEUE_LINES: usize = 16 * 1024;
 #[derive(Debug, Clone)]
 pub struct AccessLog {
     format: Arc<Format>,
-    sender: SyncSender<Message>,
+    sender: QueueSender<Message>,
     dropped: Arc<AtomicU64>,
     /// The worker's shared counter of dropped lines (for `/metrics`).
     dropped_shared: Option<&'static AtomicU64>,
@@ -382,7 +383,7 @@ impl AccessLog {
             .collect();
         let wanted = Arc::new((request, format.response_headers()));
         let format = Arc::new(format);
-        let (sender, receiver) = sync_channel(QUEUE_LINES);
+        let (sender, receiver) = crate::log::queue(QUEUE_LINES);
         let rendering = Arc::clone(&format);
         std::thread::Builder::new()
             .name("wsgi-access-log".into())
@@ -432,7 +433,7 @@ impl AccessLog {
 
     /// Reopens the file (USR1, after logrotate moved it).
     pub fn reopen(&self) {
-        let _ = self.sender.try_send(Message::Reopen);
+        let _ = self.sender.send(Message::Reopen);
     }
 
     /// Waits (bounded) until queued lines are written.
@@ -449,7 +450,7 @@ fn open(path: &PathBuf) -> io::Result<std::fs::File> {
 }
 
 fn write_lines(
-    receiver: Receiver<Message>,
+    receiver: QueueReceiver<Message>,
     format: &Format,
     path: Option<PathBuf>,
     file: Option<std::fs::File>,
