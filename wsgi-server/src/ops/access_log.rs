@@ -9,11 +9,10 @@ use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::log::{QueueReceiver, QueueSender};
 use crate::record::RequestRecord;
 
 use crate::config::access_format::{Atom, Piece, PieceRef};
@@ -322,7 +321,7 @@ const QUEUE_LINES: usize = 16 * 1024;
 #[derive(Debug, Clone)]
 pub struct AccessLog {
     format: Arc<Format>,
-    sender: QueueSender<Message>,
+    sender: SyncSender<Message>,
     dropped: Arc<AtomicU64>,
     /// The worker's shared counter of dropped lines (for `/metrics`).
     dropped_shared: Option<&'static AtomicU64>,
@@ -383,7 +382,7 @@ impl AccessLog {
             .collect();
         let wanted = Arc::new((request, format.response_headers()));
         let format = Arc::new(format);
-        let (sender, receiver) = crate::log::queue(QUEUE_LINES);
+        let (sender, receiver) = sync_channel(QUEUE_LINES);
         let rendering = Arc::clone(&format);
         std::thread::Builder::new()
             .name("wsgi-access-log".into())
@@ -433,7 +432,7 @@ impl AccessLog {
 
     /// Reopens the file (USR1, after logrotate moved it).
     pub fn reopen(&self) {
-        let _ = self.sender.send(Message::Reopen);
+        let _ = self.sender.try_send(Message::Reopen);
     }
 
     /// Waits (bounded) until queued lines are written.
@@ -450,7 +449,7 @@ fn open(path: &PathBuf) -> io::Result<std::fs::File> {
 }
 
 fn write_lines(
-    receiver: QueueReceiver<Message>,
+    receiver: Receiver<Message>,
     format: &Format,
     path: Option<PathBuf>,
     file: Option<std::fs::File>,
