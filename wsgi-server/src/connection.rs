@@ -42,7 +42,7 @@ use wsgi_http::{EncodeError, Event, RequestHead, ResponseEncoder, ServerConn};
 use crate::lend::{Back, Home, LentHttp};
 use crate::request::{
     read_some, resume, serve_one, write_error, BodyDecoder, BodyEvent, BodyState, Conn, Framer,
-    Outcome, Shared, Transport, BODY_READ_CHUNK, HEAD_READ_CHUNK,
+    Outcome, Shared, Transport, BODY_READ_CHUNK, HEAD_READ_CHUNK, IDLE_READ_BUF,
 };
 
 /// Unread request-body bytes we discard to keep a connection alive; more
@@ -102,8 +102,10 @@ impl BodyDecoder for ServerConn {
 /// Serves an HTTP/1.x connection until it closes.
 pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc<Shared>) {
     let mut codec = ServerConn::new(shared.limits.clone());
-    let mut read_buf = BytesMut::with_capacity(HEAD_READ_CHUNK);
-    let mut write_buf = BytesMut::with_capacity(HEAD_READ_CHUNK);
+    let mut read_buf = BytesMut::with_capacity(IDLE_READ_BUF);
+    // Grown on first use: a response the application thread writes itself
+    // never needs it, and an idle connection should not hold a page for it.
+    let mut write_buf = BytesMut::new();
     let Some(conn) = proxy_header(&mut stream, &mut read_buf, conn, &shared).await else {
         return;
     };
@@ -208,10 +210,10 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
         // An idle keep-alive connection keeps small buffers, whatever its
         // last request needed.
         if write_buf.capacity() > BODY_READ_CHUNK {
-            write_buf = BytesMut::with_capacity(HEAD_READ_CHUNK);
+            write_buf = BytesMut::new();
         }
         if read_buf.is_empty() && read_buf.capacity() > BODY_READ_CHUNK {
-            read_buf = BytesMut::with_capacity(HEAD_READ_CHUNK);
+            read_buf = BytesMut::with_capacity(IDLE_READ_BUF);
         }
         // The application thread wrote that response itself, and this is
         // the worker's only connection: lend it to that thread for its
@@ -363,7 +365,7 @@ async fn read_head<S: Transport>(
         timer.as_mut().reset(limit);
         let read = tokio::select! {
             biased;
-            read = read_some(stream, read_buf, HEAD_READ_CHUNK) => Ok(read),
+            read = read_some(stream, read_buf, IDLE_READ_BUF) => Ok(read),
             () = timer.as_mut() => Err(()),
         };
         match read {

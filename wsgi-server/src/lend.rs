@@ -24,7 +24,7 @@ use crate::exchange::{AppBody, AppOutput, Exchange};
 use crate::linger::{LentSlot, Linger, Next};
 use crate::request::{
     health_reply, static_reply, BodyDecoder, BodyEvent, Outcome, RecordStart, Served, Shared,
-    Tally, HEAD_READ_CHUNK,
+    Tally, IDLE_READ_BUF,
 };
 
 /// What the connection task gets back.
@@ -150,7 +150,7 @@ impl LentHttp {
     /// Reads what the socket has, without blocking: `Ok(false)` when it
     /// had nothing after all, `Err` when the peer closed or it failed.
     fn read(&mut self) -> Result<bool, ()> {
-        self.read_buf.reserve(HEAD_READ_CHUNK);
+        self.read_buf.reserve(IDLE_READ_BUF);
         let spare = self.read_buf.spare_capacity_mut();
         loop {
             // SAFETY: reads into the buffer's spare capacity, whose length
