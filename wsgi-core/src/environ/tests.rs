@@ -932,3 +932,23 @@ fn known_names_have_the_generic_key() {
     assert_eq!(classify(b"x-custom"), None);
     assert_eq!(classify(b"hosts"), None);
 }
+
+#[test]
+fn peer_strings_render_addresses_and_ports_as_display_does() {
+    use std::net::Ipv6Addr;
+    for address in [
+        "0.0.0.0:0",
+        "127.0.0.1:8080",
+        "255.255.255.255:65535",
+        "10.20.3.4:1",
+        "192.168.100.200:40000",
+    ] {
+        let address: SocketAddr = address.parse().unwrap();
+        let (ip, port) = peer_strings(PeerAddr::Tcp(address));
+        assert_eq!(ip, address.ip().to_string().as_bytes());
+        assert_eq!(port, address.port().to_string().as_bytes());
+    }
+    let v6 = SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 443);
+    let (ip, port) = peer_strings(PeerAddr::Tcp(v6));
+    assert_eq!((&ip[..], &port[..]), (&b"::1"[..], &b"443"[..]));
+}
