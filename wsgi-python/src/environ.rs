@@ -24,12 +24,12 @@ use bytes::Bytes;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
-use wsgi_core::{Environ, SERVER_SOFTWARE};
+use wsgi_core::{BodyReader, Environ, SERVER_SOFTWARE};
 
 use crate::errors::PyErrorStream;
 use crate::file_wrapper::PyFileWrapper;
 use crate::input::PyInput;
-use crate::pyutil::{latin1_interned, latin1_str};
+use crate::pyutil::{latin1_interned, latin1_str, refcount};
 use crate::serve::AppOptions;
 
 /// How many distinct `HTTP_*`/extra keys a thread remembers. Requests with
@@ -131,6 +131,10 @@ pub(crate) struct EnvironBuilder {
     keys: HashMap<Bytes, CachedKey, BuildHasherDefault<Fnv>>,
     content_type: LastValue,
     content_length: LastValue,
+    /// The `wsgi.input` object the template holds, reused from one request
+    /// to the next while nobody else holds it (the environ copy of a
+    /// request gone, nothing kept); a copy of the template carries it.
+    input: Option<Py<PyInput>>,
 }
 
 impl EnvironBuilder {
@@ -170,7 +174,44 @@ impl EnvironBuilder {
             keys: HashMap::default(),
             content_type: LastValue::default(),
             content_length: LastValue::default(),
+            input: None,
         })
+    }
+
+    /// The `wsgi.input` of the next request, reading `reader`: the
+    /// template's, or a new one put in the template.
+    pub(crate) fn input<'py>(
+        &mut self,
+        py: Python<'py>,
+        reader: Box<dyn BodyReader>,
+    ) -> PyResult<Bound<'py, PyInput>> {
+        if let Some(input) = &self.input {
+            let input = input.bind(py).clone();
+            input.get().attach(py, reader);
+            return Ok(input);
+        }
+        let input = Bound::new(py, PyInput::new(reader))?;
+        self.template
+            .bind(py)
+            .set_item(intern!(py, "wsgi.input"), &input)?;
+        self.input = Some(input.clone().unbind());
+        Ok(input)
+    }
+
+    /// Detaches `input` from its request's body (which it returns), and
+    /// keeps it for the next request only if nobody holds it but the
+    /// template, this builder and the caller: one an application kept must
+    /// not read the next request's body.
+    pub(crate) fn give_back_input(
+        &mut self,
+        py: Python<'_>,
+        input: Bound<'_, PyInput>,
+    ) -> Option<Box<dyn BodyReader>> {
+        let reader = input.get().detach(py);
+        if refcount(input.as_any()) != 3 {
+            self.input = None;
+        }
+        reader
     }
 
     /// Sets an `HTTP_*`/extra variable, with its key (and value, when it
@@ -207,7 +248,6 @@ impl EnvironBuilder {
         &mut self,
         py: Python<'py>,
         environ: &Environ,
-        input: &Bound<'py, PyInput>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let template = self.template.bind(py);
         let scheme = environ.url_scheme.as_str().as_bytes();
@@ -254,7 +294,6 @@ impl EnvironBuilder {
         for (name, value) in environ.headers.iter().chain(environ.extra.iter()) {
             self.set_variable(&dict, name, value)?;
         }
-        dict.set_item(intern!(py, "wsgi.input"), input)?;
         Ok(dict)
     }
 }
