@@ -42,28 +42,62 @@ const MAX_CACHED_KEY_LEN: usize = 64;
 /// at most [`MAX_CACHED_KEYS`] values of this size per thread).
 const MAX_CACHED_VALUE_LEN: usize = 256;
 
-/// FNV-1a: the key cache hashes short header-derived names on every request;
-/// SipHash's flood resistance buys nothing for a map capped at
-/// [`MAX_CACHED_KEYS`] entries that stops growing when full.
+/// FNV-1a over eight-byte words: the key cache hashes short header-derived
+/// names on every request; SipHash's flood resistance buys nothing for a
+/// map capped at [`MAX_CACHED_KEYS`] entries that stops growing when full.
+/// `finish` folds the high half into the low one, where the table's bucket
+/// index comes from (a multiplication carries only upwards).
 #[derive(Default)]
 struct Fnv(u64);
 
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
+
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {
-        self.0
+        self.0 ^ (self.0 >> 32)
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        let mut hash = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &byte in bytes {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        let mut hash = if self.0 == 0 { FNV_OFFSET } else { self.0 };
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut buffer = [0u8; 8];
+            buffer.copy_from_slice(word);
+            hash = (hash ^ u64::from_le_bytes(buffer)).wrapping_mul(FNV_PRIME);
+        }
+        for &byte in words.remainder() {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME);
         }
         self.0 = hash;
+    }
+}
+
+/// Whether two byte strings are equal, without a call to `memcmp` for the
+/// short values a request's fixed keys and repeated headers mostly have.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let len = a.len();
+    if len != b.len() {
+        return false;
+    }
+    let word = |bytes: &[u8], at: usize| {
+        let mut buffer = [0u8; 8];
+        buffer.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_ne_bytes(buffer)
+    };
+    let half = |bytes: &[u8], at: usize| {
+        let mut buffer = [0u8; 4];
+        buffer.copy_from_slice(&bytes[at..at + 4]);
+        u32::from_ne_bytes(buffer)
+    };
+    match len {
+        0 => true,
+        // Bytes 0, len/2 and len-1 cover every byte of 1 to 3.
+        1..=3 => a[0] == b[0] && a[len / 2] == b[len / 2] && a[len - 1] == b[len - 1],
+        // Two overlapping loads cover the whole string.
+        4..=7 => half(a, 0) == half(b, 0) && half(a, len - 4) == half(b, len - 4),
+        8..=16 => word(a, 0) == word(b, 0) && word(a, len - 8) == word(b, len - 8),
+        _ => a == b,
     }
 }
 
@@ -78,7 +112,7 @@ struct LastValue {
 impl LastValue {
     fn get<'py>(&mut self, py: Python<'py>, value: &[u8]) -> PyResult<Bound<'py, PyString>> {
         if let Some(string) = &self.string {
-            if self.bytes == value {
+            if same(&self.bytes, value) {
                 return Ok(string.bind(py).clone());
             }
         }
@@ -269,12 +303,12 @@ impl EnvironBuilder {
         // fixed value, and a value that repeats costs one comparison.
         let mut previous: Option<(&[u8], Bound<'py, PyString>)> = None;
         for (slot, value) in self.slots.iter_mut().zip(values) {
-            if slot.bytes == value {
+            if same(&slot.bytes, value) {
                 continue;
             }
             // RAW_URI follows REQUEST_URI: one string for both.
             let string = match &previous {
-                Some((bytes, string)) if *bytes == value => string.clone(),
+                Some((bytes, string)) if same(bytes, value) => string.clone(),
                 _ => latin1_str(py, value)?,
             };
             template.set_item(slot.key.bind(py), &string)?;
@@ -295,5 +329,26 @@ impl EnvironBuilder {
             self.set_variable(&dict, name, value)?;
         }
         Ok(dict)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same;
+
+    /// Every length up to 20, equal or differing in any one byte.
+    #[test]
+    fn same_compares_every_byte() {
+        for len in 0..=20usize {
+            let a: Vec<u8> = (0..len as u8).map(|byte| byte.wrapping_mul(37)).collect();
+            assert!(same(&a, &a.clone()));
+            for position in 0..len {
+                let mut b = a.clone();
+                b[position] ^= 0x40;
+                assert!(!same(&a, &b), "{len} {position}");
+            }
+            let longer = [a.as_slice(), b"x"].concat();
+            assert!(!same(&a, &longer));
+        }
     }
 }

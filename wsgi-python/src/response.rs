@@ -95,12 +95,25 @@ fn status_allows_body(status: u16) -> bool {
 
 fn add_content_length(head: &mut ResponseHead, length: u64) {
     if head.content_length.is_none() && status_allows_body(head.status) {
-        head.headers.push((
-            Bytes::from_static(b"Content-Length"),
-            Bytes::from(length.to_string()),
-        ));
+        head.headers
+            .push((Bytes::from_static(b"Content-Length"), decimal(length)));
         head.content_length = Some(length);
     }
+}
+
+/// `n` in decimal digits, in one allocation.
+fn decimal(mut n: u64) -> Bytes {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    Bytes::copy_from_slice(&digits[start..])
 }
 
 impl Inner {
@@ -346,9 +359,12 @@ fn convert_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResu
             type_name(headers)
         ))
     })?;
-    // Every name and value is copied into one buffer and handed out as
-    // slices of it: one allocation per head rather than two per header.
+    // The status and every name and value are copied into one buffer and
+    // handed out as slices of it: one allocation per head rather than two
+    // per header.
     let mut block = BytesMut::with_capacity(HEAD_BLOCK_CAPACITY);
+    block.extend_from_slice(&status);
+    let status = block.split().freeze();
     // Room for the Content-Length the server may add.
     let mut converted = Vec::with_capacity(list.len() + 1);
     for item in list.iter() {
@@ -363,7 +379,7 @@ fn convert_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResu
                 ))
             })?;
         let mut text = |index: usize| -> PyResult<Bytes> {
-            let part = pair.get_item(index)?;
+            let part = pair.get_borrowed_item(index)?;
             let part = part.cast::<PyString>().map_err(|_| {
                 PyTypeError::new_err(format!(
                     "response header names and values must be str, got {} in {}",
@@ -371,13 +387,14 @@ fn convert_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResu
                     pair.repr().map(|repr| repr.to_string()).unwrap_or_default()
                 ))
             })?;
-            block.extend_from_slice(&latin1_view(part)?);
+            block.extend_from_slice(&latin1_view(&part)?);
             Ok(block.split().freeze())
         };
         let name = text(0)?;
         converted.push((name, text(1)?));
     }
-    ResponseHead::new(&status, converted).map_err(|error| PyValueError::new_err(error.to_string()))
+    ResponseHead::from_shared(&status, converted)
+        .map_err(|error| PyValueError::new_err(error.to_string()))
 }
 
 /// Bytes reserved for a head's names and values (a typical head fits; a
@@ -494,5 +511,17 @@ impl PyResponse {
         self.state
             .send(py, chunk_bytes(data))
             .map_err(SendError::into_pyerr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decimal;
+
+    #[test]
+    fn decimal_digits() {
+        for n in [0, 7, 10, 13, 4096, 1_000_000, u64::MAX] {
+            assert_eq!(decimal(n), n.to_string().as_bytes());
+        }
     }
 }
