@@ -289,44 +289,6 @@ impl ResponseState {
             .sink
             .take()
     }
-
-    /// `start_response` proper, after the arguments were converted.
-    fn start_response(
-        &self,
-        py: Python<'_>,
-        head: ResponseHead,
-        with_exc_info: bool,
-    ) -> PyResult<Py<PyAny>> {
-        let mut inner = self.lock(py);
-        if inner.sink.is_none() {
-            return Err(PyRuntimeError::new_err(
-                "start_response() called after the response finished",
-            ));
-        }
-        if inner.committed {
-            // Only reachable with exc_info when another thread committed the
-            // head meanwhile; the caller re-raises in that case.
-            return Err(PyAssertionError::new_err(
-                "start_response() called after the response head was sent",
-            ));
-        }
-        if inner.start_called && !with_exc_info {
-            return Err(PyAssertionError::new_err(
-                "start_response called twice without exc_info",
-            ));
-        }
-        inner.start_called = true;
-        inner.pending = Some(head);
-        inner
-            .write
-            .as_ref()
-            .map(|write| write.clone_ref(py))
-            .ok_or_else(|| PyRuntimeError::new_err("the response object was retired"))
-    }
-
-    fn head_sent(&self, py: Python<'_>) -> bool {
-        self.lock(py).head_sent()
-    }
 }
 
 /// Re-raises the exception of an `exc_info` tuple, with its traceback
@@ -468,31 +430,37 @@ impl PyResponse {
         exc_info: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         let exc_info = exc_info.filter(|info| !info.is_none());
-        {
-            let inner = self.state.lock(py);
-            if let Some(exc_info) = exc_info {
-                // PEP 3333: "if exc_info is provided, and the HTTP headers
-                // have already been sent, start_response must raise an
-                // error, and should re-raise using the exc_info tuple".
-                if inner.head_sent() {
-                    drop(inner);
-                    return Err(reraise(exc_info));
-                }
-            } else if inner.start_called {
-                return Err(PyAssertionError::new_err(
-                    "start_response called twice without exc_info",
-                ));
+        // Converted outside the lock (an error message may run Python
+        // code); the state's errors below still come first, as PEP 3333
+        // orders them, then the conversion's.
+        let head = convert_head(status, response_headers);
+        let mut inner = self.state.lock(py);
+        if let Some(exc_info) = exc_info {
+            // PEP 3333: "if exc_info is provided, and the HTTP headers have
+            // already been sent, start_response must raise an error, and
+            // should re-raise using the exc_info tuple".
+            if inner.head_sent() {
+                drop(inner);
+                return Err(reraise(exc_info));
             }
+        } else if inner.start_called {
+            return Err(PyAssertionError::new_err(
+                "start_response called twice without exc_info",
+            ));
         }
-        let head = convert_head(status, response_headers)?;
-        match self.state.start_response(py, head, exc_info.is_some()) {
-            Err(error) => match exc_info {
-                // Another thread committed the head meanwhile.
-                Some(exc_info) if self.state.head_sent(py) => Err(reraise(exc_info)),
-                _ => Err(error),
-            },
-            Ok(write) => Ok(write),
+        let head = head?;
+        if inner.sink.is_none() {
+            return Err(PyRuntimeError::new_err(
+                "start_response() called after the response finished",
+            ));
         }
+        inner.start_called = true;
+        inner.pending = Some(head);
+        inner
+            .write
+            .as_ref()
+            .map(|write| write.clone_ref(py))
+            .ok_or_else(|| PyRuntimeError::new_err("the response object was retired"))
     }
 
     /// The `write(data)` callable `start_response` returns (PEP 3333

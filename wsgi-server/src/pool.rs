@@ -466,10 +466,10 @@ impl ThreadSource {
         held.serial += 1;
         let serial = held.serial;
         let cell = held.cell();
-        cell.note.method.clone_from(&environ.request_method);
-        cell.note.uri.clone_from(&environ.request_uri);
-        cell.note.peer.clone_from(&environ.remote_addr);
-        cell.note.port.clone_from(&environ.remote_port);
+        refresh(&mut cell.note.method, &environ.request_method);
+        refresh(&mut cell.note.uri, &environ.request_uri);
+        refresh(&mut cell.note.peer, &environ.remote_addr);
+        refresh(&mut cell.note.port, &environ.remote_port);
         // Normally gone with the previous request's `GuardedSink`; one a
         // runtime kept is dropped outside the cell (its drop wakes the I/O
         // thread).
@@ -485,6 +485,16 @@ impl ThreadSource {
                 serial,
             }),
         }
+    }
+}
+
+/// Makes `kept` hold `value`'s bytes, without a clone (two atomic counts)
+/// when it holds them already: the peer of a keep-alive connection, a
+/// static method name. Bytes at the same place and of the same length are
+/// the same bytes, since `kept` keeps its own alive.
+fn refresh(kept: &mut Bytes, value: &Bytes) {
+    if kept.as_ptr() != value.as_ptr() || kept.len() != value.len() {
+        kept.clone_from(value);
     }
 }
 
