@@ -16,7 +16,10 @@
 //! 4. the response ends (`finish`, or `abort` after an application error);
 //! 5. the result's `close()` is called whatever happened, and the request's
 //!    body and sink are detached from the Python objects an application may
-//!    have kept.
+//!    have kept;
+//! 6. the thread keeps its `start_response` (with `write`) and `wsgi.input`
+//!    objects for the next request if the reference counts show that
+//!    nothing else holds them; kept ones stay with their finished request.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -30,8 +33,7 @@ use crate::file_wrapper::PyFileWrapper;
 use crate::hooks::RequestHooks;
 use crate::interrupt::Threads;
 use crate::load::{self, LoadError};
-use crate::pyutil::refcount;
-use crate::pyutil::{chunk_bytes, format_traceback, type_name};
+use crate::pyutil::{chunk_bytes, format_traceback, refcount, type_name};
 use crate::response::{PyResponse, ResponseState, SendError};
 
 /// How the application is run: the constant environ keys, the error log,
