@@ -1,14 +1,16 @@
-//! The response side of one request: `start_response` (PEP 3333
+//! The response side of a request: `start_response` (PEP 3333
 //! §"The start_response() Callable"), the `write()` callable it returns, and
 //! the state they share with the serving loop (pending head, committed head,
-//! the [`ResponseSink`]).
+//! the [`ResponseSink`]). Both callables are bound methods of one
+//! [`PyResponse`] per thread, reused from request to request while nothing
+//! else holds it.
 //!
 //! PEP 3333 delays the head until the first non-empty body chunk, so
 //! `start_response` only validates and stores it; [`ResponseState`] commits
 //! it to the sink when the first bytes leave (or at the end for an empty
 //! body). A head the sink refused is never the application's problem on the
-//! wire: [`ResponseHead::new`] errors are raised in the application as
-//! `ValueError`.
+//! wire: [`ResponseHead::from_shared`] errors are raised in the application
+//! as `ValueError`.
 
 use std::sync::{Mutex, MutexGuard};
 
