@@ -3,6 +3,7 @@
 use bytes::{BufMut, BytesMut};
 use http::Version;
 
+use crate::ascii::{eq_lower, is_field_text, is_visible_name};
 use crate::body::FramePrefix;
 use crate::error::EncodeError;
 use crate::head::parse_content_length;
@@ -153,28 +154,36 @@ impl ResponseEncoder {
             return Err(EncodeError::InvalidHeader);
         }
         let mut app_length: Option<u64> = None;
+        let mut app_lengths = 0usize;
         let mut app_date = false;
         let mut app_close = false;
+        // A `Connection` or `Transfer-Encoding` field, which is not copied.
+        let mut hop_by_hop = false;
+        let mut fields_size = 0usize;
         for &(name, value) in head.headers {
-            if name.is_empty()
-                || !name.iter().all(|&b| b.is_ascii_graphic() && b != b':')
-                || !is_field_text(value)
-            {
+            if !is_visible_name(name) || !is_field_text(value) {
                 return Err(EncodeError::InvalidHeader);
             }
-            if name.eq_ignore_ascii_case(b"content-length") {
-                let length =
-                    parse_content_length(trim(value)).ok_or(EncodeError::InvalidContentLength)?;
-                if app_length.is_some_and(|previous| previous != length) {
-                    return Err(EncodeError::InvalidContentLength);
+            fields_size += name.len() + value.len() + 4;
+            match field_kind(name) {
+                FieldKind::ContentLength => {
+                    let length = parse_content_length(trim(value))
+                        .ok_or(EncodeError::InvalidContentLength)?;
+                    if app_length.is_some_and(|previous| previous != length) {
+                        return Err(EncodeError::InvalidContentLength);
+                    }
+                    app_length = Some(length);
+                    app_lengths += 1;
                 }
-                app_length = Some(length);
-            } else if name.eq_ignore_ascii_case(b"date") {
-                app_date = true;
-            } else if name.eq_ignore_ascii_case(b"connection") {
-                app_close |= value
-                    .split(|&b| b == b',')
-                    .any(|token| trim(token).eq_ignore_ascii_case(b"close"));
+                FieldKind::Date => app_date = true,
+                FieldKind::Connection => {
+                    hop_by_hop = true;
+                    app_close |= value
+                        .split(|&b| b == b',')
+                        .any(|token| trim(token).eq_ignore_ascii_case(b"close"));
+                }
+                FieldKind::TransferEncoding => hop_by_hop = true,
+                FieldKind::Other => {}
             }
         }
 
@@ -194,40 +203,60 @@ impl ResponseEncoder {
             && !app_close
             && framing != Framing::CloseDelimited;
 
+        // One reservation for the whole head: the status line, the fields,
+        // and the longest of what the codec adds.
+        let date = head.date.filter(|_| !app_date);
         dst.reserve(
-            64 + head.reason.len()
-                + head
-                    .headers
-                    .iter()
-                    .map(|(n, v)| n.len() + v.len() + 4)
-                    .sum::<usize>(),
+            fields_size
+                + STATUS_LINE.len()
+                + head.reason.len()
+                + 2
+                + date.map_or(0, |date| date.len() + 8)
+                + MAX_LENGTH_FIELD
+                + b"Transfer-Encoding: chunked\r\n".len()
+                + b"Connection: keep-alive\r\n".len()
+                + 2,
         );
-        dst.put_slice(b"HTTP/1.1 ");
-        put_status(dst, head.status);
-        dst.put_u8(b' ');
-        dst.put_slice(head.reason);
-        dst.put_slice(b"\r\n");
+        if head.status == 200 && head.reason == b"OK" {
+            dst.put_slice(b"HTTP/1.1 200 OK\r\n");
+        } else {
+            // 200..=999 was checked: exactly three digits.
+            let mut line = *STATUS_LINE;
+            line[9] = b'0' + (head.status / 100) as u8;
+            line[10] = b'0' + (head.status / 10 % 10) as u8;
+            line[11] = b'0' + (head.status % 10) as u8;
+            dst.put_slice(&line);
+            dst.put_slice(head.reason);
+            dst.put_slice(b"\r\n");
+        }
         // Identical repeats were accepted above; only the first goes out, so
         // the wire never carries two Content-Length fields (RFC 9110 §8.6: a
-        // recipient MAY refuse the list).
-        let mut length_sent = !keep_app_length;
-        for &(name, value) in head.headers {
-            let is_length = name.eq_ignore_ascii_case(b"content-length");
-            if (is_length && std::mem::replace(&mut length_sent, true))
-                || name.eq_ignore_ascii_case(b"transfer-encoding")
-                || name.eq_ignore_ascii_case(b"connection")
-            {
-                continue;
+        // recipient MAY refuse the list). Without such a field to leave out,
+        // the fields are copied as they are.
+        if hop_by_hop || app_lengths > 1 || (app_lengths == 1 && !keep_app_length) {
+            let mut length_sent = !keep_app_length;
+            for &(name, value) in head.headers {
+                let skip = match field_kind(name) {
+                    FieldKind::ContentLength => std::mem::replace(&mut length_sent, true),
+                    FieldKind::TransferEncoding | FieldKind::Connection => true,
+                    FieldKind::Date | FieldKind::Other => false,
+                };
+                if !skip {
+                    put_field(dst, name, value);
+                }
             }
-            put_field(dst, name, value);
+        } else {
+            for &(name, value) in head.headers {
+                put_field(dst, name, value);
+            }
         }
-        if let (Some(date), false) = (head.date, app_date) {
-            put_field(dst, b"Date", date);
+        if let Some(date) = date {
+            dst.put_slice(b"Date: ");
+            dst.put_slice(date);
+            dst.put_slice(b"\r\n");
         }
         if let Some(length) = server_length {
-            dst.put_slice(b"Content-Length: ");
-            put_decimal(dst, length);
-            dst.put_slice(b"\r\n");
+            put_length_field(dst, length);
         }
         if framing == Framing::Chunked {
             dst.put_slice(b"Transfer-Encoding: chunked\r\n");
@@ -235,12 +264,13 @@ impl ResponseEncoder {
         if !self.keep_alive {
             // RFC 9112 §9.6: a server that is going to close the connection
             // SHOULD send "Connection: close".
-            dst.put_slice(b"Connection: close\r\n");
+            dst.put_slice(b"Connection: close\r\n\r\n");
         } else if self.version == Version::HTTP_10 {
             // RFC 9112 §C.2.2: HTTP/1.0 persistence must be confirmed.
-            dst.put_slice(b"Connection: keep-alive\r\n");
+            dst.put_slice(b"Connection: keep-alive\r\n\r\n");
+        } else {
+            dst.put_slice(b"\r\n");
         }
-        dst.put_slice(b"\r\n");
         self.writing = Writing::Body(framing);
         Ok(())
     }
@@ -362,14 +392,6 @@ impl ResponseEncoder {
     }
 }
 
-/// Reason phrases and field values: HTAB, SP, VCHAR, obs-text
-/// (RFC 9110 §5.5, RFC 9112 §4); no CR, LF or other controls.
-fn is_field_text(bytes: &[u8]) -> bool {
-    bytes
-        .iter()
-        .all(|&b| b == b'\t' || (b >= b' ' && b != 0x7f))
-}
-
 fn trim(bytes: &[u8]) -> &[u8] {
     let start = bytes
         .iter()
@@ -382,6 +404,34 @@ fn trim(bytes: &[u8]) -> &[u8] {
     &bytes[start..end]
 }
 
+/// The status line up to the reason phrase; the digits are filled in.
+const STATUS_LINE: &[u8; 13] = b"HTTP/1.1 000 ";
+
+/// `Content-Length: ` + up to 20 digits + CRLF.
+const MAX_LENGTH_FIELD: usize = 16 + 20 + 2;
+
+/// The response fields the encoder acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldKind {
+    ContentLength,
+    Date,
+    Connection,
+    TransferEncoding,
+    Other,
+}
+
+/// Which of the fields the encoder acts on `name` is (any case); the length
+/// picks the one name to compare, so most names cost one comparison.
+fn field_kind(name: &[u8]) -> FieldKind {
+    match name.len() {
+        14 if eq_lower(name, b"content-length") => FieldKind::ContentLength,
+        4 if eq_lower(name, b"date") => FieldKind::Date,
+        10 if eq_lower(name, b"connection") => FieldKind::Connection,
+        17 if eq_lower(name, b"transfer-encoding") => FieldKind::TransferEncoding,
+        _ => FieldKind::Other,
+    }
+}
+
 fn put_field(dst: &mut BytesMut, name: &[u8], value: &[u8]) {
     dst.put_slice(name);
     dst.put_slice(b": ");
@@ -389,16 +439,10 @@ fn put_field(dst: &mut BytesMut, name: &[u8], value: &[u8]) {
     dst.put_slice(b"\r\n");
 }
 
-fn put_status(dst: &mut BytesMut, status: u16) {
-    // 200..=999 was checked: exactly three digits.
-    dst.put_slice(&[
-        b'0' + (status / 100) as u8,
-        b'0' + (status / 10 % 10) as u8,
-        b'0' + (status % 10) as u8,
-    ]);
-}
-
-fn put_decimal(dst: &mut BytesMut, mut value: u64) {
+/// `Content-Length: n\r\n`, rendered on the stack and written at once.
+fn put_length_field(dst: &mut BytesMut, mut value: u64) {
+    let mut field = [0u8; MAX_LENGTH_FIELD];
+    field[..16].copy_from_slice(b"Content-Length: ");
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {
@@ -409,5 +453,8 @@ fn put_decimal(dst: &mut BytesMut, mut value: u64) {
             break;
         }
     }
-    dst.put_slice(&digits[start..]);
+    let end = 16 + digits.len() - start;
+    field[16..end].copy_from_slice(&digits[start..]);
+    field[end..end + 2].copy_from_slice(b"\r\n");
+    dst.put_slice(&field[..end + 2]);
 }

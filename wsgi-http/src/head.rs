@@ -3,14 +3,12 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{
-    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST,
-    TRANSFER_ENCODING,
-};
-use http::{HeaderMap, Method, Version};
+use http::{Method, Version};
 
+use crate::ascii::{eq_lower, find_byte, is_field_text};
 use crate::config::Config;
 use crate::error::ParseError;
+use crate::fields::{FieldRange, HeaderFields};
 
 /// How the request body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +48,10 @@ pub struct RequestHead {
     pub target: Bytes,
     /// `HTTP_10` or `HTTP_11`.
     pub version: Version,
-    /// All header fields in the order received; repeated names are kept.
-    pub headers: HeaderMap,
+    /// All header fields in the order received, as sent (repeated names
+    /// kept, names in their original case); [`HeaderFields::to_header_map`]
+    /// gives an `http::HeaderMap`.
+    pub headers: HeaderFields,
     /// How the body is delimited.
     pub body: BodyLength,
     /// Whether the request allows the connection to be reused (RFC 9112 §9.3).
@@ -93,7 +93,7 @@ impl RequestHead {
         if let Some((authority, _)) = split_absolute(strip_fragment(&self.target)) {
             return Some(authority);
         }
-        self.headers.get(HOST).map(HeaderValue::as_bytes)
+        self.headers.get(b"host")
     }
 }
 
@@ -155,7 +155,7 @@ impl HeadScanner {
         src: &[u8],
         config: &Config,
     ) -> Result<Option<usize>, ParseError> {
-        while let Some(offset) = src[self.scanned..].iter().position(|&b| b == b'\n') {
+        while let Some(offset) = find_byte(&src[self.scanned..], b'\n') {
             let line_end = self.scanned + offset;
             let mut line = &src[self.line_start..line_end];
             // RFC 9112 §2.2: CRLF ends a line; a recipient MAY accept a bare LF.
@@ -276,9 +276,9 @@ fn parse_with<'b>(
     if request.headers.len() > config.max_headers {
         return Err(ParseError::TooManyHeaders);
     }
-    let headers = to_header_map(head, request.headers)?;
+    let fields = check_fields(head, request.headers)?;
     let target = head.slice_ref(target.as_bytes());
-    finish_head(method, target, version, headers, config)
+    finish_head(method, target, version, fields, config)
 }
 
 /// RFC 9112 §3.2: the request-target's bytes, and which of its four forms
@@ -382,11 +382,14 @@ fn map_httparse_error(error: httparse::Error, head: &[u8]) -> ParseError {
     }
 }
 
-/// Which framing-relevant fields a head has, noted while the map is built so
-/// that a head without them (most GETs) needs no lookups afterwards.
+/// Which framing-relevant fields a head has, noted while the fields are
+/// checked so that a head without them (most GETs) needs no lookups
+/// afterwards.
 #[derive(Debug, Default, Clone, Copy)]
 struct Seen {
     hosts: u8,
+    /// The first `Host` field's value.
+    host: (u32, u32),
     content_types: u8,
     transfer_encoding: bool,
     content_length: bool,
@@ -394,39 +397,112 @@ struct Seen {
     expect: bool,
 }
 
-fn to_header_map(
+/// `http::HeaderMap`'s limit on entries: more fields than this are refused
+/// so that [`HeaderFields::to_header_map`] can hold them all.
+const MAX_MAP_FIELDS: usize = 1 << 15;
+
+/// `http::HeaderName`'s limit on a name's length, kept for the same reason.
+const MAX_NAME_LEN: usize = (1 << 16) - 1;
+
+/// RFC 9110 §5.6.2: tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" /
+/// "-" / "." / "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA.
+const TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        byte += 1;
+    }
+    table
+};
+
+/// Checks each field's name and value and notes the framing fields; keeps
+/// each field as a range of `head` rather than copying it.
+fn check_fields(
     head: &Bytes,
     fields: &[httparse::Header<'_>],
-) -> Result<(HeaderMap, Seen), ParseError> {
-    let mut headers =
-        HeaderMap::try_with_capacity(fields.len()).map_err(|_| ParseError::TooManyHeaders)?;
+) -> Result<(HeaderFields, Seen), ParseError> {
+    if fields.len() > MAX_MAP_FIELDS {
+        return Err(ParseError::TooManyHeaders);
+    }
+    // Offsets are kept as u32; the head limit is far below, but a server
+    // configured for a 4 GiB head gets a refusal rather than a wrong range.
+    if u32::try_from(head.len()).is_err() {
+        return Err(ParseError::HeadTooLarge);
+    }
+    let base = head.as_ptr() as usize;
+    // httparse's slices lie within `head`, whose length fits in u32.
+    // An empty slice that is not within the head (httparse could hand out
+    // a static one) is taken as empty at 0; a non-empty one cannot be.
+    let offset = |part: &[u8]| {
+        let at = (part.as_ptr() as usize).wrapping_sub(base);
+        match at.checked_add(part.len()) {
+            Some(end) if end <= head.len() => Ok(at as u32),
+            _ if part.is_empty() => Ok(0),
+            _ => Err(ParseError::HeaderValue),
+        }
+    };
+    let mut ranges = Vec::with_capacity(fields.len());
     let mut seen = Seen::default();
     for field in fields {
-        let name =
-            HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| ParseError::HeaderName)?;
-        // Standard names compare as enum values: no string comparison.
-        if name == HOST {
-            seen.hosts = seen.hosts.saturating_add(1);
-        } else if name == CONTENT_TYPE {
-            seen.content_types = seen.content_types.saturating_add(1);
-        } else if name == TRANSFER_ENCODING {
-            seen.transfer_encoding = true;
-        } else if name == CONTENT_LENGTH {
-            seen.content_length = true;
-        } else if name == CONNECTION {
-            seen.connection = true;
-        } else if name == EXPECT {
-            seen.expect = true;
+        let name = field.name.as_bytes();
+        // httparse checks these bytes too; the rule is ours to keep.
+        // No early return, so the loop has no branch per byte.
+        let mut token = true;
+        for &b in name {
+            token &= TCHAR[usize::from(b)];
         }
-        // Zero-copy: the value shares the head's buffer. HeaderValue refuses
-        // control bytes other than HTAB (RFC 9110 §5.5).
-        let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value))
-            .map_err(|_| ParseError::HeaderValue)?;
-        headers
-            .try_append(name, value)
-            .map_err(|_| ParseError::TooManyHeaders)?;
+        if !token || name.is_empty() || name.len() > MAX_NAME_LEN {
+            return Err(ParseError::HeaderName);
+        }
+        if !is_field_text(field.value) {
+            return Err(ParseError::HeaderValue);
+        }
+        let range = FieldRange {
+            name: offset(name)?,
+            name_len: name.len() as u32,
+            value: offset(field.value)?,
+            value_len: field.value.len() as u32,
+        };
+        // The length picks the one name to compare.
+        let is = |known: &[u8]| eq_lower(name, known);
+        match name.len() {
+            4 if is(b"host") => {
+                if seen.hosts == 0 {
+                    seen.host = (range.value, range.value_len);
+                }
+                seen.hosts = seen.hosts.saturating_add(1);
+            }
+            12 if is(b"content-type") => {
+                seen.content_types = seen.content_types.saturating_add(1);
+            }
+            17 if is(b"transfer-encoding") => seen.transfer_encoding = true,
+            14 if is(b"content-length") => seen.content_length = true,
+            10 if is(b"connection") => seen.connection = true,
+            6 if is(b"expect") => seen.expect = true,
+            _ => {}
+        }
+        ranges.push(range);
     }
-    Ok((headers, seen))
+    Ok((HeaderFields::new(head.clone(), ranges), seen))
 }
 
 /// Checks and decisions made once the head's syntax is known to be good.
@@ -434,7 +510,7 @@ fn finish_head(
     method: Method,
     target: Bytes,
     version: Version,
-    (headers, seen): (HeaderMap, Seen),
+    (headers, seen): (HeaderFields, Seen),
     config: &Config,
 ) -> Result<RequestHead, ParseError> {
     // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status
@@ -445,7 +521,8 @@ fn finish_head(
         0 if version == Version::HTTP_11 => return Err(ParseError::MissingHost),
         0 => {}
         1 => {
-            let host = headers.get(HOST).map(HeaderValue::as_bytes);
+            let (start, len) = (seen.host.0 as usize, seen.host.1 as usize);
+            let host = headers.raw().get(start..start + len);
             if !host.is_some_and(is_valid_host) {
                 return Err(ParseError::InvalidHost);
             }
@@ -481,9 +558,8 @@ fn finish_head(
         && version == Version::HTTP_11
         && body.has_body()
         && headers
-            .get_all(EXPECT)
-            .iter()
-            .any(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+            .get_all("expect")
+            .any(|value| value.eq_ignore_ascii_case(b"100-continue"));
     Ok(RequestHead {
         method,
         target,
@@ -497,9 +573,46 @@ fn finish_head(
 
 /// RFC 9110 §4.2 / RFC 3986 §3.2.2: uri-host [ ":" port ], possibly empty.
 fn is_valid_host(host: &[u8]) -> bool {
-    host.iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))
+    // No early return, so the loop has no branch per byte.
+    let mut valid = true;
+    for &b in host {
+        valid &= HOST_CHAR[usize::from(b)];
+    }
+    valid
 }
+
+/// The bytes of [`is_valid_host`]: ALPHA, DIGIT and `-._~!$&'()*+,;=:[]%`.
+const HOST_CHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let b = byte as u8;
+        table[byte] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'['
+                    | b']'
+                    | b'%'
+            );
+        byte += 1;
+    }
+    table
+};
 
 /// Decides how the request body is delimited; the one place that does.
 ///
@@ -527,8 +640,11 @@ fn is_valid_host(host: &[u8]) -> bool {
 /// >    body length in octets. [...]
 /// > 7. [...] If this is a request message and none of the above are true,
 /// >    then the message body length is zero (no message body is present).
-pub(crate) fn body_length(version: Version, headers: &HeaderMap) -> Result<BodyLength, ParseError> {
-    let mut codings = headers.get_all(TRANSFER_ENCODING).iter().peekable();
+pub(crate) fn body_length(
+    version: Version,
+    headers: &HeaderFields,
+) -> Result<BodyLength, ParseError> {
+    let mut codings = headers.get_all("transfer-encoding").peekable();
     if codings.peek().is_some() {
         // RFC 9112 §6.1: "A server or client that receives an HTTP/1.0 message
         // containing a Transfer-Encoding header field MUST treat the message
@@ -538,12 +654,12 @@ pub(crate) fn body_length(version: Version, headers: &HeaderMap) -> Result<BodyL
         }
         // Rule 3: we take the "handled as an error" branch (400) rather than
         // letting TE win, because the pair is the classic smuggling vector.
-        if headers.contains_key(CONTENT_LENGTH) {
+        if headers.contains("content-length") {
             return Err(ParseError::TransferEncodingAndContentLength);
         }
         let mut count = 0usize;
         let mut chunked_last = false;
-        for coding in codings.flat_map(|value| list_items(value.as_bytes())) {
+        for coding in codings.flat_map(list_items) {
             if chunked_last {
                 // Rule 4: chunked must be the final coding, and RFC 9112 §6.1
                 // forbids applying it twice.
@@ -563,9 +679,8 @@ pub(crate) fn body_length(version: Version, headers: &HeaderMap) -> Result<BodyL
     }
     let mut length: Option<u64> = None;
     for item in headers
-        .get_all(CONTENT_LENGTH)
-        .iter()
-        .flat_map(|value| list_items_keep_empty(value.as_bytes()))
+        .get_all("content-length")
+        .flat_map(list_items_keep_empty)
     {
         let value = parse_content_length(item).ok_or(ParseError::ContentLength)?;
         // Rule 5: repeated values are accepted only when identical.
@@ -621,14 +736,10 @@ fn list_items_keep_empty(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// RFC 9112 §9.3: HTTP/1.1 defaults to persistent unless `close` is listed;
 /// HTTP/1.0 is persistent only with `keep-alive` (RFC 9112 §9.3, C.2.2).
-pub(crate) fn request_keep_alive(version: Version, headers: &HeaderMap) -> bool {
+pub(crate) fn request_keep_alive(version: Version, headers: &HeaderFields) -> bool {
     let mut close = false;
     let mut keep_alive = false;
-    for token in headers
-        .get_all(CONNECTION)
-        .iter()
-        .flat_map(|value| list_items(value.as_bytes()))
-    {
+    for token in headers.get_all("connection").flat_map(list_items) {
         if token.eq_ignore_ascii_case(b"close") {
             close = true;
         } else if token.eq_ignore_ascii_case(b"keep-alive") {
@@ -636,4 +747,21 @@ pub(crate) fn request_keep_alive(version: Version, headers: &HeaderMap) -> bool 
         }
     }
     !close && (version == Version::HTTP_11 || keep_alive)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_tables_match_their_rules() {
+        for b in 0..=255u8 {
+            let host = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b);
+            assert_eq!(HOST_CHAR[usize::from(b)], host, "host byte {b:#x}");
+            let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(TCHAR[usize::from(b)], tchar, "token byte {b:#x}");
+            let value = b == b'\t' || (b >= b' ' && b != 0x7f);
+            assert_eq!(is_field_text(&[b]), value, "value byte {b:#x}");
+        }
+    }
 }

@@ -12,6 +12,10 @@
 //!   Incomplete input is never an error. Consumed bytes are removed from the
 //!   buffer; pipelined bytes stay.
 //! - A request is `Head`, zero or more non-empty `Data`, then `End`.
+//! - A [`RequestHead`]'s `headers` are [`HeaderFields`]: every field line
+//!   as sent (order, repeats and the names' case kept), checked and kept as
+//!   ranges of the head's bytes, with case-insensitive lookups and
+//!   [`HeaderFields::to_header_map`] for an `http::HeaderMap`.
 //! - The response is [`ServerConn::encode_head`], any number of
 //!   [`ServerConn::encode_data`] / [`ServerConn::frame_data`], then
 //!   [`ServerConn::encode_end`]. The codec picks `Content-Length`, chunked,
@@ -62,11 +66,13 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod ascii;
 mod body;
 mod config;
 mod conn;
 mod encode;
 mod error;
+mod fields;
 mod head;
 
 pub use body::FramePrefix;
@@ -77,4 +83,5 @@ pub use config::{
 pub use conn::{Event, ServerConn};
 pub use encode::{Frame, ResponseEncoder, ResponseHead};
 pub use error::{EncodeError, ParseError};
+pub use fields::{HeaderFields, Iter as HeaderFieldsIter};
 pub use head::{BodyLength, RequestHead};

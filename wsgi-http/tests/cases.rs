@@ -408,11 +408,16 @@ fn head_accessors() {
     );
     // Headers keep order and duplicates.
     let h = head(b"GET / HTTP/1.1\r\nHost: a\r\nX-B: 1\r\nx-a: 2\r\nX-B: 3\r\n\r\n");
-    assert_eq!(
-        h.headers.get_all("x-b").iter().collect::<Vec<_>>(),
-        ["1", "3"]
-    );
-    assert_eq!(h.headers.keys().collect::<Vec<_>>(), ["host", "x-b", "x-a"]);
+    assert_eq!(h.headers.get_all("x-b").collect::<Vec<_>>(), [b"1", b"3"]);
+    assert_eq!(h.headers.get("X-A"), Some(&b"2"[..]));
+    assert!(h.headers.contains("HOST") && !h.headers.contains("x-c"));
+    let names: Vec<&[u8]> = h.headers.iter().map(|(name, _)| name).collect();
+    assert_eq!(names, [&b"Host"[..], b"X-B", b"x-a", b"X-B"]);
+    // The HeaderMap view: lower-case names, repeats grouped at their first
+    // position, values sharing the head's buffer.
+    let map = h.headers.to_header_map();
+    assert_eq!(map.keys().collect::<Vec<_>>(), ["host", "x-b", "x-a"]);
+    assert_eq!(map.get_all("x-b").iter().collect::<Vec<_>>(), ["1", "3"]);
     assert_eq!(h.body, BodyLength::Empty);
 }
 

@@ -129,6 +129,14 @@ proptest! {
         prop_assert_eq!(head.body, BodyLength::Empty);
         let mut expected = vec![("host".to_owned(), b"example.com".to_vec())];
         expected.extend(fields.iter().map(|(n, v)| (n.clone(), v.as_bytes().to_vec())));
+        // The fields as sent: every line in order, names in their case.
+        let raw: Vec<(String, Vec<u8>)> = head
+            .headers
+            .iter()
+            .map(|(n, v)| (String::from_utf8_lossy(n).to_ascii_lowercase(), v.to_vec()))
+            .collect();
+        prop_assert_eq!(&raw, &expected);
+        prop_assert_eq!(head.headers.iter().next().map(|(n, _)| n), Some(&b"Host"[..]));
         // HeaderMap groups repeated names at their first position.
         let mut grouped: Vec<(String, Vec<u8>)> = Vec::new();
         for (name, _) in &expected {
@@ -141,8 +149,12 @@ proptest! {
                 }
             }
         }
-        let got: Vec<(String, Vec<u8>)> =
-            head.headers.iter().map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec())).collect();
+        let got: Vec<(String, Vec<u8>)> = head
+            .headers
+            .to_header_map()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect();
         prop_assert_eq!(got, grouped);
     }
 

@@ -168,6 +168,10 @@ fn bad_specs_are_refused_before_any_import() {
         "l_bad:app[0]",
         "l_bad:1 +",
         "not a module:app",
+        // Keywords are not names (the dotted-name shortcut must refuse them as ast does).
+        "l_bad:class",
+        "l_bad:app.None",
+        "l_bad:app..x",
     ];
     for spec in refused {
         let error = try_load(spec).unwrap_err();

@@ -30,17 +30,19 @@
 //! and it takes the written response from the exchange. At one connection
 //! that is 2.0 context switches per request instead of 3.7.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::time::{timeout_at, Instant};
+use tokio::time::{timeout_at, Instant, Sleep};
 use wsgi_core::{ConnInfo, Environ};
 
-use wsgi_http::{EncodeError, Event, ResponseEncoder, ServerConn};
+use wsgi_http::{EncodeError, Event, RequestHead, ResponseEncoder, ServerConn};
 
+use crate::lend::{Back, Home, LentHttp};
 use crate::request::{
-    read_some, serve_one, write_error, BodyDecoder, BodyEvent, BodyState, Conn, Framer, Outcome,
-    Shared, Transport, BODY_READ_CHUNK, HEAD_READ_CHUNK,
+    read_some, resume, serve_one, write_error, BodyDecoder, BodyEvent, BodyState, Conn, Framer,
+    Outcome, Shared, Transport, BODY_READ_CHUNK, HEAD_READ_CHUNK,
 };
 
 /// Unread request-body bytes we discard to keep a connection alive; more
@@ -108,27 +110,61 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
     let trusted = shared.is_trusted(&conn.peer);
     let conn = conn.with_trusted_proxy(trusted);
     let mut idle_since = None;
+    let _open = OpenConnection::count(&shared);
+    // The connection's one timer (see `Conn::timer`); it is registered
+    // only when first awaited.
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(far_future()));
+    // What a lent connection brought back to finish (`crate::lend`).
+    let mut pending = None;
     loop {
-        let head =
-            match read_head(&mut stream, &mut codec, &mut read_buf, &shared, idle_since).await {
+        let head = match pending.take() {
+            Some(Pending::Head(head)) => head,
+            Some(Pending::InFlight(exchange, start)) => {
+                let served = resume(
+                    Conn {
+                        stream: &mut stream,
+                        protocol: &mut codec,
+                        read_buf: &mut read_buf,
+                        write_buf: &mut write_buf,
+                        shared: &shared,
+                        close: false,
+                        timer: timer.as_mut(),
+                    },
+                    exchange,
+                )
+                .await;
+                shared.request_ended(start, &served, 0, None);
+                idle_since = served.idle_since;
+                if served.outcome == Outcome::Close
+                    || !codec.keep_alive()
+                    || codec.start_next_cycle().is_err()
+                {
+                    return;
+                }
+                continue;
+            }
+            None => match read_head(
+                &mut stream,
+                &mut codec,
+                &mut read_buf,
+                &shared,
+                idle_since,
+                timer.as_mut(),
+            )
+            .await
+            {
                 HeadRead::Head(head) => head,
                 HeadRead::Closed => return,
                 HeadRead::Refused(status) => {
                     write_error(&mut stream, status, &mut write_buf).await;
                     return;
                 }
-            };
+            },
+        };
         // Boxed at once: the request crosses to another thread, and a
         // moved box is a pointer, not ~600 bytes (callgrind: memcpy was 8 %
         // of the instructions per request).
-        let environ = Box::new(Environ::from_http(
-            &head.method,
-            head.target.clone(),
-            head.version,
-            &head.headers,
-            &conn,
-            &shared.environ,
-        ));
+        let environ = environ_of(&head, &conn, &shared);
         // Even an empty body ends with the codec's `End` event, which the
         // first `feed` consumes (the codec pauses until it has been seen).
         let mut body = BodyState::new(false, head.expect_continue, head.body.known_length());
@@ -142,6 +178,7 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
                 write_buf: &mut write_buf,
                 shared: &shared,
                 close: false,
+                timer: timer.as_mut(),
             },
             environ,
             &mut body,
@@ -176,10 +213,105 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
         if read_buf.is_empty() && read_buf.capacity() > BODY_READ_CHUNK {
             read_buf = BytesMut::with_capacity(HEAD_READ_CHUNK);
         }
+        // The application thread wrote that response itself, and this is
+        // the worker's only connection: lend it to that thread for its
+        // next requests (`crate::linger`), and wait until it comes back.
+        if served.idle_since.is_none() || !read_buf.is_empty() || !may_lend(&shared) {
+            continue;
+        }
+        let Ok(fd) = stream.into_fd() else {
+            return;
+        };
+        let home = Arc::new(Home::default());
+        let lent = Box::new(LentHttp::new(
+            fd,
+            std::mem::replace(&mut codec, ServerConn::new(shared.limits.clone())),
+            std::mem::take(&mut read_buf),
+            conn.clone(),
+            Arc::clone(&shared),
+            Arc::clone(&home),
+            idle_since.map_or_else(std::time::Instant::now, Instant::into_std),
+        ));
+        if let Err(lent) = shared.queue.lend(lent) {
+            lent.go_home();
+        }
+        let returned = home.wait().await;
+        stream = match S::from_fd(returned.fd) {
+            Ok(stream) => stream,
+            Err(_) => return,
+        };
+        codec = returned.codec;
+        read_buf = returned.read_buf;
+        idle_since = Some(Instant::from_std(returned.idle_since));
+        match returned.back {
+            Back::Idle => {}
+            Back::Closed => return,
+            Back::Refused(status) => {
+                write_error(&mut stream, status, &mut write_buf).await;
+                return;
+            }
+            Back::Head(head) => pending = Some(Pending::Head(head)),
+            Back::InFlight(exchange, start) => pending = Some(Pending::InFlight(exchange, start)),
+        }
     }
 }
 
-fn version_name(version: http::Version) -> &'static str {
+/// What a returned connection left for its task (see [`Back`]).
+enum Pending {
+    Head(Box<wsgi_http::RequestHead>),
+    InFlight(Arc<crate::exchange::Exchange>, crate::request::RecordStart),
+}
+
+/// Whether to lend a connection now: it is the worker's only one, no stop
+/// has begun, and every application thread is idle.
+fn may_lend(shared: &Shared) -> bool {
+    shared
+        .open_connections
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 1
+        && !*shared.shutdown.borrow()
+        && shared.queue.is_idle()
+}
+
+/// Counts an open HTTP connection in [`Shared::open_connections`] for its life.
+struct OpenConnection<'a>(&'a Shared);
+
+impl<'a> OpenConnection<'a> {
+    fn count(shared: &'a Shared) -> Self {
+        shared
+            .open_connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenConnection(shared)
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0
+            .open_connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The environ of a request head on this connection.
+pub(crate) fn environ_of(head: &RequestHead, conn: &ConnInfo, shared: &Shared) -> Box<Environ> {
+    Box::new(Environ::from_fields(
+        &head.method,
+        head.target.clone(),
+        head.version,
+        head.headers.iter(),
+        head.headers.raw(),
+        conn,
+        &shared.environ,
+    ))
+}
+
+/// A deadline no connection reaches (a year): the timer's start, never awaited as such.
+pub(crate) fn far_future() -> Instant {
+    Instant::now() + std::time::Duration::from_secs(365 * 24 * 3600)
+}
+
+pub(crate) fn version_name(version: http::Version) -> &'static str {
     match version {
         http::Version::HTTP_10 => "HTTP/1.0",
         http::Version::HTTP_09 => "HTTP/0.9",
@@ -208,6 +340,7 @@ async fn read_head<S: Transport>(
     read_buf: &mut BytesMut,
     shared: &Shared,
     idle_since: Option<Instant>,
+    mut timer: Pin<&mut Sleep>,
 ) -> HeadRead {
     let mut deadline: Option<Instant> = None;
     loop {
@@ -227,7 +360,12 @@ async fn read_head<S: Transport>(
         } else {
             *deadline.get_or_insert_with(|| Instant::now() + shared.timeouts.header)
         };
-        let read = timeout_at(limit, read_some(stream, read_buf, HEAD_READ_CHUNK)).await;
+        timer.as_mut().reset(limit);
+        let read = tokio::select! {
+            biased;
+            read = read_some(stream, read_buf, HEAD_READ_CHUNK) => Ok(read),
+            () = timer.as_mut() => Err(()),
+        };
         match read {
             Ok(Ok(0)) => {
                 return match codec.decode_eof(read_buf) {

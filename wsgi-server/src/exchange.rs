@@ -32,6 +32,7 @@ use futures::task::AtomicWaker;
 use wsgi_core::{AppError, BodyReader, FileRegion, ResponseHead, ResponseSink, SinkError};
 
 use crate::direct::{DirectWrite, Written};
+use crate::linger::LentSlot;
 
 /// Body bytes buffered ahead of the application's reads.
 pub const BODY_READ_AHEAD: usize = 256 * 1024;
@@ -104,6 +105,11 @@ pub struct Exchange {
     app_wakeup: Condvar,
     io_waker: AtomicWaker,
     body_timeout: Duration,
+    /// The request was read by an application thread holding the
+    /// connection (`crate::linger`): the first time the application (or
+    /// the watchdog) needs the I/O thread, the connection in this slot
+    /// goes home first.
+    lent_inline: Mutex<Option<LentSlot>>,
 }
 
 /// What the connection should do next.
@@ -151,6 +157,7 @@ impl Exchange {
             app_wakeup: Condvar::new(),
             io_waker: AtomicWaker::new(),
             body_timeout,
+            lent_inline: Mutex::new(None),
         })
     }
 
@@ -228,7 +235,8 @@ impl Exchange {
             return Poll::Pending;
         }
         state.kick = false;
-        let items: Vec<OutItem> = state.output.drain(..).collect();
+        // The queue's own buffer moves into the batch (no allocation).
+        let items = Vec::from(std::mem::take(&mut state.output));
         if state.output_bytes > 0 {
             state.output_bytes = 0;
             state.wake_app(&self.app_wakeup);
@@ -258,7 +266,34 @@ impl Exchange {
     // ---- the application's side ----
 
     fn wake_io(&self) {
+        if let Some(slot) = self.clear_lent_inline() {
+            // Nobody polls this exchange on the I/O thread yet: send the
+            // connection home (it will) before waking it.
+            slot.send_home();
+        }
         self.io_waker.wake();
+    }
+
+    /// Marks the request as read on an application thread that keeps its
+    /// connection in `slot` (see `wake_io`).
+    pub fn mark_lent_inline(&self, slot: LentSlot) {
+        *self
+            .lent_inline
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(slot);
+    }
+
+    /// Unmarks it; the slot, if it was marked.
+    pub fn clear_lent_inline(&self) -> Option<LentSlot> {
+        self.lent_inline
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    }
+
+    /// Takes the response the application thread wrote itself, if it has.
+    pub fn take_written(&self) -> Option<Written> {
+        self.lock().written.take()
     }
 
     /// Hands a direct write's result to the connection; wakes it if it

@@ -15,6 +15,8 @@ pub mod connection;
 pub mod date;
 pub mod direct;
 pub mod exchange;
+pub mod lend;
+pub mod linger;
 pub mod listener;
 pub mod log;
 pub mod master;

@@ -34,6 +34,7 @@ fn tune_allocator() {
         fn mi_option_get(option: libc::c_int) -> libc::c_long;
         fn mi_option_set(option: libc::c_int, value: libc::c_long);
     }
+    wsgi_server::log::set_idle_hook(release_freed_memory);
     // Positions in mimalloc 3's `mi_option_e` (mimalloc.h), each with its
     // default: if the enum ever moves, the defaults do not match and the
     // options are left alone rather than set at the wrong positions.
@@ -55,6 +56,20 @@ fn tune_allocator() {
             }
         }
     }
+}
+
+/// mimalloc purges freed pages (after the purge delay) only from within
+/// later allocator calls: a worker that goes quiet after a burst keeps them.
+/// Called about once a second by the log writer thread: after 3 s of hello
+/// at 128 connections the worker's RSS went back from 14.5 to 12.5 MiB
+/// (12.0 before the burst) instead of staying at 14.5.
+fn release_freed_memory() {
+    extern "C" {
+        fn mi_collect(force: bool);
+    }
+    // SAFETY: mimalloc's collection entry point, safe from any thread; not
+    // forced, so it purges only what has waited for the purge delay.
+    unsafe { mi_collect(false) }
 }
 
 fn main() -> ExitCode {

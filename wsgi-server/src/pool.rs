@@ -23,10 +23,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::task::AtomicWaker;
 use tokio::sync::Semaphore;
 use wsgi_core::{AppError, Application, FileRegion, Request, RequestSource, ResponseHead};
 use wsgi_core::{ResponseSink, SinkError};
 
+use crate::linger::{self, Bell, LentSlot, Linger, Next, Woke};
 use crate::scoreboard::{Retire, WorkerSlot};
 
 /// The per-request timeout the watchdog enforces.
@@ -214,6 +216,18 @@ struct QueueState {
     busy: Vec<bool>,
     /// The starvation watchdog task is running.
     watchdog_armed: bool,
+    /// Per thread: a connection the I/O thread lent it, not yet taken up.
+    lent_for: Vec<Handover>,
+}
+
+/// A connection handed to a thread (see [`crate::linger`]).
+#[derive(Default)]
+struct Handover(Option<Box<dyn Linger>>);
+
+impl std::fmt::Debug for Handover {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(if self.0.is_some() { "lent" } else { "-" })
+    }
 }
 
 impl QueueState {
@@ -248,10 +262,21 @@ pub struct JobQueue {
     slots: Semaphore,
     /// This worker's scoreboard slot: requests served, busy stamps.
     worker: &'static WorkerSlot,
-    /// A wake-up task is queued on the I/O thread for this tick.
+    /// A wake-up is wanted on the I/O thread in this tick.
     wake_scheduled: AtomicBool,
+    /// The I/O thread's wake-up task runs (see [`JobQueue::wake_task`]).
+    wake_task_running: AtomicBool,
+    /// Schedules that task.
+    wake_task_waker: AtomicWaker,
     /// Per thread, when `--timeout` is on (empty otherwise).
     guarded: Vec<Guard>,
+    /// Per thread: rung to wake it while it waits on a lent connection.
+    bells: Vec<Bell>,
+    /// Per thread: it waits on a lent connection (and its bell), not on
+    /// its condvar.
+    lingering: Vec<AtomicBool>,
+    /// A graceful stop began: lent connections go home, none is lent.
+    recalling: AtomicBool,
 }
 
 impl JobQueue {
@@ -292,16 +317,44 @@ impl JobQueue {
         // they share a core). Somebody is running: it takes the job when it
         // is done, without a context switch; the watchdog steps in if not.
         if nobody_active && !self.wake_scheduled.swap(true, Ordering::AcqRel) {
-            let queue = Arc::clone(self);
-            tokio::task::spawn_local(async move {
-                queue.wake_scheduled.store(false, Ordering::Release);
-                queue.wake_first_thread();
-            });
+            if self.wake_task_running.swap(true, Ordering::AcqRel) {
+                self.wake_task_waker.wake();
+            } else {
+                tokio::task::spawn_local(Arc::clone(self).wake_task());
+            }
         }
         if arm_watchdog {
             tokio::task::spawn_local(Arc::clone(self).starvation_watchdog());
         }
         Ok(alone)
+    }
+
+    /// The I/O thread's one wake-up task, for the life of its runtime:
+    /// scheduling it is a waker's wake (it runs behind the connections
+    /// ready in this tick), where a task spawned per tick cost an
+    /// allocation and a task's set-up and tear-down per request at one
+    /// connection.
+    async fn wake_task(self: Arc<Self>) {
+        /// The runtime dropped the task: the next submit spawns another.
+        struct Running<'a>(&'a AtomicBool);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _running = Running(&self.wake_task_running);
+        loop {
+            std::future::poll_fn(|context| {
+                self.wake_task_waker.register(context.waker());
+                if self.wake_scheduled.swap(false, Ordering::AcqRel) {
+                    std::task::Poll::Ready(())
+                } else {
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
+            Arc::clone(&self).wake_first_thread();
+        }
     }
 
     fn wake_first_thread(self: Arc<Self>) {
@@ -315,7 +368,7 @@ impl JobQueue {
         let arm_watchdog = state.jobs.len() > 1 && !state.watchdog_armed;
         state.watchdog_armed |= arm_watchdog;
         drop(state);
-        self.wakeups[sleeper].notify_one();
+        self.wake_thread(sleeper);
         if arm_watchdog {
             tokio::task::spawn_local(self.starvation_watchdog());
         }
@@ -364,7 +417,7 @@ impl JobQueue {
             };
             drop(state);
             if let Some(sleeper) = sleeper {
-                self.wakeups[sleeper].notify_one();
+                self.wake_thread(sleeper);
             }
         }
     }
@@ -412,6 +465,72 @@ impl JobQueue {
         for wakeup in &self.wakeups {
             wakeup.notify_all();
         }
+        self.ring_lingering();
+    }
+
+    /// Wakes thread `index`, chosen (and counted notified) under the lock:
+    /// on its condvar, or on its bell if it waits on a lent connection.
+    fn wake_thread(&self, index: usize) {
+        self.wakeups[index].notify_one();
+        if self.lingering[index].load(Ordering::Acquire) {
+            self.bells[index].ring();
+        }
+    }
+
+    fn ring_lingering(&self) {
+        for (bell, lingering) in self.bells.iter().zip(&self.lingering) {
+            if lingering.load(Ordering::Acquire) {
+                bell.ring();
+            }
+        }
+    }
+
+    /// Lends a keep-alive connection to the most recently idle thread (see
+    /// [`crate::linger`]), if the whole pool is idle: nothing queued,
+    /// nobody running or woken. Otherwise gives it back.
+    ///
+    /// # Errors
+    /// The pool is busy or stopping: the connection, untouched.
+    pub fn lend(&self, lent: Box<dyn Linger>) -> Result<(), Box<dyn Linger>> {
+        let mut state = self.lock();
+        if state.closed
+            || self.recalling.load(Ordering::Acquire)
+            || !state.jobs.is_empty()
+            || state.active() != 0
+        {
+            return Err(lent);
+        }
+        let free = |index: usize| {
+            !self.lingering[index].load(Ordering::Acquire) && state.lent_for[index].0.is_none()
+        };
+        let Some(position) = state.sleepers.iter().rposition(|&index| free(index)) else {
+            return Err(lent);
+        };
+        let index = state.sleepers.remove(position);
+        state.woken[index] = true;
+        state.notified += 1;
+        state.lent_for[index].0 = Some(lent);
+        drop(state);
+        self.wakeups[index].notify_one();
+        Ok(())
+    }
+
+    /// Nothing queued, nobody running or woken, no stop: a connection may
+    /// be lent (see [`JobQueue::lend`]).
+    pub fn is_idle(&self) -> bool {
+        let state = self.lock();
+        !state.closed
+            && state.jobs.is_empty()
+            && state.active() == 0
+            && !self.recalling.load(Ordering::Acquire)
+    }
+
+    /// A graceful stop: every lent connection goes back to its task (which
+    /// answers its next request with `Connection: close`), and none is
+    /// lent from now on.
+    pub fn recall_lent(&self) {
+        self.recalling.store(true, Ordering::Release);
+        self.ring_lingering();
     }
 }
 
@@ -420,6 +539,8 @@ impl JobQueue {
 struct ThreadSource {
     queue: Arc<JobQueue>,
     index: usize,
+    /// The connection lent to this thread, if any (`crate::linger`).
+    lent: LentSlot,
 }
 
 /// Back from a request: the thread is idle until it takes the next one.
@@ -599,12 +720,78 @@ impl RequestSource for ThreadSource {
         let mut state = queue.lock();
         leave_request(self.index, &mut state);
         loop {
+            if let Some(lent) = state.lent_for[self.index].0.take() {
+                self.lent.keep(lent);
+            }
+            if self.lent.has()
+                && (!state.jobs.is_empty()
+                    || state.closed
+                    || queue.recalling.load(Ordering::Acquire))
+            {
+                // Wanted elsewhere, or stopping: the connection goes home.
+                drop(state);
+                self.lent.send_home();
+                state = queue.lock();
+            }
             state = match take_job(queue, self.index, state) {
                 Ok(job) => return Some(self.guard(job)),
                 Err(state) => state,
             };
             if state.closed {
                 return None;
+            }
+            if self.lent.has() {
+                // Wait on the lent connection and the bell (see
+                // `crate::linger`), listed as a sleeper so a queued request
+                // still wakes this thread.
+                let (fd, deadline) = self.lent.take().map_or((-1, Instant::now()), |lent| {
+                    let waiting = (lent.fd(), lent.deadline());
+                    self.lent.keep(lent);
+                    waiting
+                });
+                state.sleepers.push(self.index);
+                queue.lingering[self.index].store(true, Ordering::Release);
+                drop(state);
+                let woke = linger::wait(fd, &queue.bells[self.index], deadline);
+                state = queue.lock();
+                queue.lingering[self.index].store(false, Ordering::Release);
+                if state.woken[self.index] {
+                    // Chosen for a queued request: the loop's top sends the
+                    // connection home and takes it.
+                    state.woken[self.index] = false;
+                    state.notified -= 1;
+                    continue;
+                }
+                state.sleepers.retain(|&index| index != self.index);
+                match woke {
+                    // A stop (seen at the loop's top), or a stale ring.
+                    Woke::Bell => continue,
+                    Woke::Deadline => {
+                        drop(state);
+                        self.lent.send_home();
+                        state = queue.lock();
+                        continue;
+                    }
+                    Woke::Readable => {}
+                }
+                // Busy while it reads, as with a taken job.
+                state.idle_threads -= 1;
+                state.busy[self.index] = true;
+                drop(state);
+                if let Some(lent) = self.lent.take() {
+                    match lent.next(&self.lent) {
+                        Next::Serve(request, lent) => {
+                            self.lent.keep(lent);
+                            queue.worker.request_started(self.index);
+                            return Some(self.guard(request));
+                        }
+                        Next::Wait(lent) => self.lent.keep(lent),
+                        Next::Home => {}
+                    }
+                }
+                state = queue.lock();
+                leave_request(self.index, &mut state);
+                continue;
             }
             // Wake-ups go only to threads on the sleepers' list, so none is
             // lost: `notified` always comes back down.
@@ -629,6 +816,11 @@ impl RequestSource for ThreadSource {
         if state.jobs.is_empty() {
             return None;
         }
+        if self.lent.has() {
+            drop(state);
+            self.lent.send_home();
+            state = queue.lock();
+        }
         leave_request(self.index, &mut state);
         let job = take_job(queue, self.index, state).ok()?;
         Some(self.guard(job))
@@ -639,6 +831,9 @@ impl RequestSource for ThreadSource {
             // --max-requests reached: the worker stops accepting now, not at
             // its next periodic check.
             crate::stop::RETIRE_NOW.notify_one();
+        }
+        if let Some(lent) = self.lent.take().and_then(|lent| lent.after_request()) {
+            self.lent.keep(lent);
         }
     }
 }
@@ -800,16 +995,26 @@ impl AppPool {
                 woken: vec![false; threads.max(1)],
                 busy: vec![false; threads.max(1)],
                 watchdog_armed: false,
+                lent_for: (0..threads.max(1)).map(|_| Handover::default()).collect(),
             }),
             wakeups: (0..threads.max(1)).map(|_| Condvar::new()).collect(),
             thread_stats: (0..threads.max(1)).map(|_| OnceLock::new()).collect(),
             slots: Semaphore::new(queue_size.max(1)),
             worker,
             wake_scheduled: AtomicBool::new(false),
+            wake_task_running: AtomicBool::new(false),
+            wake_task_waker: AtomicWaker::new(),
             guarded: match watch {
                 Some(_) => (0..threads.max(1)).map(|_| Guard::default()).collect(),
                 None => Vec::new(),
             },
+            bells: (0..threads.max(1))
+                .map(|_| Bell::new())
+                .collect::<std::io::Result<_>>()?,
+            lingering: (0..threads.max(1))
+                .map(|_| AtomicBool::new(false))
+                .collect(),
+            recalling: AtomicBool::new(false),
         });
         if let Some(watch) = watch {
             let queue = Arc::clone(&queue);
@@ -824,6 +1029,7 @@ impl AppPool {
             let mut source = ThreadSource {
                 queue: Arc::clone(&queue),
                 index,
+                lent: LentSlot::default(),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("wsgi-app-{index}"))

@@ -12,12 +12,13 @@
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use wsgi_core::{Environ, EnvironOptions, Request};
 
 use crate::record::RequestRecord;
@@ -66,6 +67,9 @@ pub struct Shared {
     /// A graceful stop has begun (the health path answers 503), before
     /// `shutdown` (which stops accepting) when `--drain-delay` is set.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Open HTTP connections of this worker (one alone may be lent to an
+    /// application thread: `crate::linger`).
+    pub open_connections: std::sync::atomic::AtomicUsize,
     /// `--proxy-protocol` and the peers allowed to send its header.
     pub proxy_protocol: (
         crate::net::proxy_protocol::Mode,
@@ -215,6 +219,15 @@ pub trait Transport: AsyncRead + AsyncWrite + AsRawFd + Unpin {
     fn writable(&self) -> impl std::future::Future<Output = io::Result<()>>;
     /// Runs a non-blocking write syscall, clearing readiness on `WouldBlock`.
     fn try_write_io<R>(&self, call: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
+    /// The socket, out of the I/O thread's poller (still non-blocking), to
+    /// lend to an application thread (`crate::lend`).
+    fn into_fd(self) -> io::Result<std::os::fd::OwnedFd>
+    where
+        Self: Sized;
+    /// A socket [`Transport::into_fd`] gave, back in the poller.
+    fn from_fd(fd: std::os::fd::OwnedFd) -> io::Result<Self>
+    where
+        Self: Sized;
 }
 
 impl Transport for tokio::net::TcpStream {
@@ -227,6 +240,12 @@ impl Transport for tokio::net::TcpStream {
     fn try_write_io<R>(&self, call: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
         self.try_io(Interest::WRITABLE, call)
     }
+    fn into_fd(self) -> io::Result<std::os::fd::OwnedFd> {
+        Ok(self.into_std()?.into())
+    }
+    fn from_fd(fd: std::os::fd::OwnedFd) -> io::Result<Self> {
+        tokio::net::TcpStream::from_std(std::net::TcpStream::from(fd))
+    }
 }
 
 impl Transport for tokio::net::UnixStream {
@@ -238,6 +257,12 @@ impl Transport for tokio::net::UnixStream {
     }
     fn try_write_io<R>(&self, call: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
         self.try_io(Interest::WRITABLE, call)
+    }
+    fn into_fd(self) -> io::Result<std::os::fd::OwnedFd> {
+        Ok(self.into_std()?.into())
+    }
+    fn from_fd(fd: std::os::fd::OwnedFd) -> io::Result<Self> {
+        tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))
     }
 }
 
@@ -424,6 +449,10 @@ pub struct Conn<'a, S, P> {
     pub shared: &'a Shared,
     /// The connection closes after this response.
     pub close: bool,
+    /// The connection's one timer, moved on rather than made anew for each
+    /// wait: a later deadline only updates it (no timer-wheel insertion and
+    /// removal per request, as a fresh `sleep_until` costs).
+    pub timer: Pin<&'a mut Sleep>,
 }
 
 /// How a request ended on its connection.
@@ -480,6 +509,7 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
         write_buf,
         shared,
         close,
+        timer,
     } = conn;
     let exchange = Exchange::new(body.done, shared.timeouts.body);
     // Declared before anything that borrows the socket, so it runs while
@@ -574,6 +604,42 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
             exchange.lend_direct(direct, !watch_client);
         }
     }
+    respond(
+        Conn {
+            stream,
+            protocol,
+            read_buf,
+            write_buf,
+            shared,
+            close,
+            timer,
+        },
+        &exchange,
+        body,
+        watch_client,
+    )
+    .await
+}
+
+/// Writes the response of a request in `exchange`: what the application
+/// produces, body bytes still to read, and (`watch_client`, when the
+/// application thread may write the response itself) the client's next
+/// move meanwhile.
+async fn respond<S: Transport, P: Framer + BodyDecoder>(
+    conn: Conn<'_, S, P>,
+    exchange: &Arc<Exchange>,
+    body: &mut BodyState,
+    watch_client: bool,
+) -> Served {
+    let Conn {
+        stream,
+        protocol,
+        read_buf,
+        write_buf,
+        shared,
+        close,
+        mut timer,
+    } = conn;
     let mut writer = ResponseWriter {
         head_written: false,
         close,
@@ -582,9 +648,13 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
         keep_headers: shared.wants_response_headers(),
         response_headers: None,
     };
-    let mut client_wait = watch_client.then(|| ClientWait {
-        until: Instant::now() + shared.timeouts.keep_alive,
-        stopping: shared.shutdown.clone(),
+    let mut client_wait = watch_client.then(|| {
+        timer
+            .as_mut()
+            .reset(Instant::now() + shared.timeouts.keep_alive);
+        ClientWait {
+            stopping: shared.shutdown.clone(),
+        }
     });
     let mut idle_since = None;
     let outcome = loop {
@@ -616,11 +686,11 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
                     }
                 }
             }
-            event = socket_event(stream, read_buf, wait) => match event {
-                SocketEvent::Read(Ok(0)) => body.feed_eof(protocol, read_buf, &exchange),
-                SocketEvent::Read(Ok(_)) => body.feed(protocol, read_buf, &exchange),
+            event = socket_event(stream, read_buf, wait, timer.as_mut()) => match event {
+                SocketEvent::Read(Ok(0)) => body.feed_eof(protocol, read_buf, exchange),
+                SocketEvent::Read(Ok(_)) => body.feed(protocol, read_buf, exchange),
                 SocketEvent::Read(Err(error)) => {
-                    body.fail(&exchange, error.kind(), error.to_string())
+                    body.fail(exchange, error.kind(), error.to_string())
                 }
                 SocketEvent::Client => {
                     // The client is back (or the keep-alive time is up, or
@@ -638,6 +708,17 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
         tally: writer.tally,
         response_headers: writer.response_headers,
     }
+}
+
+/// Finishes a request an application thread read on a lent connection
+/// (`crate::lend`) whose response needs the I/O thread after all.
+pub async fn resume<S: Transport, P: Framer + BodyDecoder>(
+    conn: Conn<'_, S, P>,
+    exchange: Arc<Exchange>,
+) -> Served {
+    let _disconnect = DisconnectOnDrop(Arc::clone(&exchange));
+    let mut body = BodyState::new(true, false, Some(0));
+    respond(conn, &exchange, &mut body, false).await
 }
 
 /// `--health-path`: answered here, without the application: 200 while
@@ -692,6 +773,7 @@ pub async fn answer_static<S: Transport, P: Framer + BodyDecoder>(
         write_buf,
         shared,
         mut close,
+        timer: _,
     } = conn;
     if !body.done {
         // An empty body still ends with the codec's `End` event.
@@ -735,10 +817,10 @@ pub async fn answer_static<S: Transport, P: Framer + BodyDecoder>(
 }
 
 /// While the application thread may write the response itself, the task
-/// waits for its client instead, until `until` or a graceful stop.
+/// waits for its client instead, until the connection's timer (the
+/// keep-alive timeout) or a graceful stop.
 #[derive(Debug)]
 struct ClientWait {
-    until: Instant,
     stopping: watch::Receiver<bool>,
 }
 
@@ -761,13 +843,14 @@ async fn socket_event<S: Transport>(
     stream: &mut S,
     read_buf: &mut BytesMut,
     wait: SocketWait<'_>,
+    timer: Pin<&mut Sleep>,
 ) -> SocketEvent {
     match wait {
         SocketWait::Body => SocketEvent::Read(read_some(stream, read_buf, BODY_READ_CHUNK).await),
         SocketWait::Client(client_wait) => {
             tokio::select! {
                 _ = stream.readable() => {}
-                _ = tokio::time::sleep_until(client_wait.until) => {}
+                _ = timer => {}
                 _ = client_wait.stopping.changed() => {}
             }
             SocketEvent::Client

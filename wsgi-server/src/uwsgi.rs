@@ -126,6 +126,7 @@ pub async fn serve_uwsgi<S: Transport>(mut stream: S, conn: ConnInfo, shared: Ar
             write_buf: &mut write_buf,
             shared: &shared,
             close: true,
+            timer: std::pin::pin!(tokio::time::sleep_until(crate::connection::far_future())),
         },
         environ,
         &mut body,

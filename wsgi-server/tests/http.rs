@@ -8,7 +8,7 @@ mod support;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use support::{exchange, is_closed, read_response, read_to_close, TestServer};
+use support::{exchange, is_closed, read_response, read_to_close, wait_until, TestServer};
 use wsgi_server::server::Stop;
 
 fn hello_response(extra: &str) -> String {
@@ -299,16 +299,21 @@ fn idle_keep_alive_connection_times_out() {
 
 #[test]
 fn a_response_larger_than_the_socket_takes_at_once_arrives_whole() {
-    // One piece, far more than the socket buffers hold while the client does
-    // not read: the application thread's direct write is cut short and the
-    // I/O thread sends the rest; the connection then serves on.
+    // One piece, far more than the socket buffers hold: the application
+    // thread's direct write is cut short and the I/O thread sends the rest;
+    // the connection then serves on. The client's receive buffer is made
+    // small and fixed (no autotuning), so one call can hand the kernel at
+    // most the server's send buffer (4 MiB at most by default,
+    // net.ipv4.tcp_wmem) and this window: far less than 16 MiB even while
+    // the client reads, so no pause before reading is needed to make the
+    // direct write come up short (strace: its sendmsg took 4,128,768 bytes).
     let server = TestServer::start("echo", |_| {});
     let mut stream = server.connect();
+    set_receive_buffer(&stream, 32 * 1024);
     let size = 16 * 1024 * 1024;
     stream
         .write_all(format!("GET /blob?{size} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
     let response = read_response(&mut stream);
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
     assert!(head.contains(&format!("Content-Length: {size}")), "{head}");
@@ -435,14 +440,17 @@ fn a_chunked_body_past_the_buffer_size_streams_on_without_spooling() {
 fn a_request_waits_outside_the_application_while_the_body_budget_is_spent() {
     // A 30,000-byte budget: the first request's 20,000-byte body (more
     // than comes with the head, so it is buffered and reserved) holds
-    // 20,000 of it until its response is out (the application sleeps
-    // 500 ms first), so the second request's body waits, unread and
-    // outside the application, and its answer can only come after the
-    // first one. A server without the budget answers the quick second
-    // request first.
-    let server = TestServer::start("echo", |config| {
+    // 20,000 of it while the request is held inside the application (the
+    // gate), so the second request's body waits, unread and outside the
+    // application: a third request, sent after the server has the second's
+    // head (its counters) and its whole body (in the socket), is answered by
+    // the other application thread while the second is not. A server without
+    // the budget would have handed the second request to that thread first
+    // and answered it. Two threads: the held one and one more.
+    let (server, gate) = TestServer::start_gated(|config| {
         config.body_buffering.memory = 30_000;
         config.body_buffering.spool_max = 0;
+        config.threads = 2;
     });
     let body = vec![b'x'; 20_000];
     let post = |target: &str| {
@@ -454,31 +462,46 @@ fn a_request_waits_outside_the_application_while_the_body_budget_is_spent() {
         bytes.extend_from_slice(&body);
         bytes
     };
-    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut first = server.connect();
-    first.write_all(&post("/slow?500")).unwrap();
-    // Let the first body be read (its budget taken) before the second
-    // request comes; an ordering aid, not an assertion on time.
-    std::thread::sleep(Duration::from_millis(100));
+    first.write_all(&post("/gate")).unwrap();
+    // Inside the application: its body was read whole, its budget taken.
+    gate.wait_entered(1);
     let mut second = server.connect();
     second.write_all(&post("/upload")).unwrap();
-    let second_order = std::sync::Arc::clone(&order);
-    let reader = std::thread::spawn(move || {
-        let response = read_response(&mut second);
-        second_order.lock().unwrap().push("second");
-        response
+    wait_until("the second request's head read", || {
+        server.heads_read() == 2
     });
+    // The third request is answered (`/calls`: the application's calls
+    // before it, `/gate` aside): the second never reached the application,
+    // and has no answer at all.
+    assert_eq!(
+        exchange(&server, b"GET /calls HTTP/1.1\r\nHost: x\r\n\r\n")
+            .split("\r\n\r\n")
+            .nth(1),
+        Some("0"),
+        "the second request reached the application while the budget was spent"
+    );
+    second.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let unanswered = matches!(
+        second.peek(&mut byte),
+        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock
+    );
+    second.set_nonblocking(false).unwrap();
+    assert!(
+        unanswered,
+        "the second request was answered while the budget was spent"
+    );
+    gate.open();
     let first_response = read_response(&mut first);
-    order.lock().unwrap().push("first");
-    let second_response = reader.join().unwrap();
-    assert!(first_response.ends_with("slow"), "{first_response}");
+    assert!(first_response.ends_with("\r\n\r\ngate"), "{first_response}");
+    let second_response = read_response(&mut second);
     assert!(
         second_response.ends_with("\r\n\r\n20000"),
         "{second_response}"
     );
-    assert_eq!(*order.lock().unwrap(), ["first", "second"]);
     // The budget came back with the first response, not at the client's
-    // next move: a third request is served while both stay connected.
+    // next move: another request is served while both stay connected.
     let mut third = server.connect();
     third.write_all(&post("/upload")).unwrap();
     assert!(read_response(&mut third).ends_with("\r\n\r\n20000"));
@@ -498,7 +521,7 @@ fn slow_head_gets_408() {
 fn graceful_stop_finishes_in_flight_and_answers_idle_connections_with_close() {
     // A graceful timeout no test outlives: the stop must end because the
     // work is done, not because the timeout ran out.
-    let mut server = TestServer::start("echo", |config| {
+    let (mut server, gate) = TestServer::start_gated(|config| {
         config.timeouts.graceful = Duration::from_secs(3600);
     });
     let mut idle = server.connect();
@@ -506,14 +529,19 @@ fn graceful_stop_finishes_in_flight_and_answers_idle_connections_with_close() {
         .unwrap();
     read_response(&mut idle);
     let mut busy = server.connect();
-    busy.write_all(b"GET /slow?700 HTTP/1.1\r\nHost: x\r\n\r\n")
+    busy.write_all(b"GET /gate HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // In flight: inside the application, held there until the stop is in
+    // effect (the listener closed).
+    gate.wait_entered(1);
+    server.begin_stop(Stop::Graceful);
+    server.wait_until_refused();
     let stopper = std::thread::spawn(move || server.stop(Stop::Graceful));
+    gate.open();
     // `Connection: close` on the in-flight response: the stop is in effect.
     assert_eq!(
         read_response(&mut busy),
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4\r\nConnection: close\r\n\r\nslow"
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4\r\nConnection: close\r\n\r\ngate"
     );
     // The idle keep-alive connection was not closed under its client (a
     // proxy may be reusing it right now): its next request is answered,
@@ -603,21 +631,24 @@ fn environ_reflects_the_request() {
 
 #[test]
 fn a_fresh_connection_is_served_during_a_graceful_stop() {
-    let mut server = TestServer::start("echo", |_| {});
+    let (mut server, gate) = TestServer::start_gated(|_| {});
     // Accepted before the stop, its request sent after it: it was accepted
     // to be served, so it is (only idle keep-alive connections are closed).
+    // The held request keeps the stop from ending meanwhile.
     let mut fresh = server.connect();
     let mut busy = server.connect();
-    busy.write_all(b"GET /slow?600 HTTP/1.1\r\nHost: x\r\n\r\n")
+    busy.write_all(b"GET /gate HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    gate.wait_entered(1);
+    server.begin_stop(Stop::Graceful);
+    server.wait_until_refused();
     let stopper = std::thread::spawn(move || server.stop(Stop::Graceful));
-    std::thread::sleep(Duration::from_millis(100));
     fresh
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     assert!(read_response(&mut fresh).starts_with("HTTP/1.1 200 OK\r\n"));
-    assert!(read_response(&mut busy).ends_with("slow"));
+    gate.open();
+    assert!(read_response(&mut busy).ends_with("gate"));
     stopper.join().unwrap();
 }
 
@@ -850,4 +881,21 @@ fn two_different_response_content_lengths_get_a_500() {
         ),
         "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nxxxxx"
     );
+}
+
+/// Sets SO_RCVBUF on a connected socket (the kernel doubles it, and stops
+/// tuning it).
+fn set_receive_buffer(stream: &std::net::TcpStream, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt with a pointer to a live c_int and its size.
+    let result = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(result, 0, "setsockopt: {}", std::io::Error::last_os_error());
 }

@@ -22,8 +22,11 @@ const ROOMS: &[(&str, &[&str])] = &[
             "buffering",
             "direct",
             "exchange",
+            "lend",
         ],
     ),
+    // Dispatch to the application threads, and connections lent to them.
+    ("pool", &["pool", "linger"]),
     // The process model: master, workers, signals, daemon chores.
     ("process", &["master", "worker", "process", "signals"]),
     // The runtime contract and its implementations.

@@ -27,14 +27,53 @@ fn http(
             HeaderValue::from_bytes(value).unwrap(),
         );
     }
-    Environ::from_http(
+    let target = Bytes::copy_from_slice(target.as_bytes());
+    let environ = Environ::from_http(
         &Method::GET,
-        Bytes::copy_from_slice(target.as_bytes()),
+        target.clone(),
         Version::HTTP_11,
         &map,
         conn,
         options,
-    )
+    );
+    // The same request through `from_fields`, names in upper case and the
+    // values shared with one buffer, and through the HeaderMap walk that
+    // `from_fields` replaced: all three must agree to the byte.
+    let upper: Vec<(Vec<u8>, &[u8])> = headers
+        .iter()
+        .map(|(name, value)| (name.to_ascii_uppercase().into_bytes(), *value))
+        .collect();
+    let source = Bytes::from(
+        upper
+            .iter()
+            .flat_map(|(_, value)| value.to_vec())
+            .collect::<Vec<u8>>(),
+    );
+    let mut at = 0;
+    let fields: Vec<(&[u8], &[u8])> = upper
+        .iter()
+        .map(|(name, value)| {
+            at += value.len();
+            (&name[..], &source[at - value.len()..at])
+        })
+        .collect();
+    let from_fields = Environ::from_fields(
+        &Method::GET,
+        target.clone(),
+        Version::HTTP_11,
+        fields.iter().copied(),
+        &source,
+        conn,
+        options,
+    );
+    assert_eq!(from_fields, environ, "from_fields and from_http differ");
+    let reference =
+        reference::from_header_map(&Method::GET, target, Version::HTTP_11, &map, conn, options);
+    assert_eq!(
+        environ, reference,
+        "from_http and the HeaderMap walk differ"
+    );
+    environ
 }
 
 /// Asserts that every `KEY=value` of `expect` is in the environ, and that
@@ -531,7 +570,107 @@ mod props {
     use super::*;
     use proptest::prelude::*;
 
+    fn field() -> impl Strategy<Value = (String, Vec<u8>)> {
+        (
+            prop::sample::select(vec![
+                "Host",
+                "host",
+                "HOST",
+                "Cookie",
+                "cookie",
+                "X_A",
+                "x-a",
+                "X-A",
+                "Content-Length",
+                "content-type",
+                "Content-Type",
+                "Forwarded",
+                "X-Forwarded-For",
+                "x-forwarded-for",
+                "Script_Name",
+                "X-Forwarded-Proto",
+                "accept",
+                "Foo-Bar",
+                "foo_bar",
+                "X-Forwarded-Ssl",
+                "User-Agent",
+                "a",
+                "B",
+                "Te",
+                "Sec-Fetch-Mode",
+            ]),
+            prop::sample::select(vec![
+                &b"h"[..],
+                b"x.org:81",
+                b"[::1]:9",
+                b"5",
+                b" 5, 5",
+                b"1,2",
+                b"https",
+                b"on",
+                b"for=10.0.0.1;proto=https",
+                b"10.0.0.2, 192.0.2.7",
+                b"/mnt",
+                b"",
+                b"a=b",
+                b"\xe9t\xe9",
+            ]),
+        )
+            .prop_map(|(name, value)| (name.to_owned(), value.to_vec()))
+    }
+
     proptest! {
+        /// The word-at-a-time comparison answers as `eq_ignore_ascii_case`.
+        #[test]
+        fn eq_lower_is_eq_ignore_ascii_case(
+            lower in "[a-z_-]{0,30}",
+            flips in prop::collection::vec(any::<bool>(), 30),
+            noise in prop::option::of((0usize..30, any::<u8>())),
+        ) {
+            let mut name: Vec<u8> = lower
+                .bytes()
+                .zip(&flips)
+                .map(|(b, &flip)| if flip { b.to_ascii_uppercase() } else { b })
+                .collect();
+            if let Some((at, byte)) = noise {
+                if let Some(slot) = name.get_mut(at) {
+                    *slot = byte;
+                }
+            }
+            prop_assert_eq!(eq_lower(&name, lower.as_bytes()), name.eq_ignore_ascii_case(lower.as_bytes()));
+        }
+
+        /// `from_fields` on raw pairs (any case, repeats anywhere) builds
+        /// exactly what the HeaderMap walk it replaced built.
+        #[test]
+        fn from_fields_matches_the_header_map_walk(
+            fields in prop::collection::vec(field(), 0..10),
+            target in prop::sample::select(vec!["/a%2Fb?q", "/mnt/x", "http://t.org/p", "https://t.org:8443", "*"]),
+            trusted in any::<bool>(),
+            allow_underscore_headers in any::<bool>(),
+            forwarded_remote_addr in any::<bool>(),
+        ) {
+            let options = EnvironOptions {
+                allow_underscore_headers,
+                forwarded_remote_addr,
+                script_name: Bytes::from_static(b"/mnt"),
+                trusted_proxies: crate::proxy::AllowList::parse("10.0.0.0/8").unwrap(),
+                ..EnvironOptions::default()
+            };
+            let conn = conn().with_trusted_proxy(trusted);
+            let mut map = HeaderMap::new();
+            for (name, value) in &fields {
+                map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_bytes(value).unwrap());
+            }
+            let target = Bytes::copy_from_slice(target.as_bytes());
+            let reference = reference::from_header_map(&Method::GET, target.clone(), Version::HTTP_11, &map, &conn, &options);
+            let pairs: Vec<(&[u8], &[u8])> = fields.iter().map(|(n, v)| (n.as_bytes(), &v[..])).collect();
+            let got = Environ::from_fields(&Method::GET, target.clone(), Version::HTTP_11, pairs.iter().copied(), &Bytes::new(), &conn, &options);
+            prop_assert_eq!(&got, &reference);
+            let got = Environ::from_http(&Method::GET, target, Version::HTTP_11, &map, &conn, &options);
+            prop_assert_eq!(&got, &reference);
+        }
+
         #[test]
         fn percent_encoding_round_trips(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let encoded: String = bytes.iter().map(|byte| format!("%{byte:02X}")).collect();
@@ -547,4 +686,249 @@ mod props {
             prop_assert_eq!(&environ.request_uri[..], &target[..]);
         }
     }
+}
+
+/// The environ as it was built before `from_fields`: walking an
+/// `http::HeaderMap` (kept as the oracle `from_fields` must match).
+mod reference {
+    use bytes::{BufMut, Bytes, BytesMut};
+    use http::{HeaderMap, Method, Version};
+
+    use super::super::{
+        absolute_form_default_port, method_bytes, percent_decode, split_host_port, split_target,
+        version_str, ConnInfo, Environ, EnvironOptions, UrlScheme,
+    };
+
+    /// Builds the environ of an HTTP/1.x request.
+    ///
+    /// `target` is the request-target exactly as sent; `headers` are the
+    /// request's headers in arrival order.
+    pub fn from_header_map(
+        method: &Method,
+        target: Bytes,
+        version: Version,
+        headers: &HeaderMap,
+        conn: &ConnInfo,
+        options: &EnvironOptions,
+    ) -> Environ {
+        let (path, query, authority) = split_target(&target);
+        let mut environ = Environ {
+            request_method: method_bytes(method),
+            query_string: target.slice_ref(query),
+            server_protocol: Bytes::from_static(version_str(version).as_bytes()),
+            url_scheme: conn.scheme,
+            ..Environ::default()
+        };
+        (environ.remote_addr, environ.remote_port) = conn.remote.clone();
+
+        let mut script_name = options.script_name.clone();
+        // From a trusted proxy: `Forwarded` and `X-Forwarded-For`, read
+        // once the loop has seen every line.
+        let mut forwarded: Option<String> = None;
+        let mut x_forwarded_for: Option<String> = None;
+        for name in headers.keys() {
+            let mut values = headers.get_all(name).iter();
+            let Some(first) = values.next() else { continue };
+            let name_str = name.as_str();
+            match name_str {
+                "content-type" => {
+                    environ.content_type = Some(Bytes::copy_from_slice(first.as_bytes()));
+                    continue;
+                }
+                "content-length" => {
+                    environ.content_length = Some(content_length_value(first, values));
+                    continue;
+                }
+                // RFC 9112 §3.2.2: with an absolute-form target the origin
+                // server "MUST ignore the received Host header field (if
+                // any) and instead use the host information of the
+                // request-target"; the application sees that as `HTTP_HOST`.
+                "host" if !authority.is_empty() => {
+                    environ.headers.push((
+                        Bytes::from_static(b"HTTP_HOST"),
+                        Bytes::copy_from_slice(authority),
+                    ));
+                    continue;
+                }
+                _ => {}
+            }
+            if conn.trusted_proxy {
+                // A proxy mounts the app under a prefix with
+                // `proxy_set_header SCRIPT_NAME /prefix;` (gunicorn's contract).
+                if name_str == "script_name" {
+                    script_name = Bytes::copy_from_slice(first.as_bytes());
+                    continue;
+                }
+                if options.secure_scheme_headers.iter().any(|(header, value)| {
+                    header == name_str && first.as_bytes().eq_ignore_ascii_case(value.as_bytes())
+                }) {
+                    environ.url_scheme = UrlScheme::Https;
+                }
+                let joined = || {
+                    headers
+                        .get_all(name)
+                        .iter()
+                        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                match name_str {
+                    "forwarded" => forwarded = Some(joined()),
+                    "x-forwarded-for" => x_forwarded_for = Some(joined()),
+                    _ => {}
+                }
+            }
+            if !options.allow_underscore_headers && name_str.contains('_') {
+                continue;
+            }
+            let separator: &[u8] = if name_str == "cookie" { b"; " } else { b", " };
+            let value = match values.next() {
+                None => Bytes::copy_from_slice(first.as_bytes()),
+                Some(second) => {
+                    let mut joined = BytesMut::from(first.as_bytes());
+                    for more in std::iter::once(second).chain(values) {
+                        joined.put_slice(separator);
+                        joined.put_slice(more.as_bytes());
+                    }
+                    joined.freeze()
+                }
+            };
+            let key = cgi_header_key(name_str);
+            // With underscores allowed, `X_A` and `X-A` share one key: join them
+            // rather than let the later hide the earlier.
+            if options.allow_underscore_headers {
+                if let Some((_, existing)) = environ.headers.iter_mut().find(|(k, _)| *k == key) {
+                    let mut joined = BytesMut::from(&existing[..]);
+                    joined.put_slice(separator);
+                    joined.put_slice(&value);
+                    *existing = joined.freeze();
+                    continue;
+                }
+            }
+            environ.headers.push((key, value));
+        }
+
+        let host = if authority.is_empty() {
+            headers
+                .get(http::header::HOST)
+                .map(|value| value.as_bytes())
+        } else {
+            if !headers.contains_key(http::header::HOST) {
+                // HTTP/1.0 may omit Host; the target still names the host.
+                environ.headers.push((
+                    Bytes::from_static(b"HTTP_HOST"),
+                    Bytes::copy_from_slice(authority),
+                ));
+            }
+            Some(authority)
+        };
+        if conn.trusted_proxy {
+            // Before the server port is chosen: `proto=https` changes it.
+            environ.apply_forwarded(forwarded.as_deref(), x_forwarded_for.as_deref(), options);
+        }
+        environ.set_server(host, conn);
+        if !authority.is_empty() && split_host_port(authority).1.is_none() {
+            // The URI's own scheme gives the default port (`https://h/` is
+            // port 443 whatever the listener speaks).
+            if let Some(port) = absolute_form_default_port(&target) {
+                environ.server_port = Bytes::from_static(port);
+            }
+        }
+        environ.mount(script_name, percent_decode(path));
+        environ.request_uri = target;
+        environ
+    }
+
+    fn cgi_header_key(name: &str) -> Bytes {
+        let mut key = BytesMut::with_capacity(5 + name.len());
+        key.put_slice(b"HTTP_");
+        key.extend(name.bytes().map(|byte| match byte {
+            b'-' => b'_',
+            other => other.to_ascii_uppercase(),
+        }));
+        key.freeze()
+    }
+
+    fn content_length_value<'a>(
+        first: &'a http::HeaderValue,
+        mut rest: impl Iterator<Item = &'a http::HeaderValue>,
+    ) -> Bytes {
+        let second = rest.next();
+        if second.is_none() && !first.as_bytes().contains(&b',') {
+            return Bytes::copy_from_slice(first.as_bytes());
+        }
+        let values: Vec<&[u8]> = std::iter::once(first)
+            .chain(second)
+            .chain(rest)
+            .map(http::HeaderValue::as_bytes)
+            .collect();
+        let mut length: Option<u64> = None;
+        let mut same = true;
+        for item in values.iter().flat_map(|value| value.split(|&b| b == b',')) {
+            let item = item.trim_ascii();
+            let parsed = (!item.is_empty() && item.iter().all(u8::is_ascii_digit))
+                .then(|| std::str::from_utf8(item).ok()?.parse::<u64>().ok())
+                .flatten();
+            match (parsed, length) {
+                (None, _) => same = false,
+                (Some(value), Some(previous)) if value != previous => same = false,
+                (Some(value), _) => length = Some(value),
+            }
+        }
+        match (same, length) {
+            (true, Some(length)) => Bytes::from(length.to_string()),
+            _ => Bytes::from(values.join(&b", "[..])),
+        }
+    }
+}
+
+#[test]
+fn known_names_have_the_generic_key() {
+    let names = [
+        "te",
+        "dnt",
+        "host",
+        "range",
+        "accept",
+        "cookie",
+        "origin",
+        "pragma",
+        "expect",
+        "referer",
+        "if-match",
+        "if-range",
+        "forwarded",
+        "user-agent",
+        "connection",
+        "script_name",
+        "x-real-ip",
+        "content-type",
+        "cache-control",
+        "authorization",
+        "if-none-match",
+        "content-length",
+        "accept-charset",
+        "sec-fetch-dest",
+        "sec-fetch-mode",
+        "sec-fetch-site",
+        "sec-fetch-user",
+        "accept-encoding",
+        "accept-language",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-requested-with",
+        "if-modified-since",
+        "x-forwarded-proto",
+        "transfer-encoding",
+        "upgrade-insecure-requests",
+    ];
+    for name in names {
+        for name in [name.to_owned(), name.to_ascii_uppercase()] {
+            let (_, key) = classify(name.as_bytes()).unwrap_or_else(|| panic!("{name} unknown"));
+            let generic = cgi_header_key(name.as_bytes(), &mut BytesMut::new(), 0);
+            assert_eq!(key, &generic[..], "{name}");
+        }
+    }
+    assert_eq!(classify(b"x-custom"), None);
+    assert_eq!(classify(b"hosts"), None);
 }

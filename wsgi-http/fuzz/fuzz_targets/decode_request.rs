@@ -27,6 +27,9 @@ fuzz_target!(|data: &[u8]| {
                 }
                 Ok(Some(Event::Head(head))) => {
                     let _ = (head.path(), head.query(), head.host());
+                    // Every field the codec let through fits a HeaderMap.
+                    assert_eq!(head.headers.to_header_map().len(), head.headers.len());
+                    let _ = head.headers.get("content-type");
                 }
                 Ok(Some(Event::Data(bytes))) => assert!(!bytes.is_empty()),
                 Ok(None) => break,

@@ -101,6 +101,67 @@ class Server:
             return "did not exit within %ss of %s" % (STOP_TIMEOUT, sig.name)
 
 
+def metrics(port):
+    """`--metrics-bind`'s samples, `{"name{labels}": value}` (the master
+    answers from the workers' scoreboard: the server's own gauges)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    samples = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def wait_until(what, check, timeout=10.0):
+    """Polls `check()` until it is true; fails after `timeout` s (a failure
+    bound: nothing is measured)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        time.sleep(0.02)
+
+
+def server_idle(metrics_port):
+    """Whether the server's gauges say no application thread is busy and no
+    request is in flight or queued. A thread counts busy until the result's
+    close() has run and the result is released."""
+    samples = metrics(metrics_port)
+    return (samples['wsgi_server_threads{state="busy"}'] == 0
+            and samples["wsgi_server_requests_in_flight"] == 0
+            and samples["wsgi_server_queue_depth"] == 0)
+
+
+def settled_log(server, offset, marker_path, marker_line):
+    """The log since `offset` once every request made so far is over and
+    everything it logged is in the file: first the server is idle (its
+    gauges; `server.metrics_port` is its `--metrics-bind` port), then
+    `marker_line`, which GET `marker_path` writes through wsgi.errors and
+    which queues behind every line logged before it for the log's writer
+    thread, must reach the file. (Python's own sys.stderr is the file
+    itself: what the application printed there is in it already.)"""
+    wait_until("the server idle", lambda: server_idle(server.metrics_port))
+    before = server.log_since(offset).count(marker_line)
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                     % marker_path.encode())
+        sock.settimeout(10)
+        while sock.recv(65536):
+            pass
+    wait_until("the log written up to the marker",
+               lambda: server.log_since(offset).count(marker_line) > before)
+    return server.log_since(offset)
+
+
 def server_command(app_args, port, venv=TEST_VENV):
     command = [str(SERVER_BIN), "--bind", f"127.0.0.1:{port}"]
     if venv is not None:

@@ -527,6 +527,8 @@ class Loop:
         self.done = 0
         self.failures = []
         self.by_instance = {}
+        # Per thread: when its last completed request was sent.
+        self.last_sent = {}
         self.stopping = threading.Event()
         self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
 
@@ -548,6 +550,7 @@ class Loop:
     def run(self):
         session = requests.Session()
         while (n := self.take()) is not None:
+            sent = time.monotonic()
             try:
                 response = session.get(f"{self.url}/work/{n}", timeout=TIMEOUT)
                 outcome = (response.status_code, response.text, response.headers.get("X-Instance"))
@@ -555,6 +558,7 @@ class Loop:
                 outcome = (None, repr(error), None)
             with self.lock:
                 self.done += 1
+                self.last_sent[threading.get_ident()] = sent
                 if outcome[:2] != (200, f"work {n} done"):
                     self.failures.append((f"GET /work/{n}", outcome))
                 else:
@@ -564,6 +568,18 @@ class Loop:
     def snapshot(self):
         with self.lock:
             return self.done, dict(self.by_instance)
+
+    def wait_past(self, moment, timeout):
+        """Waits (bounded) until every thread has completed a request sent
+        after `moment` (or ended): each sends one request at a time, so all
+        requests sent before it are over, their answers counted."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if all(not thread.is_alive() or self.last_sent.get(thread.ident, moment) > moment
+                       for thread in self.threads):
+                    return
+            time.sleep(0.01)
 
     def wait_until(self, count, timeout):
         deadline = time.monotonic() + timeout
@@ -598,7 +614,9 @@ def test_scale_out_rolling_restart(start):
             _, served_before = loop.snapshot()
             stopping = servers[victim]
             status = stopping.stop(signal.SIGTERM)
-            time.sleep(0.3)  # responses already on their way are counted before
+            # Responses already on their way from the stopped instance are
+            # counted before the snapshot: every later one is the survivor's.
+            loop.wait_past(time.monotonic(), timeout=10.0)
             done_at_exit, served_at_exit = loop.snapshot()
             loop.wait_until(done_at_exit + 100, timeout=10.0)
             loop.stopping.set()

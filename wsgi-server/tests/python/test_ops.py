@@ -56,6 +56,14 @@ def application(environ, start_response):
         return environ["wsgi.file_wrapper"](open(__file__, "rb"))
     if path == "/slow":
         time.sleep(float(environ.get("QUERY_STRING") or "1"))
+    if path == "/hold":
+        # Held by the test: "entered" in the directory QUERY_STRING, then
+        # waits for "release" there (30 s at most).
+        marker = environ["QUERY_STRING"]
+        open(os.path.join(marker, "entered"), "w").close()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(os.path.join(marker, "release")) and time.monotonic() < deadline:
+            time.sleep(0.01)
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(pid)))])
     return [pid]
 '''
@@ -193,7 +201,15 @@ def test_uwsgi_stats_and_uwsgitop(ops):
     for _ in range(40):
         pid = int(requests.get(server.url("/"), timeout=TIMEOUT, headers={"Connection": "close"}).text)
         served[pid] = served.get(pid, 0) + 1
-    stats = read_stats(stats_port)
+    # A worker counts a request once its application thread is done with
+    # it, which may be just after the client has the response.
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        stats = read_stats(stats_port)
+        counted = sum(worker["requests"] for worker in stats["workers"])
+        if counted >= 40 or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     assert stats["pid"] == server.proc.pid
     by_pid = {worker["pid"]: worker["requests"] for worker in stats["workers"]}
     for pid, count in served.items():
@@ -372,33 +388,43 @@ def test_health_path_answers_without_python_and_503_while_draining(ops, tmp_path
     response = requests.get(server.url("/healthz"), timeout=TIMEOUT)
     assert (response.status_code, response.text) == (200, "OK")
     assert requests.head(server.url("/healthz"), timeout=TIMEOUT).status_code == 200
-    # A request in flight keeps the worker draining after TERM.
-    slow = threading.Thread(target=lambda: requests.get(server.url("/slow?3"), timeout=TIMEOUT))
+    # A request in flight keeps the worker draining after TERM: it is held
+    # inside the application until the test has its 503.
+    marker = tmp_path / "hold"
+    marker.mkdir()
+    slow = threading.Thread(target=lambda: requests.get(server.url(f"/hold?{marker}"), timeout=40))
     slow.start()
-    probe = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
-    probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert probe.recv(65536).startswith(b"HTTP/1.1 200")
-    time.sleep(0.3)
-    server.proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 5
-    while "Handling signal: term" not in server.log() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    # The open connection's next probe, while the slow request finishes: 503.
-    answer = b""
-    for _ in range(40):
+    try:
+        probe = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
         probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        answer = probe.recv(65536)
-        if answer.startswith(b"HTTP/1.1 503"):
-            break
-        time.sleep(0.05)
-    assert answer.startswith(b"HTTP/1.1 503"), answer
-    probe.close()
+        assert probe.recv(65536).startswith(b"HTTP/1.1 200")
+        deadline = time.monotonic() + TIMEOUT
+        while not (marker / "entered").exists():
+            assert time.monotonic() < deadline, "the held request never reached the application"
+            time.sleep(0.02)
+        server.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while "Handling signal: term" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # The open connection's next probe, while the held request is in
+        # flight: 503 once the worker has heard of the stop (bounded).
+        answer = b""
+        for _ in range(40):
+            probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = probe.recv(65536)
+            if answer.startswith(b"HTTP/1.1 503"):
+                break
+            time.sleep(0.05)
+        assert answer.startswith(b"HTTP/1.1 503"), answer
+        probe.close()
+    finally:
+        (marker / "release").touch()
     slow.join(timeout=15)
     assert server.proc.wait(timeout=20) == 0
     # Health checks are not access-logged unless asked; the app request is.
     lines = (tmp_path / "access.log").read_text().splitlines()
     assert not any("/healthz" in line for line in lines), lines
-    assert any("/slow?3" in line for line in lines), lines
+    assert any("/hold?" in line for line in lines), lines
 
 
 CAPTURE_APP = '''\

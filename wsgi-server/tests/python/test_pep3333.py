@@ -12,24 +12,37 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import APPS
+import conftest
+from conftest import APPS, free_port
 from rawhttp import Conn, chunked, request
 
 APP_FILE = APPS / "pep3333_app.py"
 VALIDATOR_MARKERS = ("AssertionError", "WSGIWarning", "garbage collected without being closed")
+# The last line `/errors` writes to wsgi.errors.
+LOG_MARKER = "pep3333-errors: writelines 2\n"
 
 
 @pytest.fixture(scope="module")
 def server(module_start):
-    return module_start(str(APP_FILE), "--threads", "4")
+    metrics_port = free_port()
+    server = module_start(str(APP_FILE), "--threads", "4",
+                          "--metrics-bind", f"127.0.0.1:{metrics_port}")
+    server.metrics_port = metrics_port
+    return server
+
+
+def settled_log(server, offset):
+    """The log since `offset` once every request so far is over and all it
+    logged is written (conftest.settled_log: the server's gauges, then a
+    wsgi.errors marker)."""
+    return conftest.settled_log(server, offset, "/errors", LOG_MARKER)
 
 
 @pytest.fixture(autouse=True)
 def no_validator_errors(server):
     offset = server.log_size()
     yield
-    time.sleep(0.1)  # the log is written by a thread
-    text = server.log_since(offset)
+    text = settled_log(server, offset)
     for marker in VALIDATOR_MARKERS:
         assert marker not in text, f"validator complaint {marker!r} in the server log:\n{text}"
 
@@ -280,8 +293,7 @@ def test_close_called_when_client_disconnects_mid_stream(server):
         time.sleep(0.05)
     assert record.get("closed") is True, record
     assert record["chunks"] < 4000, record
-    time.sleep(0.1)
-    log = server.log_since(offset)
+    log = settled_log(server, offset)
     assert "Traceback" not in log, log
 
 

@@ -15,9 +15,13 @@ Routes:
 - `/version`      the `VERSION` constant of the module `process_version`
                   (a file the HUP test writes in a directory on
                   --pythonpath and rewrites before the reload), or `none`
+- `/hold?DIR`     held by the test: drops a file `entered-PID-THREAD` in DIR,
+                  waits until DIR/release exists (at most 30 s), answers
+                  `released in PID` (or `not released in PID`)
 """
 
 import os
+import threading
 import time
 from urllib.parse import parse_qs
 
@@ -100,4 +104,14 @@ def application(environ, start_response):
         return _Closing(environ["wsgi.errors"], path, STUCK[path])
     if path == "/version":
         return _text(start_response, VERSION)
+    if path == "/hold":
+        marker = environ["QUERY_STRING"]
+        open(os.path.join(marker, "entered-%d-%d" % (os.getpid(), threading.get_ident())),
+             "w").close()
+        release = os.path.join(marker, "release")
+        deadline = time.monotonic() + 30  # a failure bound: the test releases
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        released = "released" if os.path.exists(release) else "not released"
+        return _text(start_response, "%s in %d" % (released, os.getpid()))
     return _text(start_response, "not found", "404 Not Found")

@@ -5,7 +5,9 @@ returns an app reporting the factory's arguments.
 
 `/hold?DIR` is held by the test: it drops a file `entered-*` in DIR, waits
 until DIR/release exists (at most 30 s), and answers whether it was
-released and the most requests ever inside `/hold` at once."""
+released and the most requests ever inside `/hold` at once. `/hold-read?DIR`
+is held the same way before it first reads `wsgi.input`, then answers the
+body it read."""
 
 import json
 import os
@@ -32,6 +34,17 @@ def _json(start_response, value):
     return [body]
 
 
+def _wait_for_release(marker):
+    """Drops `entered-THREAD` in the directory `marker`, waits until
+    `marker`/release exists; whether it does (30 s at most)."""
+    open(os.path.join(marker, "entered-%d" % threading.get_ident()), "w").close()
+    release = os.path.join(marker, "release")
+    deadline = time.monotonic() + 30  # a failure bound: the test releases
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os.path.exists(release)
+
+
 def application(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/sleep":
@@ -42,16 +55,17 @@ def application(environ, start_response):
         with _held_lock:
             _held["inside"] += 1
             _held["most"] = max(_held["most"], _held["inside"])
-        open(os.path.join(marker, "entered-%d" % threading.get_ident()), "w").close()
-        release = os.path.join(marker, "release")
-        deadline = time.monotonic() + 30  # a failure bound: the test releases
-        while not os.path.exists(release) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        released = _wait_for_release(marker)
         with _held_lock:
             _held["inside"] -= 1
             most = _held["most"]
-        return _json(start_response, {"released": os.path.exists(release),
-                                      "most_inside": most})
+        return _json(start_response, {"released": released, "most_inside": most})
+    if path == "/hold-read":
+        _wait_for_release(environ["QUERY_STRING"])
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
     if path == "/tlocal":
         _local.count = getattr(_local, "count", 0) + 1
         return _json(start_response, {"count": _local.count,

@@ -1,0 +1,300 @@
+//! The connection's side of a keep-alive connection lent to an application
+//! thread (the theory is in [`crate::linger`]): what is lent
+//! ([`LentHttp`]), what comes back to the connection task ([`Returned`]),
+//! and the meeting point the task waits on ([`Home`]).
+//!
+//! The application thread serves only plain requests on the lent
+//! connection: a whole head in hand, no body, no `Expect`, keep-alive, not
+//! the health path or a static file, with a response it can write at once.
+//! Anything else goes home at the point it is found, in a state the
+//! task's own path takes up from there (a parsed head, an error to answer,
+//! a request in flight whose response the I/O thread must write).
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+
+use bytes::BytesMut;
+use futures::task::AtomicWaker;
+use wsgi_core::{ConnInfo, Request};
+use wsgi_http::{Event, RequestHead, ServerConn};
+
+use crate::direct::DirectWrite;
+use crate::exchange::{AppBody, AppOutput, Exchange};
+use crate::linger::{LentSlot, Linger, Next};
+use crate::request::{
+    health_reply, static_reply, BodyDecoder, BodyEvent, Outcome, RecordStart, Served, Shared,
+    Tally, HEAD_READ_CHUNK,
+};
+
+/// What the connection task gets back.
+#[derive(Debug)]
+pub struct Returned {
+    /// The socket, out of any poller.
+    pub fd: OwnedFd,
+    /// The codec, where the thread left it.
+    pub codec: ServerConn,
+    /// Bytes read and not decoded.
+    pub read_buf: BytesMut,
+    /// When the last response went out.
+    pub idle_since: std::time::Instant,
+    /// Where the connection stands.
+    pub back: Back,
+}
+
+/// Where a returned connection stands.
+#[derive(Debug)]
+pub enum Back {
+    /// Between requests (`read_buf` may hold the start of the next).
+    Idle,
+    /// A head the thread parsed and left to the task (its body, if any,
+    /// not read).
+    Head(Box<RequestHead>),
+    /// A malformed head: answer this status and close.
+    Refused(u16),
+    /// The client closed, or the response said `Connection: close`.
+    Closed,
+    /// A request read and handed to the application on the thread, whose
+    /// response the I/O thread must write.
+    InFlight(Arc<Exchange>, RecordStart),
+}
+
+/// Where the connection task waits while its connection is lent.
+#[derive(Debug, Default)]
+pub struct Home {
+    returned: Mutex<Option<Returned>>,
+    waker: AtomicWaker,
+}
+
+impl Home {
+    /// Resolves when the connection comes back.
+    pub async fn wait(&self) -> Returned {
+        std::future::poll_fn(|context| {
+            self.waker.register(context.waker());
+            match self.lock().take() {
+                Some(returned) => Poll::Ready(returned),
+                None => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    fn send(&self, returned: Returned) {
+        *self.lock() = Some(returned);
+        self.waker.wake();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Returned>> {
+        self.returned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A keep-alive HTTP connection lent to an application thread.
+#[derive(Debug)]
+pub struct LentHttp {
+    fd: OwnedFd,
+    codec: ServerConn,
+    read_buf: BytesMut,
+    conn: ConnInfo,
+    shared: Arc<Shared>,
+    home: Arc<Home>,
+    idle_since: std::time::Instant,
+    /// The request being served on the thread, and its record.
+    in_flight: Option<(Arc<Exchange>, RecordStart)>,
+}
+
+impl LentHttp {
+    /// A connection between requests, to lend; it answers to `home`.
+    pub fn new(
+        fd: OwnedFd,
+        codec: ServerConn,
+        read_buf: BytesMut,
+        conn: ConnInfo,
+        shared: Arc<Shared>,
+        home: Arc<Home>,
+        idle_since: std::time::Instant,
+    ) -> Self {
+        LentHttp {
+            fd,
+            codec,
+            read_buf,
+            conn,
+            shared,
+            home,
+            idle_since,
+            in_flight: None,
+        }
+    }
+
+    fn send_back(self, back: Back) -> Next {
+        let LentHttp {
+            fd,
+            codec,
+            read_buf,
+            home,
+            idle_since,
+            ..
+        } = self;
+        home.send(Returned {
+            fd,
+            codec,
+            read_buf,
+            idle_since,
+            back,
+        });
+        Next::Home
+    }
+
+    /// Reads what the socket has, without blocking: `Ok(false)` when it
+    /// had nothing after all, `Err` when the peer closed or it failed.
+    fn read(&mut self) -> Result<bool, ()> {
+        self.read_buf.reserve(HEAD_READ_CHUNK);
+        let spare = self.read_buf.spare_capacity_mut();
+        loop {
+            // SAFETY: reads into the buffer's spare capacity, whose length
+            // is passed; the descriptor is ours.
+            let read = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    spare.as_mut_ptr().cast(),
+                    spare.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if read > 0 {
+                // SAFETY: the kernel initialised `read` bytes of the spare
+                // capacity.
+                unsafe { self.read_buf.set_len(self.read_buf.len() + read as usize) };
+                return Ok(true);
+            }
+            if read == 0 {
+                return Err(());
+            }
+            match std::io::Error::last_os_error().kind() {
+                std::io::ErrorKind::Interrupted => {}
+                std::io::ErrorKind::WouldBlock => return Ok(false),
+                _ => return Err(()),
+            }
+        }
+    }
+
+    /// Reads and parses the next request; serves it here when it is plain.
+    fn next_request(mut self, slot: &LentSlot) -> Next {
+        match self.read() {
+            Ok(true) => {}
+            Ok(false) => return Next::Wait(Box::new(self)),
+            Err(()) => return self.send_back(Back::Closed),
+        }
+        let head = match self.codec.decode(&mut self.read_buf) {
+            Ok(Some(Event::Head(head))) => head,
+            // Part of a head: the task's header timeout takes it from here.
+            Ok(None) => return self.send_back(Back::Idle),
+            Ok(Some(_)) => return self.send_back(Back::Closed),
+            Err(error) => {
+                crate::log!(Debug, "bad request: {error}");
+                return self.send_back(Back::Refused(error.status().as_u16()));
+            }
+        };
+        let shared = Arc::clone(&self.shared);
+        let stopping = *shared.shutdown.borrow();
+        if head.body.has_body() || head.expect_continue || !self.codec.keep_alive() || stopping {
+            return self.send_back(Back::Head(Box::new(head)));
+        }
+        let environ = crate::connection::environ_of(&head, &self.conn, &shared);
+        if health_reply(&shared, &environ).is_some() || static_reply(&shared, &environ).is_some() {
+            return self.send_back(Back::Head(Box::new(head)));
+        }
+        let Some(encoder) = self.codec.prepare_encoder().ok() else {
+            return self.send_back(Back::Head(Box::new(head)));
+        };
+        let protocol_name = crate::connection::version_name(head.version);
+        drop(head);
+        // No body: the codec's `End` comes at once.
+        if !matches!(
+            self.codec.decode_body(&mut self.read_buf),
+            Ok(Some(BodyEvent::End))
+        ) {
+            return self.send_back(Back::Closed);
+        }
+        let start = shared.request_began(&environ, protocol_name);
+        let exchange = Exchange::new(true, shared.timeouts.body);
+        let direct = DirectWrite::new(self.fd.as_raw_fd(), encoder, shared.shutdown.clone())
+            .keeping_headers(shared.wants_response_headers());
+        exchange.lend_direct(direct, false);
+        exchange.mark_lent_inline(slot.clone());
+        let request = Request {
+            environ,
+            input: Box::new(AppBody::new(Arc::clone(&exchange), Some(0))),
+            output: Box::new(AppOutput::new(Arc::clone(&exchange))),
+        };
+        self.in_flight = Some((exchange, start));
+        Next::Serve(request, Box::new(self))
+    }
+}
+
+impl Linger for LentHttp {
+    fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    fn deadline(&self) -> std::time::Instant {
+        self.idle_since + self.shared.timeouts.keep_alive
+    }
+
+    fn next(self: Box<Self>, slot: &LentSlot) -> Next {
+        (*self).next_request(slot)
+    }
+
+    fn after_request(mut self: Box<Self>) -> Option<Box<dyn Linger>> {
+        let Some((exchange, start)) = self.in_flight.take() else {
+            return Some(self);
+        };
+        exchange.clear_lent_inline();
+        let written = exchange.take_written();
+        let Some(mut written) = written.filter(|w| w.unwritten.is_empty() && w.error.is_none())
+        else {
+            // Not written here after all: the task finishes it.
+            (*self).send_back(Back::InFlight(exchange, start));
+            return None;
+        };
+        self.codec.adopt_encoder(written.encoder);
+        let served = Served {
+            outcome: Outcome::Complete,
+            idle_since: Some(tokio::time::Instant::from_std(written.at)),
+            tally: Tally {
+                status: written.status,
+                bytes_out: written.body_len,
+                ..Tally::default()
+            },
+            response_headers: written.headers.take(),
+        };
+        self.shared.request_ended(start, &served, 0, None);
+        exchange.disconnect();
+        self.idle_since = written.at;
+        if !self.codec.keep_alive() || self.codec.start_next_cycle().is_err() {
+            (*self).send_back(Back::Closed);
+            return None;
+        }
+        if !self.read_buf.is_empty() || *self.shared.shutdown.borrow() {
+            // Pipelined bytes (the socket will not say readable for them),
+            // or a stop: the task takes over.
+            (*self).send_back(Back::Idle);
+            return None;
+        }
+        Some(self)
+    }
+
+    fn go_home(self: Box<Self>) {
+        let mut lent = *self;
+        let back = match lent.in_flight.take() {
+            Some((exchange, start)) => {
+                exchange.clear_lent_inline();
+                Back::InFlight(exchange, start)
+            }
+            None => Back::Idle,
+        };
+        lent.send_back(back);
+    }
+}
