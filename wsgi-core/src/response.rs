@@ -29,8 +29,31 @@ impl ResponseHead {
     /// [`HeadError`] naming the first offending part;
     /// [`HeadError::ConflictingContentLength`] for two different lengths,
     /// which no framing can honour (RFC 9110 §8.6).
-    pub fn new(status_line: &[u8], mut headers: Vec<(Bytes, Bytes)>) -> Result<Self, HeadError> {
+    pub fn new(status_line: &[u8], headers: Vec<(Bytes, Bytes)>) -> Result<Self, HeadError> {
         let (status, reason) = parse_status(status_line)?;
+        let reason = Bytes::copy_from_slice(reason);
+        ResponseHead::checked(status, reason, headers)
+    }
+
+    /// [`ResponseHead::new`] for a status line the caller holds as `Bytes`:
+    /// the reason phrase is a slice of it, not a copy.
+    ///
+    /// # Errors
+    /// As [`ResponseHead::new`].
+    pub fn from_shared(
+        status_line: &Bytes,
+        headers: Vec<(Bytes, Bytes)>,
+    ) -> Result<Self, HeadError> {
+        let (status, reason) = parse_status(status_line)?;
+        let reason = status_line.slice_ref(reason);
+        ResponseHead::checked(status, reason, headers)
+    }
+
+    fn checked(
+        status: u16,
+        reason: Bytes,
+        mut headers: Vec<(Bytes, Bytes)>,
+    ) -> Result<Self, HeadError> {
         let mut content_length = None;
         let mut duplicate_length = false;
         for (name, value) in &headers {
@@ -54,7 +77,7 @@ impl ResponseHead {
         }
         Ok(ResponseHead {
             status,
-            reason: Bytes::copy_from_slice(reason),
+            reason,
             headers,
             content_length,
         })
@@ -89,7 +112,7 @@ pub fn parse_status(line: &[u8]) -> Result<(u16, &[u8]), HeadError> {
         Some(b' ') => &line[4..],
         Some(_) => return Err(invalid()),
     };
-    if reason.iter().any(|&byte| is_forbidden_in_text(byte)) {
+    if has_forbidden_in_text(reason) {
         return Err(invalid());
     }
     Ok((code, reason))
@@ -101,14 +124,14 @@ pub fn parse_status(line: &[u8]) -> Result<(u16, &[u8]), HeadError> {
 /// A name that is not a token, a value with control characters, or a
 /// hop-by-hop header.
 pub fn validate_header(name: &[u8], value: &[u8]) -> Result<(), HeadError> {
-    if name.is_empty() || !name.iter().all(|&byte| is_token_byte(byte)) {
+    if name.is_empty() || !is_token(name) {
         return Err(HeadError::InvalidHeaderName(
             String::from_utf8_lossy(name).into_owned(),
         ));
     }
     // RFC 9110 §5.5: field-value = *field-content; CR, LF and NUL are never
     // allowed (they split or truncate the head: response splitting).
-    if value.iter().any(|&byte| is_forbidden_in_text(byte)) {
+    if has_forbidden_in_text(value) {
         return Err(HeadError::InvalidHeaderValue {
             name: String::from_utf8_lossy(name).into_owned(),
         });
@@ -143,7 +166,36 @@ pub fn is_hop_by_hop(name: &[u8]) -> bool {
 }
 
 fn is_content_length(name: &[u8]) -> bool {
-    name.len() == 14 && name.eq_ignore_ascii_case(b"content-length")
+    // Two overlapping words instead of fourteen byte comparisons: it is
+    // asked of every header of every response.
+    const NAME: &[u8; 14] = b"content-length";
+    const FOLD: [u8; 14] = letter_fold(NAME);
+    name.len() == 14
+        && word(name, 0) | word(&FOLD, 0) == word(NAME, 0)
+        && word(name, 6) | word(&FOLD, 6) == word(NAME, 6)
+}
+
+/// 0x20 at each lowercase letter of `lower`, 0 elsewhere: ORed into a name,
+/// it folds exactly the letters (an upper- or lowercase letter ORed with
+/// 0x20 gives that lowercase letter, and no other byte does), while the
+/// other bytes must match as they are.
+const fn letter_fold<const N: usize>(lower: &[u8; N]) -> [u8; N] {
+    let mut fold = [0u8; N];
+    let mut index = 0;
+    while index < N {
+        if lower[index].is_ascii_lowercase() {
+            fold[index] = 0x20;
+        }
+        index += 1;
+    }
+    fold
+}
+
+/// Eight bytes of `bytes` from `at` (the caller checked the length).
+fn word(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
 }
 
 fn parse_content_length(value: &[u8]) -> Result<u64, HeadError> {
@@ -187,14 +239,41 @@ const BYTE_CLASS: [u8; 256] = {
     table
 };
 
-/// RFC 9110 §5.6.2 `tchar`.
-fn is_token_byte(byte: u8) -> bool {
-    BYTE_CLASS[usize::from(byte)] & TOKEN != 0
+/// Whether every byte is an RFC 9110 §5.6.2 `tchar` (one table lookup per
+/// byte, without a branch per byte).
+fn is_token(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .fold(TOKEN, |class, &byte| class & BYTE_CLASS[usize::from(byte)])
+        == TOKEN
 }
 
 /// Control characters other than HTAB, and DEL.
 fn is_forbidden_in_text(byte: u8) -> bool {
     BYTE_CLASS[usize::from(byte)] & FORBIDDEN_IN_TEXT != 0
+}
+
+/// Whether `bytes` holds a control character other than HTAB, or DEL;
+/// eight bytes at a time (long values: cookies, URLs, policies).
+fn has_forbidden_in_text(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut words = bytes.chunks_exact(8);
+    for chunk in &mut words {
+        let word = word(chunk, 0);
+        // A byte below 0x20 (exact: "hasless" of Bit Twiddling Hacks), or
+        // a byte equal to 0x7f; a word with either (HTAB is allowed) is
+        // looked at byte by byte.
+        let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+        let delete = (word ^ (ONES * 0x7f)).wrapping_sub(ONES) & !(word ^ (ONES * 0x7f)) & HIGH;
+        if control | delete != 0 && chunk.iter().any(|&byte| is_forbidden_in_text(byte)) {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&byte| is_forbidden_in_text(byte))
 }
 
 #[cfg(test)]
@@ -309,6 +388,72 @@ mod tests {
         assert_eq!(parsed.content_length, Some(13));
         assert!(parsed.has_header(b"Content-Length"));
         assert!(!parsed.has_header(b"Date"));
+    }
+
+    /// The word-at-a-time checks agree with the byte-by-byte definitions
+    /// for every byte value at every position (first word, second word,
+    /// the remainder).
+    #[test]
+    fn word_checks_match_the_byte_checks() {
+        for length in [1usize, 7, 8, 9, 16, 17] {
+            for position in 0..length {
+                for byte in 0..=255u8 {
+                    let mut value = vec![b'a'; length];
+                    value[position] = byte;
+                    let forbidden = (byte < 0x20 && byte != b'\t') || byte == 0x7f;
+                    assert_eq!(has_forbidden_in_text(&value), forbidden, "{value:?}");
+                    let token = byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte);
+                    assert_eq!(is_token(&value), token, "{value:?}");
+                }
+            }
+        }
+        assert!(!has_forbidden_in_text(b""));
+        assert!(!has_forbidden_in_text(b"a\tb\tc\td\te\tf\x80\xff"));
+    }
+
+    #[test]
+    fn content_length_names() {
+        for name in [
+            "content-length",
+            "Content-Length",
+            "CONTENT-LENGTH",
+            "cOnTeNt-LeNgTh",
+        ] {
+            assert!(is_content_length(name.as_bytes()), "{name}");
+        }
+        let mut near: Vec<Vec<u8>> = [
+            "content_length",
+            "content-lengt",
+            "content-lengths",
+            "contentmlength",
+            "",
+        ]
+        .iter()
+        .map(|name| name.as_bytes().to_vec())
+        .collect();
+        // Every single-byte change of the name, but for the letters' case.
+        for position in 0..14 {
+            for byte in 0..=255u8 {
+                let mut name = b"content-length".to_vec();
+                if name[position].eq_ignore_ascii_case(&byte) {
+                    continue;
+                }
+                name[position] = byte;
+                near.push(name);
+            }
+        }
+        for name in near {
+            assert!(!is_content_length(&name), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn from_shared_slices_the_reason() {
+        let line = Bytes::from_static(b"404 Not Found");
+        let head = ResponseHead::from_shared(&line, Vec::new()).unwrap();
+        assert_eq!((head.status, &head.reason[..]), (404, &b"Not Found"[..]));
+        assert_eq!(head.reason.as_ptr(), line[4..].as_ptr());
+        assert!(ResponseHead::from_shared(&Bytes::from_static(b"200 O\nK"), Vec::new()).is_err());
     }
 
     #[test]

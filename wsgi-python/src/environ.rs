@@ -24,12 +24,12 @@ use bytes::Bytes;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
-use wsgi_core::{Environ, SERVER_SOFTWARE};
+use wsgi_core::{BodyReader, Environ, SERVER_SOFTWARE};
 
 use crate::errors::PyErrorStream;
 use crate::file_wrapper::PyFileWrapper;
 use crate::input::PyInput;
-use crate::pyutil::{latin1_interned, latin1_str};
+use crate::pyutil::{latin1_interned, latin1_str, refcount};
 use crate::serve::AppOptions;
 
 /// How many distinct `HTTP_*`/extra keys a thread remembers. Requests with
@@ -42,28 +42,62 @@ const MAX_CACHED_KEY_LEN: usize = 64;
 /// at most [`MAX_CACHED_KEYS`] values of this size per thread).
 const MAX_CACHED_VALUE_LEN: usize = 256;
 
-/// FNV-1a: the key cache hashes short header-derived names on every request;
-/// SipHash's flood resistance buys nothing for a map capped at
-/// [`MAX_CACHED_KEYS`] entries that stops growing when full.
+/// FNV-1a over eight-byte words: the key cache hashes short header-derived
+/// names on every request; SipHash's flood resistance buys nothing for a
+/// map capped at [`MAX_CACHED_KEYS`] entries that stops growing when full.
+/// `finish` folds the high half into the low one, where the table's bucket
+/// index comes from (a multiplication carries only upwards).
 #[derive(Default)]
 struct Fnv(u64);
 
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
+
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {
-        self.0
+        self.0 ^ (self.0 >> 32)
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        let mut hash = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &byte in bytes {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        let mut hash = if self.0 == 0 { FNV_OFFSET } else { self.0 };
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut buffer = [0u8; 8];
+            buffer.copy_from_slice(word);
+            hash = (hash ^ u64::from_le_bytes(buffer)).wrapping_mul(FNV_PRIME);
+        }
+        for &byte in words.remainder() {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME);
         }
         self.0 = hash;
+    }
+}
+
+/// Whether two byte strings are equal, without a call to `memcmp` for the
+/// short values a request's fixed keys and repeated headers mostly have.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let len = a.len();
+    if len != b.len() {
+        return false;
+    }
+    let word = |bytes: &[u8], at: usize| {
+        let mut buffer = [0u8; 8];
+        buffer.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_ne_bytes(buffer)
+    };
+    let half = |bytes: &[u8], at: usize| {
+        let mut buffer = [0u8; 4];
+        buffer.copy_from_slice(&bytes[at..at + 4]);
+        u32::from_ne_bytes(buffer)
+    };
+    match len {
+        0 => true,
+        // Bytes 0, len/2 and len-1 cover every byte of 1 to 3.
+        1..=3 => a[0] == b[0] && a[len / 2] == b[len / 2] && a[len - 1] == b[len - 1],
+        // Two overlapping loads cover the whole string.
+        4..=7 => half(a, 0) == half(b, 0) && half(a, len - 4) == half(b, len - 4),
+        8..=16 => word(a, 0) == word(b, 0) && word(a, len - 8) == word(b, len - 8),
+        _ => a == b,
     }
 }
 
@@ -78,7 +112,7 @@ struct LastValue {
 impl LastValue {
     fn get<'py>(&mut self, py: Python<'py>, value: &[u8]) -> PyResult<Bound<'py, PyString>> {
         if let Some(string) = &self.string {
-            if self.bytes == value {
+            if same(&self.bytes, value) {
                 return Ok(string.bind(py).clone());
             }
         }
@@ -131,6 +165,10 @@ pub(crate) struct EnvironBuilder {
     keys: HashMap<Bytes, CachedKey, BuildHasherDefault<Fnv>>,
     content_type: LastValue,
     content_length: LastValue,
+    /// The `wsgi.input` object the template holds, reused from one request
+    /// to the next while nobody else holds it (the environ copy of a
+    /// request gone, nothing kept); a copy of the template carries it.
+    input: Option<Py<PyInput>>,
 }
 
 impl EnvironBuilder {
@@ -170,7 +208,44 @@ impl EnvironBuilder {
             keys: HashMap::default(),
             content_type: LastValue::default(),
             content_length: LastValue::default(),
+            input: None,
         })
+    }
+
+    /// The `wsgi.input` of the next request, reading `reader`: the
+    /// template's, or a new one put in the template.
+    pub(crate) fn input<'py>(
+        &mut self,
+        py: Python<'py>,
+        reader: Box<dyn BodyReader>,
+    ) -> PyResult<Bound<'py, PyInput>> {
+        if let Some(input) = &self.input {
+            let input = input.bind(py).clone();
+            input.get().attach(py, reader);
+            return Ok(input);
+        }
+        let input = Bound::new(py, PyInput::new(reader))?;
+        self.template
+            .bind(py)
+            .set_item(intern!(py, "wsgi.input"), &input)?;
+        self.input = Some(input.clone().unbind());
+        Ok(input)
+    }
+
+    /// Detaches `input` from its request's body (which it returns), and
+    /// keeps it for the next request only if nobody holds it but the
+    /// template, this builder and the caller: one an application kept must
+    /// not read the next request's body.
+    pub(crate) fn give_back_input(
+        &mut self,
+        py: Python<'_>,
+        input: Bound<'_, PyInput>,
+    ) -> Option<Box<dyn BodyReader>> {
+        let reader = input.get().detach(py);
+        if refcount(input.as_any()) != 3 {
+            self.input = None;
+        }
+        reader
     }
 
     /// Sets an `HTTP_*`/extra variable, with its key (and value, when it
@@ -207,7 +282,6 @@ impl EnvironBuilder {
         &mut self,
         py: Python<'py>,
         environ: &Environ,
-        input: &Bound<'py, PyInput>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let template = self.template.bind(py);
         let scheme = environ.url_scheme.as_str().as_bytes();
@@ -229,12 +303,12 @@ impl EnvironBuilder {
         // fixed value, and a value that repeats costs one comparison.
         let mut previous: Option<(&[u8], Bound<'py, PyString>)> = None;
         for (slot, value) in self.slots.iter_mut().zip(values) {
-            if slot.bytes == value {
+            if same(&slot.bytes, value) {
                 continue;
             }
             // RAW_URI follows REQUEST_URI: one string for both.
             let string = match &previous {
-                Some((bytes, string)) if *bytes == value => string.clone(),
+                Some((bytes, string)) if same(bytes, value) => string.clone(),
                 _ => latin1_str(py, value)?,
             };
             template.set_item(slot.key.bind(py), &string)?;
@@ -254,7 +328,27 @@ impl EnvironBuilder {
         for (name, value) in environ.headers.iter().chain(environ.extra.iter()) {
             self.set_variable(&dict, name, value)?;
         }
-        dict.set_item(intern!(py, "wsgi.input"), input)?;
         Ok(dict)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same;
+
+    /// Every length up to 20, equal or differing in any one byte.
+    #[test]
+    fn same_compares_every_byte() {
+        for len in 0..=20usize {
+            let a: Vec<u8> = (0..len as u8).map(|byte| byte.wrapping_mul(37)).collect();
+            assert!(same(&a, &a.clone()));
+            for position in 0..len {
+                let mut b = a.clone();
+                b[position] ^= 0x40;
+                assert!(!same(&a, &b), "{len} {position}");
+            }
+            let longer = [a.as_slice(), b"x"].concat();
+            assert!(!same(&a, &longer));
+        }
     }
 }

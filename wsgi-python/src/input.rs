@@ -33,6 +33,13 @@ impl PyInput {
         }
     }
 
+    /// Attaches the stream to the next request's body (the object is
+    /// reused when nobody kept it).
+    pub(crate) fn attach(&self, py: Python<'_>, reader: Box<dyn BodyReader>) {
+        *self.lock(py) = Some(reader);
+        self.failed.store(false, Ordering::Relaxed);
+    }
+
     /// Detaches the stream from the body (the request is over); later reads
     /// return `b""`. Returns the reader, if it was still attached.
     pub fn detach(&self, py: Python<'_>) -> Option<Box<dyn BodyReader>> {

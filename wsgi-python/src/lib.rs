@@ -53,7 +53,7 @@ pub use input::PyInput;
 pub use interrupt::RequestTimeout;
 pub use load::LoadError;
 pub use modules::{is_initialized, module_files};
-pub use response::{PyStartResponse, PyWrite};
+pub use response::PyResponse;
 pub use serve::{AppOptions, PyApplication};
 
 mod init_info;

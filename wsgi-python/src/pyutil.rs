@@ -99,6 +99,13 @@ pub(crate) fn format_traceback(py: Python<'_>, error: &PyErr) -> String {
     }
 }
 
+/// How many references `object` has (ours included): an object the
+/// serving loop reuses must have none but its own when a request ends.
+pub(crate) fn refcount(object: &Bound<'_, PyAny>) -> isize {
+    // SAFETY: `object` is a live object and the GIL is held.
+    unsafe { ffi::Py_REFCNT(object.as_ptr()) }
+}
+
 /// The type name of an object, for error messages.
 pub(crate) fn type_name(object: &Bound<'_, PyAny>) -> String {
     object

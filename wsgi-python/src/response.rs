@@ -1,16 +1,18 @@
-//! The response side of one request: `start_response` (PEP 3333
+//! The response side of a request: `start_response` (PEP 3333
 //! §"The start_response() Callable"), the `write()` callable it returns, and
 //! the state they share with the serving loop (pending head, committed head,
-//! the [`ResponseSink`]).
+//! the [`ResponseSink`]). Both callables are bound methods of one
+//! [`PyResponse`] per thread, reused from request to request while nothing
+//! else holds it.
 //!
 //! PEP 3333 delays the head until the first non-empty body chunk, so
 //! `start_response` only validates and stores it; [`ResponseState`] commits
 //! it to the sink when the first bytes leave (or at the end for an empty
 //! body). A head the sink refused is never the application's problem on the
-//! wire: [`ResponseHead::new`] errors are raised in the application as
-//! `ValueError`.
+//! wire: [`ResponseHead::from_shared`] errors are raised in the application
+//! as `ValueError`.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
 use pyo3::exceptions::{
@@ -64,16 +66,25 @@ struct Inner {
     pending: Option<ResponseHead>,
     /// `start_response` was called at least once.
     start_called: bool,
+    /// The head was handed to the sink (whatever the sink answered): kept
+    /// here rather than asked of the sink, a virtual call through the
+    /// server's timeout guard each time.
+    committed: bool,
     /// Whether any body byte was queued.
     body_sent: bool,
     /// The sink said the client went away.
     disconnected: bool,
     /// What `post_request` will be told; only kept when that hook exists.
     seen: Option<Box<SeenResponse>>,
+    /// The `write` callable `start_response` returns (a bound method of the
+    /// [`PyResponse`] holding this state); taken out when the object is not
+    /// reused, which breaks the reference cycle.
+    write: Option<Py<PyAny>>,
 }
 
-/// The response state of one request, shared by `start_response`, `write`
-/// and the serving loop.
+/// The response state of a request, shared by `start_response`, `write`
+/// and the serving loop; reset for the next request when its
+/// [`PyResponse`] is reused.
 #[derive(Debug)]
 pub(crate) struct ResponseState {
     inner: Mutex<Inner>,
@@ -86,12 +97,25 @@ fn status_allows_body(status: u16) -> bool {
 
 fn add_content_length(head: &mut ResponseHead, length: u64) {
     if head.content_length.is_none() && status_allows_body(head.status) {
-        head.headers.push((
-            Bytes::from_static(b"Content-Length"),
-            Bytes::from(length.to_string()),
-        ));
+        head.headers
+            .push((Bytes::from_static(b"Content-Length"), decimal(length)));
         head.content_length = Some(length);
     }
+}
+
+/// `n` in decimal digits, in one allocation.
+fn decimal(mut n: u64) -> Bytes {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    Bytes::copy_from_slice(&digits[start..])
 }
 
 impl Inner {
@@ -109,10 +133,12 @@ impl Inner {
     /// Commits the pending head, if not yet; `content_length` is added to it
     /// when the application gave none (a body whose size is known).
     fn commit(&mut self, content_length: Option<u64>) -> Result<(), SendError> {
-        if self.sink()?.is_started() {
+        self.sink()?;
+        if self.committed {
             return Ok(());
         }
         let mut head = self.pending.take().ok_or(SendError::NotStarted)?;
+        self.committed = true;
         if let Some(length) = content_length {
             add_content_length(&mut head, length);
         }
@@ -122,6 +148,11 @@ impl Inner {
         }
         let result = self.sink()?.start(head);
         self.note(result)
+    }
+
+    /// Whether the head went to the sink, for `start_response`.
+    fn head_sent(&self) -> bool {
+        self.sink.is_some() && self.committed
     }
 
     /// Waits (GIL released) while the sink asks for it.
@@ -147,29 +178,36 @@ impl Inner {
 }
 
 impl ResponseState {
-    pub(crate) fn new(sink: Box<dyn ResponseSink>) -> Self {
+    /// A state with no request (its `PyResponse` is created between two).
+    fn idle() -> Self {
         ResponseState {
             inner: Mutex::new(Inner {
-                sink: Some(sink),
+                sink: None,
                 pending: None,
                 start_called: false,
+                committed: false,
                 body_sent: false,
                 disconnected: false,
                 seen: None,
+                write: None,
             }),
         }
     }
 
-    /// A response whose head and size are recorded for `post_request`.
-    pub(crate) fn recording(sink: Box<dyn ResponseSink>) -> Self {
-        let state = ResponseState::new(sink);
-        if let Ok(mut inner) = state.inner.lock() {
-            inner.seen = Some(Box::default());
-        }
-        state
+    /// Starts a request on `sink`; `recording` keeps its head and size for
+    /// `post_request`.
+    fn begin(&self, py: Python<'_>, sink: Box<dyn ResponseSink>, recording: bool) {
+        let mut inner = self.lock(py);
+        inner.sink = Some(sink);
+        inner.pending = None;
+        inner.start_called = false;
+        inner.committed = false;
+        inner.body_sent = false;
+        inner.disconnected = false;
+        inner.seen = recording.then(Box::default);
     }
 
-    /// What was recorded (see [`ResponseState::recording`]).
+    /// What was recorded (see [`ResponseState::begin`]).
     pub(crate) fn take_seen(&self, py: Python<'_>) -> Option<Box<SeenResponse>> {
         self.lock(py).seen.take()
     }
@@ -253,47 +291,6 @@ impl ResponseState {
             .sink
             .take()
     }
-
-    /// `start_response` proper, after the arguments were converted.
-    fn start_response(
-        &self,
-        py: Python<'_>,
-        head: ResponseHead,
-        with_exc_info: bool,
-    ) -> PyResult<()> {
-        let mut inner = self.lock(py);
-        let Some(sink) = inner.sink.as_ref() else {
-            return Err(PyRuntimeError::new_err(
-                "start_response() called after the response finished",
-            ));
-        };
-        if sink.is_started() {
-            // Only reachable with exc_info when another thread committed the
-            // head meanwhile; the caller re-raises in that case.
-            return Err(PyAssertionError::new_err(
-                "start_response() called after the response head was sent",
-            ));
-        }
-        if inner.start_called && !with_exc_info {
-            return Err(PyAssertionError::new_err(
-                "start_response called twice without exc_info",
-            ));
-        }
-        inner.start_called = true;
-        inner.pending = Some(head);
-        Ok(())
-    }
-
-    fn head_sent(&self, py: Python<'_>) -> bool {
-        self.lock(py)
-            .sink
-            .as_ref()
-            .is_some_and(|sink| sink.is_started())
-    }
-
-    fn start_called(&self, py: Python<'_>) -> bool {
-        self.lock(py).start_called
-    }
 }
 
 /// Re-raises the exception of an `exc_info` tuple, with its traceback
@@ -326,9 +323,12 @@ fn convert_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResu
             type_name(headers)
         ))
     })?;
-    // Every name and value is copied into one buffer and handed out as
-    // slices of it: one allocation per head rather than two per header.
+    // The status and every name and value are copied into one buffer and
+    // handed out as slices of it: one allocation per head rather than two
+    // per header.
     let mut block = BytesMut::with_capacity(HEAD_BLOCK_CAPACITY);
+    block.extend_from_slice(&status);
+    let status = block.split().freeze();
     // Room for the Content-Length the server may add.
     let mut converted = Vec::with_capacity(list.len() + 1);
     for item in list.iter() {
@@ -343,7 +343,7 @@ fn convert_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResu
                 ))
             })?;
         let mut text = |index: usize| -> PyResult<Bytes> {
-            let part = pair.get_item(index)?;
+            let part = pair.get_borrowed_item(index)?;
             let part = part.cast::<PyString>().map_err(|_| {
                 PyTypeError::new_err(format!(
                     "response header names and values must be str, got {} in {}",
@@ -351,82 +351,124 @@ fn convert_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResu
                     pair.repr().map(|repr| repr.to_string()).unwrap_or_default()
                 ))
             })?;
-            block.extend_from_slice(&latin1_view(part)?);
+            block.extend_from_slice(&latin1_view(&part)?);
             Ok(block.split().freeze())
         };
         let name = text(0)?;
         converted.push((name, text(1)?));
     }
-    ResponseHead::new(&status, converted).map_err(|error| PyValueError::new_err(error.to_string()))
+    ResponseHead::from_shared(&status, converted)
+        .map_err(|error| PyValueError::new_err(error.to_string()))
 }
 
 /// Bytes reserved for a head's names and values (a typical head fits; a
 /// larger one grows the buffer).
 const HEAD_BLOCK_CAPACITY: usize = 256;
 
-/// The `start_response` callable of one request.
-#[pyclass(frozen, module = "wsgi_python", name = "StartResponse")]
+/// The response side of a thread's requests, reused from one request to
+/// the next while nothing else holds it (see `serve::Reused`). The
+/// application gets two bound methods of it: `start_response` and the
+/// `write` callable that returns; both are builtin methods, so CPython
+/// calls them without packing the arguments into a tuple.
+#[pyclass(frozen, module = "wsgi_python", name = "Response")]
 #[derive(Debug)]
-pub struct PyStartResponse {
-    response: Arc<ResponseState>,
+pub struct PyResponse {
+    state: ResponseState,
 }
 
-impl PyStartResponse {
-    pub(crate) fn new(response: Arc<ResponseState>) -> Self {
-        PyStartResponse { response }
+impl PyResponse {
+    /// A response object with its `start_response` method, between
+    /// requests.
+    pub(crate) fn create(py: Python<'_>) -> PyResult<(Bound<'_, PyResponse>, Bound<'_, PyAny>)> {
+        let response = Bound::new(
+            py,
+            PyResponse {
+                state: ResponseState::idle(),
+            },
+        )?;
+        let write = response.getattr(pyo3::intern!(py, "write"))?;
+        response.get().state.lock(py).write = Some(write.unbind());
+        let start = response.getattr(pyo3::intern!(py, "start_response"))?;
+        Ok((response, start))
+    }
+
+    /// The state the serving loop drives.
+    pub(crate) fn state(&self) -> &ResponseState {
+        &self.state
+    }
+
+    /// Starts a request (see [`ResponseState::begin`]).
+    pub(crate) fn begin(&self, py: Python<'_>, sink: Box<dyn ResponseSink>, recording: bool) {
+        self.state.begin(py, sink, recording);
+    }
+
+    /// Whether the `write` method is held by nobody but this object.
+    pub(crate) fn write_unshared(&self, py: Python<'_>) -> bool {
+        self.state
+            .lock(py)
+            .write
+            .as_ref()
+            .is_some_and(|write| crate::pyutil::refcount(write.bind(py)) == 1)
+    }
+
+    /// Lets go of the `write` method: the object is not reused, and the
+    /// cycle through its `write` must not keep it alive.
+    pub(crate) fn retire(&self, py: Python<'_>) {
+        let write = self.state.lock(py).write.take();
+        drop(write);
     }
 }
 
 #[pymethods]
-impl PyStartResponse {
+impl PyResponse {
     /// `start_response(status, response_headers, exc_info=None)`; returns
     /// the `write(data)` callable.
     #[pyo3(signature = (status, response_headers, exc_info = None))]
-    fn __call__(
+    fn start_response(
         &self,
         py: Python<'_>,
         status: &Bound<'_, PyAny>,
         response_headers: &Bound<'_, PyAny>,
         exc_info: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<PyWrite> {
+    ) -> PyResult<Py<PyAny>> {
         let exc_info = exc_info.filter(|info| !info.is_none());
+        // Converted outside the lock (an error message may run Python
+        // code); the state's errors below still come first, as PEP 3333
+        // orders them, then the conversion's.
+        let head = convert_head(status, response_headers);
+        let mut inner = self.state.lock(py);
         if let Some(exc_info) = exc_info {
             // PEP 3333: "if exc_info is provided, and the HTTP headers have
             // already been sent, start_response must raise an error, and
             // should re-raise using the exc_info tuple".
-            if self.response.head_sent(py) {
+            if inner.head_sent() {
+                drop(inner);
                 return Err(reraise(exc_info));
             }
-        } else if self.response.start_called(py) {
+        } else if inner.start_called {
             return Err(PyAssertionError::new_err(
                 "start_response called twice without exc_info",
             ));
         }
-        let head = convert_head(status, response_headers)?;
-        match self.response.start_response(py, head, exc_info.is_some()) {
-            Err(_) if exc_info.is_some() && self.response.head_sent(py) => {
-                Err(reraise(exc_info.expect("checked")))
-            }
-            Err(error) => Err(error),
-            Ok(()) => Ok(PyWrite {
-                response: Arc::clone(&self.response),
-            }),
+        let head = head?;
+        if inner.sink.is_none() {
+            return Err(PyRuntimeError::new_err(
+                "start_response() called after the response finished",
+            ));
         }
+        inner.start_called = true;
+        inner.pending = Some(head);
+        inner
+            .write
+            .as_ref()
+            .map(|write| write.clone_ref(py))
+            .ok_or_else(|| PyRuntimeError::new_err("the response object was retired"))
     }
-}
 
-/// The `write(data)` callable `start_response` returns (PEP 3333
-/// §"The write() Callable"): sends the bytes before returning, waiting while
-/// the server's queue for this response is full.
-#[pyclass(frozen, module = "wsgi_python", name = "Write")]
-#[derive(Debug)]
-pub struct PyWrite {
-    response: Arc<ResponseState>,
-}
-
-#[pymethods]
-impl PyWrite {
-    fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// The `write(data)` callable `start_response` returns (PEP 3333
+    /// §"The write() Callable"): sends the bytes before returning, waiting
+    /// while the server's queue for this response is full.
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let data = data.cast::<PyBytes>().map_err(|_| {
             PyTypeError::new_err(format!(
                 "write() argument must be bytes, not {}",
@@ -436,8 +478,20 @@ impl PyWrite {
         if data.as_bytes().is_empty() {
             return Ok(());
         }
-        self.response
+        self.state
             .send(py, chunk_bytes(data))
             .map_err(SendError::into_pyerr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decimal;
+
+    #[test]
+    fn decimal_digits() {
+        for n in [0, 7, 10, 13, 4096, 1_000_000, u64::MAX] {
+            assert_eq!(decimal(n), n.to_string().as_bytes());
+        }
     }
 }

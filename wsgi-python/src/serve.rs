@@ -16,7 +16,10 @@
 //! 4. the response ends (`finish`, or `abort` after an application error);
 //! 5. the result's `close()` is called whatever happened, and the request's
 //!    body and sink are detached from the Python objects an application may
-//!    have kept.
+//!    have kept;
+//! 6. the thread keeps its `start_response` (with `write`) and `wsgi.input`
+//!    objects for the next request if the reference counts show that
+//!    nothing else holds them; kept ones stay with their finished request.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -28,11 +31,10 @@ use wsgi_core::{AppError, Application, Environ, ErrorLog, Request, RequestSource
 use crate::environ::EnvironBuilder;
 use crate::file_wrapper::PyFileWrapper;
 use crate::hooks::RequestHooks;
-use crate::input::PyInput;
 use crate::interrupt::Threads;
 use crate::load::{self, LoadError};
-use crate::pyutil::{chunk_bytes, format_traceback, type_name};
-use crate::response::{PyStartResponse, ResponseState, SendError};
+use crate::pyutil::{chunk_bytes, format_traceback, refcount, type_name};
+use crate::response::{PyResponse, ResponseState, SendError};
 
 /// How the application is run: the constant environ keys, the error log,
 /// and gunicorn's per-request hooks.
@@ -159,6 +161,7 @@ impl Application for PyApplication {
                     None
                 }
             };
+            let mut reused = Reused::default();
             // The GIL is released only to wait: a request already queued is
             // taken without the detach/re-attach pair.
             while let Some(request) = requests
@@ -167,7 +170,7 @@ impl Application for PyApplication {
             {
                 thread.request_started();
                 match builder.as_mut() {
-                    Some(builder) => self.serve_request(py, builder, request),
+                    Some(builder) => self.serve_request(py, builder, &mut reused, request),
                     None => {
                         let mut output = request.output;
                         output.abort(&AppError::new("the Python runtime is not usable"));
@@ -176,7 +179,9 @@ impl Application for PyApplication {
                 thread.request_ended(py);
                 requests.request_done();
             }
-            // The template and the key cache are dropped here, attached.
+            // The template, the key cache and the reused objects are dropped
+            // here, attached.
+            reused.clear(py);
             drop(builder);
         });
     }
@@ -189,6 +194,55 @@ impl Application for PyApplication {
     ) -> bool {
         self.threads
             .interrupt(thread_index, request, still_stuck, &|text| self.log(text))
+    }
+}
+
+/// The response object (and its `start_response` method) a thread's
+/// requests share while nothing else holds them: one the application kept
+/// (a `start_response` or `write` it may call after its request ended)
+/// stays with its own request, and the next request gets a new one. Saves
+/// creating and freeing Python objects per request.
+#[derive(Default)]
+struct Reused {
+    response: Option<(Py<PyResponse>, Py<PyAny>)>,
+}
+
+impl Reused {
+    /// The response object and its `start_response`, reused or new.
+    fn response<'py>(
+        &mut self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyResponse>, Bound<'py, PyAny>)> {
+        match self.response.take() {
+            Some((response, start)) => Ok((response.into_bound(py), start.into_bound(py))),
+            None => PyResponse::create(py),
+        }
+    }
+
+    /// Keeps a request's response object for the next one if nobody but
+    /// us holds it or its methods: our reference and the two bound
+    /// methods' to the object, ours to `start_response`, and the object's
+    /// own to `write`.
+    fn give_back(
+        &mut self,
+        py: Python<'_>,
+        response: Bound<'_, PyResponse>,
+        start: Bound<'_, PyAny>,
+    ) {
+        if refcount(&start) == 1
+            && response.get().write_unshared(py)
+            && refcount(response.as_any()) == 3
+        {
+            self.response = Some((response.unbind(), start.unbind()));
+        } else {
+            response.get().retire(py);
+        }
+    }
+
+    fn clear(&mut self, py: Python<'_>) {
+        if let Some((response, _start)) = self.response.take() {
+            response.bind(py).get().retire(py);
+        }
     }
 }
 
@@ -220,21 +274,41 @@ fn describe(environ: &Environ) -> String {
 }
 
 impl PyApplication {
-    fn serve_request(&self, py: Python<'_>, builder: &mut EnvironBuilder, request: Request) {
+    fn serve_request(
+        &self,
+        py: Python<'_>,
+        builder: &mut EnvironBuilder,
+        reused: &mut Reused,
+        request: Request,
+    ) {
         let Request {
             environ,
             input,
             output,
         } = request;
         let hooks = self.options.request_hooks.as_ref();
-        let response = Arc::new(match hooks {
-            Some(hooks) if hooks.has_post() => ResponseState::recording(output),
-            _ => ResponseState::new(output),
-        });
-        let input = match Bound::new(py, PyInput::new(input)) {
+        let (responder, start_response) = match reused.response(py) {
+            Ok(objects) => objects,
+            Err(error) => {
+                self.log(&format!(
+                    "Error handling request {} (creating start_response):\n{}",
+                    describe(&environ),
+                    format_traceback(py, &error)
+                ));
+                let mut output = output;
+                output.abort(&AppError::new(error.to_string()));
+                return;
+            }
+        };
+        responder
+            .get()
+            .begin(py, output, hooks.is_some_and(RequestHooks::has_post));
+        let response = responder.get().state();
+        let input = match builder.input(py, input) {
             Ok(input) => input,
             Err(error) => {
-                self.fail(py, &environ, &response, "creating wsgi.input", &error);
+                self.fail(py, &environ, response, "creating wsgi.input", &error);
+                reused.give_back(py, responder, start_response);
                 return;
             }
         };
@@ -243,7 +317,7 @@ impl PyApplication {
         // pre_request failed (then gunicorn passes `{}`).
         let mut hooked: Option<Hooked<'_>> = None;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            let dict = match builder.build(py, &environ, &input) {
+            let dict = match builder.build(py, &environ) {
                 Ok(dict) => dict,
                 Err(error) => return Outcome::Failed(error),
             };
@@ -255,12 +329,8 @@ impl PyApplication {
                 }
                 hooked = Some((request, Some(dict.clone())));
             }
-            let start_response = match Bound::new(py, PyStartResponse::new(Arc::clone(&response))) {
-                Ok(start_response) => start_response,
-                Err(error) => return Outcome::Failed(error),
-            };
-            match self.app.bind(py).call1((dict, start_response)) {
-                Ok(iterable) => send_result(py, result.insert(iterable), &response),
+            match self.app.bind(py).call1((dict, &start_response)) {
+                Ok(iterable) => send_result(py, result.insert(iterable), response),
                 Err(error) => Outcome::Failed(error),
             }
         }));
@@ -275,7 +345,7 @@ impl PyApplication {
                     ));
                     response.abort(py, &AppError::new(message));
                 }
-                Err(error) => self.end_after_send_error(py, &environ, &response, error),
+                Err(error) => self.end_after_send_error(py, &environ, response, error),
             },
             Ok(Outcome::Failed(error)) => {
                 let input_failed = input.get().failed();
@@ -284,7 +354,7 @@ impl PyApplication {
                     // exception from write() or wsgi.input: not its fault.
                     response.abort(py, &AppError::new("client disconnected"));
                 } else {
-                    self.fail(py, &environ, &response, "in the application", &error);
+                    self.fail(py, &environ, response, "in the application", &error);
                 }
             }
             Ok(Outcome::NotBytes(kind)) => {
@@ -296,9 +366,9 @@ impl PyApplication {
                 ));
                 response.abort(py, &AppError::new(message));
             }
-            Ok(Outcome::Send(error)) => self.end_after_send_error(py, &environ, &response, error),
+            Ok(Outcome::Send(error)) => self.end_after_send_error(py, &environ, response, error),
             Ok(Outcome::PreRequest(error)) => {
-                self.fail(py, &environ, &response, "in the pre_request hook", &error)
+                self.fail(py, &environ, response, "in the pre_request hook", &error)
             }
             Err(panic) => {
                 let message = panic_message(&*panic);
@@ -313,14 +383,15 @@ impl PyApplication {
             self.close(py, &environ, &result);
         }
         if let Some(hooks) = hooks {
-            self.post_request(py, hooks, &environ, &response, hooked);
+            self.post_request(py, hooks, &environ, response, hooked);
         }
         // The application may keep environ or start_response: detach them
         // from this request's body and sink, which go back to the server.
-        drop(input.get().detach(py));
+        drop(builder.give_back_input(py, input));
         if let Some(mut sink) = response.take_sink() {
             sink.abort(&AppError::new("response not finished"));
         }
+        reused.give_back(py, responder, start_response);
     }
 
     /// Ends the response after the sink refused output.

@@ -499,6 +499,89 @@ fn wsgi_input_after_the_request_reads_nothing() {
     );
 }
 
+/// A thread reuses its `start_response`, `write` and `wsgi.input` objects
+/// only while nothing else holds them: ones the application kept stay
+/// bound to their finished request, whatever it does with them during the
+/// next requests on the same thread, which still get working ones.
+#[test]
+fn objects_kept_from_an_earlier_request_do_not_reach_the_next_one() {
+    let (app, log) = app(
+        "t_kept_objects",
+        r#"
+kept = {}
+seen = []
+
+def attempt(action):
+    try:
+        return repr(action())
+    except BaseException as error:
+        return type(error).__name__
+
+def app(environ, start_response):
+    how = environ["PATH_INFO"]
+    if how == "/keep":
+        write = start_response("200 OK", [("X-Request", "keep")])
+        kept.update(start=start_response, write=write, input=environ["wsgi.input"])
+        return [kept["input"].read(2)]
+    if how == "/plain":
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [("X-Request", "plain")])
+        return [body]
+    # /use: the kept objects, while this request runs.
+    seen.append(attempt(lambda: kept["start"]("500 Kept", [("X-Request", "kept")])))
+    seen.append(attempt(lambda: kept["write"](b"kept")))
+    seen.append(attempt(lambda: kept["input"].read()))
+    write = start_response("200 OK", [("X-Request", "use")])
+    write(b"own:")
+    return [environ["wsgi.input"].read()]
+"#,
+    );
+    let requests = [
+        ("/keep", b"abcdef".as_slice()),
+        ("/plain", b"second"),
+        ("/use", b"third"),
+        ("/plain", b"fourth"),
+    ]
+    .into_iter()
+    .map(|(path, body)| {
+        (
+            environ("POST", path),
+            vec![Piece::Data(body)],
+            TestSink::new().0,
+        )
+    })
+    .collect();
+    let records = serve_all(&app, requests);
+    let records: Vec<Record> = records
+        .iter()
+        .map(|record| std::mem::take(&mut *record.lock().unwrap()))
+        .collect();
+    let summary: Vec<(u16, Option<String>, String)> = records
+        .iter()
+        .map(|record| {
+            (
+                record.status(),
+                record.header("x-request"),
+                record.body_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (200, Some("keep".to_owned()), "ab".to_owned()),
+            (200, Some("plain".to_owned()), "second".to_owned()),
+            (200, Some("use".to_owned()), "own:third".to_owned()),
+            (200, Some("plain".to_owned()), "fourth".to_owned()),
+        ]
+    );
+    assert_eq!(
+        eval_in("t_kept_objects", "seen"),
+        "['AssertionError', 'RuntimeError', \"b''\"]"
+    );
+    assert_eq!(log.text(), "");
+}
+
 #[test]
 fn wsgi_input_io_error_is_oserror() {
     let (app, log) = app("t_input_error", INPUT_APP);

@@ -13,10 +13,11 @@
 //! cut connection), and the worker stops accepting so its other requests
 //! finish and the master replaces it.
 
+use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -67,13 +68,114 @@ impl std::fmt::Display for RequestNote {
 
 /// Per application thread, while the watchdog runs: the current request's
 /// note and its response sink, which the watchdog can end if the thread
-/// never comes back. The serial tells a late sink of an earlier request
-/// from the current one.
+/// never comes back.
 #[derive(Debug, Default)]
 struct Guarded {
-    serial: u64,
     note: RequestNote,
     sink: Option<Box<dyn ResponseSink>>,
+}
+
+/// A thread's [`Guarded`] behind one state word: the current request's
+/// serial (it tells a late sink of an earlier request from the current one)
+/// shifted left by one, and a held bit. Whoever sets the bit owns the cell
+/// until it clears it: the thread at the start of a request and in its
+/// sink calls (none of which waits: see [`GuardedSink::wait`]), or the
+/// watchdog. One compare-exchange and one store per sink call, where a
+/// mutex cost twice that with its poisoning checks.
+#[derive(Default)]
+struct Guard {
+    state: AtomicU64,
+    cell: UnsafeCell<Guarded>,
+}
+
+// SAFETY: the cell is only reached through `Held`, which the held bit of
+// `state` makes exclusive (set by a compare-exchange with acquire ordering,
+// cleared by a release store); its contents are `Send`.
+unsafe impl Sync for Guard {}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Guard")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+const HELD: u64 = 1;
+
+impl Guard {
+    /// Holds the cell, if its request is still `serial`.
+    fn hold(&self, serial: u64) -> Option<Held<'_>> {
+        self.hold_if(|current| current == serial)
+    }
+
+    /// Holds the cell, whatever its request.
+    fn hold_any(&self) -> Held<'_> {
+        loop {
+            if let Some(held) = self.hold_if(|_| true) {
+                return held;
+            }
+        }
+    }
+
+    /// Holds the cell if `wanted` accepts its serial. The other side holds
+    /// it only for a moment: spin, then yield.
+    fn hold_if(&self, wanted: impl Fn(u64) -> bool) -> Option<Held<'_>> {
+        let mut spins = 0u32;
+        loop {
+            let state = self.state.load(Ordering::Relaxed);
+            if !wanted(state >> 1) {
+                return None;
+            }
+            if state & HELD == 0 {
+                if self
+                    .state
+                    .compare_exchange_weak(
+                        state,
+                        state | HELD,
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
+                    return Some(Held {
+                        guard: self,
+                        serial: state >> 1,
+                    });
+                }
+                continue;
+            }
+            spins += 1;
+            if spins < 100 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// The cell of a [`Guard`], held; released (with its serial) when dropped,
+/// also while unwinding.
+struct Held<'a> {
+    guard: &'a Guard,
+    serial: u64,
+}
+
+impl Held<'_> {
+    fn cell(&mut self) -> &mut Guarded {
+        // SAFETY: the held bit is ours (see `Guard`), so nobody else reaches
+        // the cell until `drop` clears it; `&mut self` keeps this borrow
+        // unique on our side.
+        unsafe { &mut *self.guard.cell.get() }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.guard.state.store(self.serial << 1, Ordering::Release);
+    }
 }
 
 /// A queued request waits at most about this long for a busy application
@@ -167,7 +269,7 @@ pub struct JobQueue {
     /// Schedules that task.
     wake_task_waker: AtomicWaker,
     /// Per thread, when `--timeout` is on (empty otherwise).
-    guarded: Vec<Mutex<Guarded>>,
+    guarded: Vec<Guard>,
     /// Per thread: rung to wake it while it waits on a lent connection.
     bells: Vec<Bell>,
     /// Per thread: it waits on a lent connection (and its bell), not on
@@ -473,7 +575,7 @@ impl ThreadSource {
     /// With the watchdog on: notes the request and puts its sink where the
     /// watchdog can end it.
     fn guard(&self, request: Request) -> Request {
-        let Some(slot) = self.queue.guarded.get(self.index) else {
+        let Some(guard) = self.queue.guarded.get(self.index) else {
             return request;
         };
         let Request {
@@ -481,17 +583,20 @@ impl ThreadSource {
             input,
             output,
         } = request;
-        let mut guarded = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        guarded.serial += 1;
-        guarded.note = RequestNote {
-            method: environ.request_method.clone(),
-            uri: environ.request_uri.clone(),
-            peer: environ.remote_addr.clone(),
-            port: environ.remote_port.clone(),
-        };
-        guarded.sink = Some(output);
-        let serial = guarded.serial;
-        drop(guarded);
+        let mut held = guard.hold_any();
+        held.serial += 1;
+        let serial = held.serial;
+        let cell = held.cell();
+        refresh(&mut cell.note.method, &environ.request_method);
+        refresh(&mut cell.note.uri, &environ.request_uri);
+        refresh(&mut cell.note.peer, &environ.remote_addr);
+        refresh(&mut cell.note.port, &environ.remote_port);
+        // Normally gone with the previous request's `GuardedSink`; one a
+        // runtime kept is dropped outside the cell (its drop wakes the I/O
+        // thread).
+        let earlier = cell.sink.replace(output);
+        drop(held);
+        drop(earlier);
         Request {
             environ,
             input,
@@ -501,6 +606,16 @@ impl ThreadSource {
                 serial,
             }),
         }
+    }
+}
+
+/// Makes `kept` hold `value`'s bytes, without a clone (two atomic counts)
+/// when it holds them already: the peer of a keep-alive connection, a
+/// static method name. Bytes at the same place and of the same length are
+/// the same bytes, since `kept` keeps its own alive.
+fn refresh(kept: &mut Bytes, value: &Bytes) {
+    if kept.as_ptr() != value.as_ptr() || kept.len() != value.len() {
+        kept.clone_from(value);
     }
 }
 
@@ -514,14 +629,15 @@ struct GuardedSink {
 }
 
 impl GuardedSink {
+    fn guard(&self) -> &Guard {
+        &self.queue.guarded[self.index]
+    }
+
     fn with<T>(&self, gone: T, action: impl FnOnce(&mut Box<dyn ResponseSink>) -> T) -> T {
-        let mut guarded = self.queue.guarded[self.index]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if guarded.serial != self.serial {
+        let Some(mut held) = self.guard().hold(self.serial) else {
             return gone;
-        }
-        match guarded.sink.as_mut() {
+        };
+        match held.cell().sink.as_mut() {
             Some(sink) => action(sink),
             None => gone,
         }
@@ -546,32 +662,26 @@ impl ResponseSink for GuardedSink {
     }
 
     fn wait(&mut self) -> Result<(), SinkError> {
-        // Not under the lock: the wait blocks, and the watchdog must be
-        // able to abandon the request meanwhile (it bumps the serial). The
-        // sink is taken out and put back, unless the request was abandoned.
-        let taken = {
-            let mut guarded = self.queue.guarded[self.index]
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if guarded.serial != self.serial {
-                return Err(SinkError::Disconnected);
-            }
-            guarded.sink.take()
+        // Not held: the wait blocks, and the watchdog must be able to
+        // abandon the request meanwhile (it bumps the serial). The sink is
+        // taken out and put back, unless the request was abandoned.
+        let taken = match self.guard().hold(self.serial) {
+            Some(mut held) => held.cell().sink.take(),
+            None => return Err(SinkError::Disconnected),
         };
         let Some(mut sink) = taken else {
             return Err(SinkError::Disconnected);
         };
         let result = sink.wait();
-        let mut guarded = self.queue.guarded[self.index]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if guarded.serial == self.serial {
-            guarded.sink = Some(sink);
-            result
-        } else {
-            drop(guarded);
-            sink.abort(&AppError::new("request timeout"));
-            Err(SinkError::Disconnected)
+        match self.guard().hold(self.serial) {
+            Some(mut held) => {
+                held.cell().sink = Some(sink);
+                result
+            }
+            None => {
+                sink.abort(&AppError::new("request timeout"));
+                Err(SinkError::Disconnected)
+            }
         }
     }
 
@@ -590,16 +700,13 @@ impl ResponseSink for GuardedSink {
 
 impl Drop for GuardedSink {
     fn drop(&mut self) {
-        let mut guarded = self.queue.guarded[self.index]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if guarded.serial == self.serial {
-            // Dropped outside the lock: the real sink's drop wakes the I/O
-            // thread.
-            let sink = guarded.sink.take();
-            drop(guarded);
-            drop(sink);
-        }
+        // Dropped outside the cell: the real sink's drop wakes the I/O
+        // thread.
+        let sink = self
+            .guard()
+            .hold(self.serial)
+            .and_then(|mut held| held.cell().sink.take());
+        drop(sink);
     }
 }
 
@@ -785,11 +892,8 @@ fn watchdog(queue: &Arc<JobQueue>, app: &Arc<dyn Application>, watch: Watch) {
 }
 
 fn note_of(queue: &JobQueue, index: usize) -> String {
-    queue.guarded[index]
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .note
-        .to_string()
+    let mut held = queue.guarded[index].hold_any();
+    held.cell().note.to_string()
 }
 
 /// Asks the runtime to stop thread `index`'s request, from a thread of its
@@ -838,13 +942,11 @@ fn interrupt(
 /// Gives up on thread `index`'s request: ends its response and retires
 /// the worker, whose other requests finish.
 fn abandon(queue: &JobQueue, index: usize, watch: Watch) {
-    let mut guarded = queue.guarded[index]
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let note = guarded.note.to_string();
-    guarded.serial += 1;
-    let sink = guarded.sink.take();
-    drop(guarded);
+    let mut held = queue.guarded[index].hold_any();
+    held.serial += 1;
+    let note = held.cell().note.to_string();
+    let sink = held.cell().sink.take();
+    drop(held);
     crate::log!(
         Error,
         "Request {note} on application thread {index} did not return {}s after the timeout (blocked outside Python code?): answering it 500 or closing its connection; this worker stops accepting, finishes its other requests and is replaced",
@@ -903,7 +1005,7 @@ impl AppPool {
             wake_task_running: AtomicBool::new(false),
             wake_task_waker: AtomicWaker::new(),
             guarded: match watch {
-                Some(_) => (0..threads.max(1)).map(|_| Mutex::default()).collect(),
+                Some(_) => (0..threads.max(1)).map(|_| Guard::default()).collect(),
                 None => Vec::new(),
             },
             bells: (0..threads.max(1))
@@ -969,7 +1071,7 @@ impl AppPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exchange::{AppBody, AppOutput, Exchange};
+    use crate::exchange::{AppBody, AppOutput, Exchange, IoBatch, OutItem};
 
     fn request() -> (Request, Arc<Exchange>) {
         let exchange = Exchange::new(true, Duration::from_secs(1));
@@ -1284,5 +1386,94 @@ mod tests {
             served_by.iter().all(|name| name == &served_by[0]),
             "served by {served_by:?}"
         );
+    }
+
+    /// Hands each request it takes to the test, which plays the runtime.
+    struct Handover(Mutex<std::sync::mpsc::Sender<Request>>);
+
+    impl Application for Handover {
+        fn serve_thread(&self, requests: &mut dyn RequestSource) {
+            while let Some(request) = requests.next_request() {
+                let _ = self.0.lock().unwrap().send(request);
+                requests.request_done();
+            }
+        }
+    }
+
+    /// What the connection would be told about its response.
+    fn batch(exchange: &Exchange) -> IoBatch {
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match exchange.poll_batch(&mut context) {
+            std::task::Poll::Ready(batch) => batch,
+            std::task::Poll::Pending => IoBatch::default(),
+        }
+    }
+
+    /// With the watchdog on, the runtime's sink goes through the thread's
+    /// guard: a request the watchdog abandons has its response ended (a
+    /// 500), the runtime's later calls on that sink fail as for a gone
+    /// client, and that stale sink cannot reach the thread's next request.
+    #[test]
+    fn an_abandoned_request_loses_its_sink_and_the_next_one_keeps_its_own() {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let app: Arc<dyn Application> = Arc::new(Handover(Mutex::new(sender)));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        let slot: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
+        // Long enough that the watchdog itself never acts here.
+        let watch = Watch {
+            timeout: Duration::from_secs(3600),
+            grace: Duration::from_secs(3600),
+        };
+        let pool = AppPool::start(app, 1, 4, slot, Some(watch)).unwrap();
+        let queue = pool.queue();
+        let head = || ResponseHead::new(b"200 OK", Vec::new()).unwrap();
+        // Submits, and runs the I/O thread's tasks (the wake-up) until the
+        // application thread hands the request over.
+        let hand_over = |request: Request| {
+            local.block_on(&runtime, async {
+                assert!(queue.submit(request).await.is_ok());
+                let mut taken = None;
+                until("request taken", || {
+                    taken = receiver.try_recv().ok();
+                    taken.is_some()
+                })
+                .await;
+                taken.unwrap()
+            })
+        };
+
+        let (first, first_exchange) = request();
+        let mut first = hand_over(first);
+        abandon(&queue, 0, watch);
+        let ended = batch(&first_exchange);
+        assert!(ended.finished);
+        assert_eq!(ended.aborted.as_deref(), Some("request timeout"));
+        assert_eq!(first.output.start(head()), Err(SinkError::Disconnected));
+        assert_eq!(first.output.wait(), Err(SinkError::Disconnected));
+        assert!(first.output.is_started());
+
+        let (second, second_exchange) = request();
+        let mut second = hand_over(second);
+        assert_eq!(
+            first.output.send(Bytes::from_static(b"stale")),
+            Err(SinkError::Disconnected)
+        );
+        first.output.abort(&AppError::new("late"));
+        drop(first);
+        second.output.start(head()).unwrap();
+        assert!(!second.output.must_wait());
+        second.output.send(Bytes::from_static(b"own")).unwrap();
+        second.output.finish().unwrap();
+        drop(second);
+        let sent = batch(&second_exchange);
+        assert_eq!(sent.head.map(|head| head.status), Some(200));
+        assert!(matches!(&sent.items[..], [OutItem::Data(data)] if data == "own"));
+        assert!(sent.finished);
+        assert_eq!(sent.aborted, None);
+        assert!(pool.shutdown(Duration::from_secs(10)));
     }
 }
