@@ -128,7 +128,7 @@ impl LentHttp {
         }
     }
 
-    fn send_back(self, back: Back) -> Next {
+    fn send_back(self: Box<Self>, back: Back) -> Next {
         let LentHttp {
             fd,
             codec,
@@ -136,7 +136,7 @@ impl LentHttp {
             home,
             idle_since,
             ..
-        } = self;
+        } = *self;
         home.send(Returned {
             fd,
             codec,
@@ -150,7 +150,12 @@ impl LentHttp {
     /// Reads what the socket has, without blocking: `Ok(false)` when it
     /// had nothing after all, `Err` when the peer closed or it failed.
     fn read(&mut self) -> Result<bool, ()> {
-        self.read_buf.reserve(IDLE_READ_BUF);
+        // Room is made only when little is left (as `read_some` does): the
+        // last head's bytes may still be shared (the environ template
+        // keeps the last values), and then a reserve means a new buffer.
+        if self.read_buf.capacity() - self.read_buf.len() < IDLE_READ_BUF / 4 {
+            self.read_buf.reserve(IDLE_READ_BUF);
+        }
         let spare = self.read_buf.spare_capacity_mut();
         loop {
             // SAFETY: reads into the buffer's spare capacity, whose length
@@ -181,10 +186,12 @@ impl LentHttp {
     }
 
     /// Reads and parses the next request; serves it here when it is plain.
-    fn next_request(mut self, slot: &LentSlot) -> Next {
+    /// Kept in its box throughout: the connection is a few hundred bytes,
+    /// and moving it out and back cost two copies and an allocation.
+    fn next_request(mut self: Box<Self>, slot: &LentSlot) -> Next {
         match self.read() {
             Ok(true) => {}
-            Ok(false) => return Next::Wait(Box::new(self)),
+            Ok(false) => return Next::Wait(self),
             Err(()) => return self.send_back(Back::Closed),
         }
         let head = match self.codec.decode(&mut self.read_buf) {
@@ -230,7 +237,7 @@ impl LentHttp {
             output: Box::new(AppOutput::new(Arc::clone(&exchange))),
         };
         self.in_flight = Some((exchange, start));
-        Next::Serve(request, Box::new(self))
+        Next::Serve(request, self)
     }
 }
 
@@ -244,7 +251,7 @@ impl Linger for LentHttp {
     }
 
     fn next(self: Box<Self>, slot: &LentSlot) -> Next {
-        (*self).next_request(slot)
+        self.next_request(slot)
     }
 
     fn after_request(mut self: Box<Self>) -> Option<Box<dyn Linger>> {
@@ -256,7 +263,7 @@ impl Linger for LentHttp {
         let Some(mut written) = written.filter(|w| w.unwritten.is_empty() && w.error.is_none())
         else {
             // Not written here after all: the task finishes it.
-            (*self).send_back(Back::InFlight(exchange, start));
+            self.send_back(Back::InFlight(exchange, start));
             return None;
         };
         self.codec.adopt_encoder(written.encoder);
@@ -274,27 +281,26 @@ impl Linger for LentHttp {
         exchange.disconnect();
         self.idle_since = written.at;
         if !self.codec.keep_alive() || self.codec.start_next_cycle().is_err() {
-            (*self).send_back(Back::Closed);
+            self.send_back(Back::Closed);
             return None;
         }
         if !self.read_buf.is_empty() || *self.shared.shutdown.borrow() {
             // Pipelined bytes (the socket will not say readable for them),
             // or a stop: the task takes over.
-            (*self).send_back(Back::Idle);
+            self.send_back(Back::Idle);
             return None;
         }
         Some(self)
     }
 
-    fn go_home(self: Box<Self>) {
-        let mut lent = *self;
-        let back = match lent.in_flight.take() {
+    fn go_home(mut self: Box<Self>) {
+        let back = match self.in_flight.take() {
             Some((exchange, start)) => {
                 exchange.clear_lent_inline();
                 Back::InFlight(exchange, start)
             }
             None => Back::Idle,
         };
-        lent.send_back(back);
+        self.send_back(back);
     }
 }
