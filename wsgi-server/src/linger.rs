@@ -10,7 +10,7 @@
 //! open connection and its application threads are idle, the connection
 //! task lends the whole connection (socket taken out of the I/O thread's
 //! poller, codec, buffer) to an idle application thread ([`Linger`]). That
-//! thread waits in `poll(2)` on the socket and on its own eventfd ([`Bell`])
+//! thread waits in `poll(2)` on the socket and on its own eventfd (a `Bell`)
 //! instead of its condvar, reads and parses the next request itself, serves
 //! it, and writes the response directly; the I/O thread sleeps through it.
 //!
