@@ -283,3 +283,28 @@ def test_a_stop_takes_a_lent_connection_back(start):
     assert sock.recv(1024) == b""
     sock.close()
     assert server.proc.wait(timeout=BOUND) == 0
+
+
+def test_a_stuck_request_on_a_lent_connection_still_gets_its_500(start):
+    # The request is read and run by the application thread holding the
+    # connection, and blocks outside Python (`time.sleep`): past --timeout
+    # and its grace the watchdog ends the response from its own thread.
+    # The connection must go back to the I/O thread for that answer, not
+    # stay with the stuck thread until the worker exits.
+    import socket
+
+    server = start("--pythonpath", str(TEST_APPS), "process_app", "-w", "1", "--threads", "2",
+                   "--timeout", "2", "--timeout-grace", "1")
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=15)
+    for _ in range(3):
+        [(head, _)] = raw_exchange(sock, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+        assert head.startswith("HTTP/1.1 200"), head
+    sock.sendall(b"GET /sleep-long HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        data = sock.recv(65536)
+        assert data, f"closed without an answer: {answer!r}\n{server.log()}"
+        answer += data
+    assert answer.startswith(b"HTTP/1.1 500"), answer
+    sock.close()
+    assert "did not return" in server.wait_for_log("did not return", timeout=BOUND)
