@@ -118,23 +118,25 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
     let mut timer = std::pin::pin!(tokio::time::sleep_until(far_future()));
     // What a lent connection brought back to finish (`crate::lend`).
     let mut pending = None;
+    // This connection as the request path borrows it, for one request.
+    macro_rules! conn {
+        () => {
+            Conn {
+                stream: &mut stream,
+                protocol: &mut codec,
+                read_buf: &mut read_buf,
+                write_buf: &mut write_buf,
+                shared: &shared,
+                close: false,
+                timer: timer.as_mut(),
+            }
+        };
+    }
     loop {
         let head = match pending.take() {
             Some(Pending::Head(head)) => head,
             Some(Pending::InFlight(exchange, start)) => {
-                let served = resume(
-                    Conn {
-                        stream: &mut stream,
-                        protocol: &mut codec,
-                        read_buf: &mut read_buf,
-                        write_buf: &mut write_buf,
-                        shared: &shared,
-                        close: false,
-                        timer: timer.as_mut(),
-                    },
-                    exchange,
-                )
-                .await;
+                let served = resume(conn!(), exchange).await;
                 shared.request_ended(start, &served, 0, None);
                 idle_since = served.idle_since;
                 if served.outcome == Outcome::Close
@@ -172,21 +174,7 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
         let mut body = BodyState::new(false, head.expect_continue, head.body.known_length());
         let protocol_name = version_name(head.version);
         drop(head);
-        let served = serve_one(
-            Conn {
-                stream: &mut stream,
-                protocol: &mut codec,
-                read_buf: &mut read_buf,
-                write_buf: &mut write_buf,
-                shared: &shared,
-                close: false,
-                timer: timer.as_mut(),
-            },
-            environ,
-            &mut body,
-            protocol_name,
-        )
-        .await;
+        let served = serve_one(conn!(), environ, &mut body, protocol_name).await;
         idle_since = served.idle_since;
         if served.outcome == Outcome::Close || body.failed || !codec.keep_alive() {
             return;

@@ -23,6 +23,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -110,6 +111,9 @@ pub struct Exchange {
     /// the watchdog) needs the I/O thread, the connection in this slot
     /// goes home first.
     lent_inline: Mutex<Option<LentSlot>>,
+    /// Whether `lent_inline` may hold a slot: every I/O wake-up asks, and
+    /// almost always the answer is no, without taking a lock.
+    maybe_lent: AtomicBool,
 }
 
 /// What the connection should do next.
@@ -158,6 +162,7 @@ impl Exchange {
             io_waker: AtomicWaker::new(),
             body_timeout,
             lent_inline: Mutex::new(None),
+            maybe_lent: AtomicBool::new(false),
         })
     }
 
@@ -277,6 +282,7 @@ impl Exchange {
     /// Marks the request as read on an application thread that keeps its
     /// connection in `slot` (see `wake_io`).
     pub fn mark_lent_inline(&self, slot: LentSlot) {
+        self.maybe_lent.store(true, Ordering::Release);
         *self
             .lent_inline
             .lock()
@@ -285,6 +291,9 @@ impl Exchange {
 
     /// Unmarks it; the slot, if it was marked.
     pub fn clear_lent_inline(&self) -> Option<LentSlot> {
+        if !self.maybe_lent.load(Ordering::Acquire) {
+            return None;
+        }
         self.lent_inline
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -107,6 +107,13 @@ impl LentSlot {
         *self.lock() = Some(lent);
     }
 
+    /// The socket and the deadline of the connection in the slot.
+    pub(crate) fn waiting(&self) -> Option<(RawFd, Instant)> {
+        self.lock()
+            .as_ref()
+            .map(|lent| (lent.fd(), lent.deadline()))
+    }
+
     /// Takes the connection out of the slot.
     pub fn take(&self) -> Option<Box<dyn Linger>> {
         self.lock().take()

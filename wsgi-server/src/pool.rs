@@ -744,11 +744,7 @@ impl RequestSource for ThreadSource {
                 // Wait on the lent connection and the bell (see
                 // `crate::linger`), listed as a sleeper so a queued request
                 // still wakes this thread.
-                let (fd, deadline) = self.lent.take().map_or((-1, Instant::now()), |lent| {
-                    let waiting = (lent.fd(), lent.deadline());
-                    self.lent.keep(lent);
-                    waiting
-                });
+                let (fd, deadline) = self.lent.waiting().unwrap_or((-1, Instant::now()));
                 state.sleepers.push(self.index);
                 queue.lingering[self.index].store(true, Ordering::Release);
                 drop(state);

@@ -230,41 +230,31 @@ pub trait Transport: AsyncRead + AsyncWrite + AsRawFd + Unpin {
         Self: Sized;
 }
 
-impl Transport for tokio::net::TcpStream {
-    async fn readable(&self) -> io::Result<()> {
-        tokio::net::TcpStream::readable(self).await
-    }
-    async fn writable(&self) -> io::Result<()> {
-        tokio::net::TcpStream::writable(self).await
-    }
-    fn try_write_io<R>(&self, call: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
-        self.try_io(Interest::WRITABLE, call)
-    }
-    fn into_fd(self) -> io::Result<std::os::fd::OwnedFd> {
-        Ok(self.into_std()?.into())
-    }
-    fn from_fd(fd: std::os::fd::OwnedFd) -> io::Result<Self> {
-        tokio::net::TcpStream::from_std(std::net::TcpStream::from(fd))
-    }
+/// The two streams' `Transport`: the same calls on each type.
+macro_rules! transport {
+    ($tokio:ty, $std:ty) => {
+        impl Transport for $tokio {
+            async fn readable(&self) -> io::Result<()> {
+                <$tokio>::readable(self).await
+            }
+            async fn writable(&self) -> io::Result<()> {
+                <$tokio>::writable(self).await
+            }
+            fn try_write_io<R>(&self, call: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+                self.try_io(Interest::WRITABLE, call)
+            }
+            fn into_fd(self) -> io::Result<std::os::fd::OwnedFd> {
+                Ok(self.into_std()?.into())
+            }
+            fn from_fd(fd: std::os::fd::OwnedFd) -> io::Result<Self> {
+                <$tokio>::from_std(<$std>::from(fd))
+            }
+        }
+    };
 }
 
-impl Transport for tokio::net::UnixStream {
-    async fn readable(&self) -> io::Result<()> {
-        tokio::net::UnixStream::readable(self).await
-    }
-    async fn writable(&self) -> io::Result<()> {
-        tokio::net::UnixStream::writable(self).await
-    }
-    fn try_write_io<R>(&self, call: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
-        self.try_io(Interest::WRITABLE, call)
-    }
-    fn into_fd(self) -> io::Result<std::os::fd::OwnedFd> {
-        Ok(self.into_std()?.into())
-    }
-    fn from_fd(fd: std::os::fd::OwnedFd) -> io::Result<Self> {
-        tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))
-    }
-}
+transport!(tokio::net::TcpStream, std::net::TcpStream);
+transport!(tokio::net::UnixStream, std::os::unix::net::UnixStream);
 
 /// The response framing both protocols share ([`ServerConn`](wsgi_http::ServerConn) for HTTP,
 /// a bare [`ResponseEncoder`] for uwsgi).
