@@ -39,7 +39,7 @@ use wsgi_core::{ConnInfo, Environ};
 
 use wsgi_http::{EncodeError, Event, RequestHead, ResponseEncoder, ServerConn};
 
-use crate::lend::{Back, Home, LentHttp};
+use crate::lend::{Back, Home, LentHttp, Returned};
 use crate::request::{
     read_some, resume, serve_one, write_error, BodyDecoder, BodyEvent, BodyState, Conn, Framer,
     Outcome, Shared, Transport, BODY_READ_CHUNK, HEAD_READ_CHUNK, IDLE_READ_BUF,
@@ -101,23 +101,80 @@ impl BodyDecoder for ServerConn {
 
 /// Serves an HTTP/1.x connection until it closes.
 pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc<Shared>) {
-    let mut codec = ServerConn::new(shared.limits.clone());
     let mut read_buf = BytesMut::with_capacity(IDLE_READ_BUF);
-    // Grown on first use: a response the application thread writes itself
-    // never needs it, and an idle connection should not hold a page for it.
-    let mut write_buf = BytesMut::new();
     let Some(conn) = proxy_header(&mut stream, &mut read_buf, conn, &shared).await else {
         return;
     };
+    let conn = with_trust(conn, &shared);
+    let codec = ServerConn::new(shared.limits.clone());
+    serve_from(stream, conn, shared, codec, read_buf, None, None).await;
+}
+
+/// `conn` with whether its peer is a trusted proxy (`--forwarded-allow-ips`).
+pub fn with_trust(conn: ConnInfo, shared: &Shared) -> ConnInfo {
     let trusted = shared.is_trusted(&conn.peer);
-    let conn = conn.with_trusted_proxy(trusted);
-    let mut idle_since = None;
+    conn.with_trusted_proxy(trusted)
+}
+
+/// Serves a connection lent before it had a task
+/// ([`crate::lend::serve_fresh`]) from where it stands; `conn` as
+/// [`with_trust`] made it.
+pub async fn serve_adopted<S: Transport>(returned: Returned, conn: ConnInfo, shared: Arc<Shared>) {
+    let Ok(mut stream) = S::from_fd(returned.fd) else {
+        return;
+    };
+    let pending = match pending_of(returned.back) {
+        Ok(pending) => pending,
+        Err(refused) => {
+            if let Some(status) = refused {
+                write_error(&mut stream, status, &mut BytesMut::new()).await;
+            }
+            return;
+        }
+    };
+    let idle_since = Some(Instant::from_std(returned.idle_since));
+    serve_from(
+        stream,
+        conn,
+        shared,
+        returned.codec,
+        returned.read_buf,
+        idle_since,
+        pending,
+    )
+    .await;
+}
+
+/// What a returned connection's task takes up (see [`Back`]): `Err` when
+/// it closes, after answering the status if there is one.
+fn pending_of(back: Back) -> Result<Option<Pending>, Option<u16>> {
+    match back {
+        Back::Idle => Ok(None),
+        Back::Closed => Err(None),
+        Back::Refused(status) => Err(Some(status)),
+        Back::Head(head) => Ok(Some(Pending::Head(head))),
+        Back::InFlight(exchange, start) => Ok(Some(Pending::InFlight(exchange, start))),
+    }
+}
+
+/// The connection's loop, from a codec and buffer as they stand, perhaps
+/// with a request to take up first.
+async fn serve_from<S: Transport>(
+    mut stream: S,
+    conn: ConnInfo,
+    shared: Arc<Shared>,
+    mut codec: ServerConn,
+    mut read_buf: BytesMut,
+    mut idle_since: Option<Instant>,
+    mut pending: Option<Pending>,
+) {
+    // Grown on first use: a response the application thread writes itself
+    // never needs it, and an idle connection should not hold a page for it.
+    let mut write_buf = BytesMut::new();
     let _open = OpenConnection::count(&shared);
     // The connection's one timer (see `Conn::timer`); it is registered
     // only when first awaited.
     let mut timer = std::pin::pin!(tokio::time::sleep_until(far_future()));
-    // What a lent connection brought back to finish (`crate::lend`).
-    let mut pending = None;
     // This connection as the request path borrows it, for one request.
     macro_rules! conn {
         () => {
@@ -233,16 +290,15 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
         codec = returned.codec;
         read_buf = returned.read_buf;
         idle_since = Some(Instant::from_std(returned.idle_since));
-        match returned.back {
-            Back::Idle => {}
-            Back::Closed => return,
-            Back::Refused(status) => {
-                write_error(&mut stream, status, &mut write_buf).await;
+        pending = match pending_of(returned.back) {
+            Ok(pending) => pending,
+            Err(refused) => {
+                if let Some(status) = refused {
+                    write_error(&mut stream, status, &mut write_buf).await;
+                }
                 return;
             }
-            Back::Head(head) => pending = Some(Pending::Head(head)),
-            Back::InFlight(exchange, start) => pending = Some(Pending::InFlight(exchange, start)),
-        }
+        };
     }
 }
 

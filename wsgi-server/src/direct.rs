@@ -53,6 +53,9 @@ pub struct DirectWrite {
     stopping: watch::Receiver<bool>,
     /// The access log reads response headers: keep a copy of them.
     keep_headers: bool,
+    /// The thread closes the socket itself right after a response that
+    /// ends the connection: no `shutdown` first.
+    closes_at_once: bool,
 }
 
 /// A response the application thread wrote.
@@ -83,7 +86,15 @@ impl DirectWrite {
             encoder,
             stopping,
             keep_headers: false,
+            closes_at_once: false,
         }
+    }
+
+    /// The caller closes the socket as soon as a response that ends the
+    /// connection is written (`crate::lend::serve_fresh`).
+    pub fn closing_at_once(mut self, closes: bool) -> Self {
+        self.closes_at_once = closes;
+        self
     }
 
     /// Keeps a copy of the response's headers in [`Written`] (for an
@@ -149,7 +160,11 @@ impl DirectWrite {
             Ok(sent) => (unsent_parts(&parts, sent, body), None),
             Err(error) => (Vec::new(), Some(error)),
         };
-        if error.is_none() && unwritten.is_empty() && !self.encoder.keep_alive() {
+        if error.is_none()
+            && unwritten.is_empty()
+            && !self.encoder.keep_alive()
+            && !self.closes_at_once
+        {
             // The connection ends with this response: tell the client now.
             // The I/O thread closes the socket when it next looks.
             // SAFETY: the descriptor is open (see the module docs).

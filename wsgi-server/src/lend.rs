@@ -9,6 +9,14 @@
 //! Anything else goes home at the point it is found, in a state the
 //! task's own path takes up from there (a parsed head, an error to answer,
 //! a request in flight whose response the I/O thread must write).
+//!
+//! A connection just accepted is lent the same way before it has a task
+//! ([`serve_fresh`]): when its first request is already in and plain, and
+//! asks to close after its response (`Connection: close`, HTTP/1.0), the
+//! I/O thread queues it with the connection, and the application thread
+//! that takes it writes the response and closes the socket. No task,
+//! poller registration or I/O wake-up is spent on such a connection; one
+//! that needs more gets its task then, from where it stands ([`Adoptee`]).
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
@@ -16,6 +24,7 @@ use std::task::Poll;
 
 use bytes::BytesMut;
 use futures::task::AtomicWaker;
+use tokio::sync::mpsc;
 use wsgi_core::{ConnInfo, Request};
 use wsgi_http::{Event, RequestHead, ServerConn};
 
@@ -91,7 +100,62 @@ impl Home {
     }
 }
 
-/// A keep-alive HTTP connection lent to an application thread.
+/// A connection that has no task yet, going to get one: the I/O thread
+/// spawns its task from here.
+#[derive(Debug)]
+pub struct Adoptee {
+    /// Where it stands.
+    pub returned: Returned,
+    /// Its peer.
+    pub conn: ConnInfo,
+    /// Held by its task, as every connection task holds one (a graceful
+    /// stop waits for them all).
+    pub alive: mpsc::Sender<()>,
+}
+
+/// What a connection lent before it had a task needs to get one.
+#[derive(Debug)]
+pub struct Adoption {
+    /// Where it goes from an application thread: the accepting listener's
+    /// adopter task, which spawns its task.
+    pub adopter: mpsc::UnboundedSender<Adoptee>,
+    /// See [`Adoptee::alive`].
+    pub alive: mpsc::Sender<()>,
+}
+
+/// Where a lent connection goes back to.
+#[derive(Debug)]
+enum HomeRef {
+    /// Its task, waiting.
+    Task(Arc<Home>),
+    /// No task yet ([`serve_fresh`]).
+    Adopt(Adoption, OpenCount),
+}
+
+/// A connection lent before it had a task counts as open
+/// ([`Shared::open_connections`]) until it closes or its task counts it.
+#[derive(Debug)]
+struct OpenCount(Arc<Shared>);
+
+impl OpenCount {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared
+            .open_connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenCount(Arc::clone(shared))
+    }
+}
+
+impl Drop for OpenCount {
+    fn drop(&mut self) {
+        self.0
+            .open_connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// An HTTP connection lent to an application thread: a keep-alive one
+/// between requests, or one just accepted ([`serve_fresh`]).
 #[derive(Debug)]
 pub struct LentHttp {
     fd: OwnedFd,
@@ -99,10 +163,76 @@ pub struct LentHttp {
     read_buf: BytesMut,
     conn: ConnInfo,
     shared: Arc<Shared>,
-    home: Arc<Home>,
+    home: HomeRef,
     idle_since: std::time::Instant,
     /// The request being served on the thread, and its record.
     in_flight: Option<(Arc<Exchange>, RecordStart)>,
+}
+
+/// A connection just accepted (`fd`, non-blocking, out of any poller):
+/// when its first request is already here, plain, and closes the
+/// connection after its response, the request is queued with the
+/// connection lent along, and an application thread serves it and closes
+/// the socket (see the module docs). Otherwise the state its task starts
+/// from. Runs on the I/O thread (it queues).
+///
+/// # Errors
+/// The connection needs a task: what to start it from.
+pub fn serve_fresh(
+    fd: OwnedFd,
+    conn: ConnInfo,
+    shared: &Arc<Shared>,
+    adoption: Adoption,
+) -> Result<(), Box<Adoptee>> {
+    let open = OpenCount::new(shared);
+    let mut lent = Box::new(LentHttp {
+        fd,
+        codec: ServerConn::new(shared.limits.clone()),
+        read_buf: BytesMut::new(),
+        conn,
+        shared: Arc::clone(shared),
+        home: HomeRef::Adopt(adoption, open),
+        idle_since: std::time::Instant::now(),
+        in_flight: None,
+    });
+    // A place in the queue first: without one, nothing is read here.
+    let Some(reserved) = shared.queue.try_reserve() else {
+        return Err(Box::new(lent.into_adoptee(Back::Idle)));
+    };
+    let request = match lent.read() {
+        Ok(true) => match lent.take_request(None) {
+            Ok(request) => request,
+            Err(back) => return Err(Box::new(lent.into_adoptee(back))),
+        },
+        Ok(false) => return Err(Box::new(lent.into_adoptee(Back::Idle))),
+        Err(()) => return Err(Box::new(lent.into_adoptee(Back::Closed))),
+    };
+    match reserved.submit(request, lent) {
+        Ok(()) => Ok(()),
+        Err((request, lent)) => {
+            // A stop closed the queue meanwhile.
+            drop(request);
+            let mut lent = lent;
+            let back = match lent.in_flight.take() {
+                Some((exchange, start)) => {
+                    exchange.disconnect();
+                    let served = Served {
+                        outcome: Outcome::Close,
+                        idle_since: None,
+                        tally: Tally {
+                            status: 503,
+                            ..Tally::default()
+                        },
+                        response_headers: None,
+                    };
+                    lent.shared.request_ended(start, &served, 0, None);
+                    Back::Refused(503)
+                }
+                None => Back::Closed,
+            };
+            Err(Box::new(lent.into_adoptee(back)))
+        }
+    }
 }
 
 impl LentHttp {
@@ -122,13 +252,52 @@ impl LentHttp {
             read_buf,
             conn,
             shared,
-            home,
+            home: HomeRef::Task(home),
             idle_since,
             in_flight: None,
         }
     }
 
+    /// A connection with no task yet, as its task will start.
+    fn into_adoptee(self: Box<Self>, back: Back) -> Adoptee {
+        let LentHttp {
+            fd,
+            codec,
+            read_buf,
+            conn,
+            home,
+            idle_since,
+            ..
+        } = *self;
+        let HomeRef::Adopt(adoption, _open) = home else {
+            unreachable!("only a connection with no task is adopted");
+        };
+        Adoptee {
+            returned: Returned {
+                fd,
+                codec,
+                read_buf,
+                idle_since,
+                back,
+            },
+            conn,
+            alive: adoption.alive,
+        }
+    }
+
     fn send_back(self: Box<Self>, back: Back) -> Next {
+        match &self.home {
+            HomeRef::Task(_) => {}
+            // Closed: nothing for a task to do; dropping it closes it.
+            HomeRef::Adopt(..) if matches!(back, Back::Closed) => return Next::Home,
+            HomeRef::Adopt(adoption, _) => {
+                let adopter = adoption.adopter.clone();
+                // Fails only when the I/O thread is gone (an immediate
+                // stop): the connection closes.
+                let _ = adopter.send(self.into_adoptee(back));
+                return Next::Home;
+            }
+        }
         let LentHttp {
             fd,
             codec,
@@ -137,13 +306,15 @@ impl LentHttp {
             idle_since,
             ..
         } = *self;
-        home.send(Returned {
-            fd,
-            codec,
-            read_buf,
-            idle_since,
-            back,
-        });
+        if let HomeRef::Task(home) = home {
+            home.send(Returned {
+                fd,
+                codec,
+                read_buf,
+                idle_since,
+                back,
+            });
+        }
         Next::Home
     }
 
@@ -194,27 +365,44 @@ impl LentHttp {
             Ok(false) => return Next::Wait(self),
             Err(()) => return self.send_back(Back::Closed),
         }
+        match self.take_request(Some(slot)) {
+            Ok(request) => Next::Serve(request, self),
+            Err(back) => self.send_back(back),
+        }
+    }
+
+    /// The request whose head was read, when it is plain: a whole head, no
+    /// body, no `Expect`, no stop, not the health path or a static file,
+    /// and keep-alive for a lent connection (which goes on after it) or
+    /// close for a fresh one (which has no task to go on with). Otherwise
+    /// where the connection stands, for its task.
+    fn take_request(&mut self, slot: Option<&LentSlot>) -> Result<Request, Back> {
         let head = match self.codec.decode(&mut self.read_buf) {
             Ok(Some(Event::Head(head))) => head,
             // Part of a head: the task's header timeout takes it from here.
-            Ok(None) => return self.send_back(Back::Idle),
-            Ok(Some(_)) => return self.send_back(Back::Closed),
+            Ok(None) => return Err(Back::Idle),
+            Ok(Some(_)) => return Err(Back::Closed),
             Err(error) => {
                 crate::log!(Debug, "bad request: {error}");
-                return self.send_back(Back::Refused(error.status().as_u16()));
+                return Err(Back::Refused(error.status().as_u16()));
             }
         };
-        let shared = Arc::clone(&self.shared);
+        let shared = &*self.shared;
         let stopping = *shared.shutdown.borrow();
-        if head.body.has_body() || head.expect_continue || !self.codec.keep_alive() || stopping {
-            return self.send_back(Back::Head(Box::new(head)));
+        let fresh = matches!(self.home, HomeRef::Adopt(..));
+        if head.body.has_body()
+            || head.expect_continue
+            || self.codec.keep_alive() == fresh
+            || stopping
+        {
+            return Err(Back::Head(Box::new(head)));
         }
-        let environ = crate::connection::environ_of(&head, &self.conn, &shared);
-        if health_reply(&shared, &environ).is_some() || static_reply(&shared, &environ).is_some() {
-            return self.send_back(Back::Head(Box::new(head)));
+        let environ = crate::connection::environ_of(&head, &self.conn, shared);
+        if health_reply(shared, &environ).is_some() || static_reply(shared, &environ).is_some() {
+            return Err(Back::Head(Box::new(head)));
         }
         let Some(encoder) = self.codec.prepare_encoder().ok() else {
-            return self.send_back(Back::Head(Box::new(head)));
+            return Err(Back::Head(Box::new(head)));
         };
         let protocol_name = crate::connection::version_name(head.version);
         drop(head);
@@ -223,21 +411,24 @@ impl LentHttp {
             self.codec.decode_body(&mut self.read_buf),
             Ok(Some(BodyEvent::End))
         ) {
-            return self.send_back(Back::Closed);
+            return Err(Back::Closed);
         }
         let start = shared.request_began(&environ, protocol_name);
         let exchange = Exchange::new(true, shared.timeouts.body);
         let direct = DirectWrite::new(self.fd.as_raw_fd(), encoder, shared.shutdown.clone())
-            .keeping_headers(shared.wants_response_headers());
+            .keeping_headers(shared.wants_response_headers())
+            .closing_at_once(fresh);
         exchange.lend_direct(direct, false);
-        exchange.mark_lent_inline(slot.clone());
+        if let Some(slot) = slot {
+            exchange.mark_lent_inline(slot.clone());
+        }
         let request = Request {
             environ,
             input: Box::new(AppBody::new(Arc::clone(&exchange), Some(0))),
             output: Box::new(AppOutput::new(Arc::clone(&exchange))),
         };
         self.in_flight = Some((exchange, start));
-        Next::Serve(request, self)
+        Ok(request)
     }
 }
 
@@ -291,6 +482,12 @@ impl Linger for LentHttp {
             return None;
         }
         Some(self)
+    }
+
+    fn taken_by(&self, slot: &LentSlot) {
+        if let Some((exchange, _)) = &self.in_flight {
+            exchange.mark_lent_inline(slot.clone());
+        }
     }
 
     fn go_home(mut self: Box<Self>) {

@@ -53,6 +53,9 @@ pub trait Linger: Send {
     fn after_request(self: Box<Self>) -> Option<Box<dyn Linger>>;
     /// Gives the connection back to its task, with whatever is in flight.
     fn go_home(self: Box<Self>);
+    /// It came with a queued request (read on no task), and the thread
+    /// taking that request keeps it in `slot` while the request runs.
+    fn taken_by(&self, _slot: &LentSlot) {}
 }
 
 /// What a readable lent connection gave.

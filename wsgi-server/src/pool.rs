@@ -197,7 +197,9 @@ pub const FAIRNESS_DELAY: Duration = Duration::from_millis(25);
 struct QueueState {
     /// Queued requests, stamped on the I/O thread's clock (the starvation
     /// watchdog reads their age there; tests pause that clock).
-    jobs: VecDeque<(Request, tokio::time::Instant)>,
+    /// With a connection lent along when it was read on no task of its
+    /// own (`crate::lend::serve_fresh`): the thread keeps it for the request.
+    jobs: VecDeque<(Request, tokio::time::Instant, Handover)>,
     closed: bool,
     /// Application threads in all.
     threads: usize,
@@ -296,13 +298,43 @@ impl JobQueue {
             Ok(permit) => permit.forget(),
             Err(_) => return Err(Box::new(request)),
         }
-        let mut state = self.lock();
+        self.push(request, None)
+            .map_err(|(request, _)| Box::new(request))
+    }
+
+    /// A place in the queue if one is free now, for [`Reserved::submit`].
+    pub fn try_reserve(self: &Arc<Self>) -> Option<Reserved<'_>> {
+        self.slots.try_acquire().ok()?.forget();
+        Some(Reserved(Some(self)))
+    }
+
+    /// Queues a request whose slot is taken; the request back if the
+    /// queue is closed (the slot then returned).
+    fn push(
+        self: &Arc<Self>,
+        request: Request,
+        lent: Option<Box<dyn Linger>>,
+    ) -> Result<bool, (Request, Option<Box<dyn Linger>>)> {
+        let state = self.lock();
         if state.closed {
             drop(state);
             self.slots.add_permits(1);
-            return Err(Box::new(request));
+            return Err((request, lent));
         }
-        state.jobs.push_back((request, tokio::time::Instant::now()));
+        Ok(self.push_open(state, request, lent))
+    }
+
+    /// Queues a request on an open queue (whose lock is `state`); whether
+    /// it is the only request in the pool.
+    fn push_open(
+        self: &Arc<Self>,
+        mut state: MutexGuard<'_, QueueState>,
+        request: Request,
+        lent: Option<Box<dyn Linger>>,
+    ) -> bool {
+        state
+            .jobs
+            .push_back((request, tokio::time::Instant::now(), Handover(lent)));
         self.worker.counters.queued.fetch_add(1, Ordering::Relaxed);
         let nobody_active = state.active() == 0;
         let alone = nobody_active && state.jobs.len() == 1;
@@ -326,7 +358,7 @@ impl JobQueue {
         if arm_watchdog {
             tokio::task::spawn_local(Arc::clone(self).starvation_watchdog());
         }
-        Ok(alone)
+        alone
     }
 
     /// The I/O thread's one wake-up task, for the life of its runtime:
@@ -393,7 +425,7 @@ impl JobQueue {
             let oldest = state
                 .jobs
                 .front()
-                .map_or(Duration::ZERO, |(_, queued)| queued.elapsed());
+                .map_or(Duration::ZERO, |(_, queued, _)| queued.elapsed());
             if !state.can_wake() || oldest < STARVATION_DELAY {
                 continue;
             }
@@ -534,6 +566,45 @@ impl JobQueue {
     }
 }
 
+/// A place in the queue taken without waiting ([`JobQueue::try_reserve`]);
+/// given back if dropped unused.
+#[derive(Debug)]
+pub struct Reserved<'q>(Option<&'q Arc<JobQueue>>);
+
+impl Reserved<'_> {
+    /// Queues `request`, whose connection `lent` goes to the thread that
+    /// takes it. Must run on the I/O thread's `LocalSet`, as
+    /// [`JobQueue::submit`]. Both back if the queue is closed.
+    ///
+    /// # Errors
+    /// The queue is closed (a stop).
+    pub fn submit<L: Linger + 'static>(
+        mut self,
+        request: Request,
+        lent: Box<L>,
+    ) -> Result<(), (Request, Box<L>)> {
+        let Some(queue) = self.0 else {
+            return Err((request, lent));
+        };
+        let state = queue.lock();
+        if state.closed {
+            // `Drop` gives the place back.
+            return Err((request, lent));
+        }
+        self.0 = None;
+        queue.push_open(state, request, Some(lent));
+        Ok(())
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if let Some(queue) = self.0 {
+            queue.slots.add_permits(1);
+        }
+    }
+}
+
 /// What an application thread pulls requests from.
 #[derive(Debug)]
 struct ThreadSource {
@@ -551,13 +622,16 @@ fn leave_request(index: usize, state: &mut QueueState) {
     }
 }
 
+/// A request taken from the queue, with the connection lent along if any.
+type TakenJob = (Request, Option<Box<dyn Linger>>);
+
 /// Takes the first queued job, if any, and counts the thread busy.
 fn take_job<'q>(
     queue: &'q JobQueue,
     index: usize,
     mut state: MutexGuard<'q, QueueState>,
-) -> Result<Request, MutexGuard<'q, QueueState>> {
-    let Some((job, queued)) = state.jobs.pop_front() else {
+) -> Result<TakenJob, MutexGuard<'q, QueueState>> {
+    let Some((job, queued, lent)) = state.jobs.pop_front() else {
         return Err(state);
     };
     let counters = &queue.worker.counters;
@@ -568,10 +642,21 @@ fn take_job<'q>(
     drop(state);
     queue.slots.add_permits(1);
     queue.worker.request_started(index);
-    Ok(job)
+    Ok((job, lent.0))
 }
 
 impl ThreadSource {
+    /// A job taken: the connection that came with it, if any, is kept in
+    /// this thread's slot while the request runs (the slot is empty: a
+    /// connection lent before went home when jobs were queued).
+    fn take_up(&self, job: Request, lent: Option<Box<dyn Linger>>) -> Request {
+        if let Some(lent) = lent {
+            lent.taken_by(&self.lent);
+            self.lent.keep(lent);
+        }
+        self.guard(job)
+    }
+
     /// With the watchdog on: notes the request and puts its sink where the
     /// watchdog can end it.
     fn guard(&self, request: Request) -> Request {
@@ -734,7 +819,7 @@ impl RequestSource for ThreadSource {
                 state = queue.lock();
             }
             state = match take_job(queue, self.index, state) {
-                Ok(job) => return Some(self.guard(job)),
+                Ok((job, lent)) => return Some(self.take_up(job, lent)),
                 Err(state) => state,
             };
             if state.closed {
@@ -818,8 +903,8 @@ impl RequestSource for ThreadSource {
             state = queue.lock();
         }
         leave_request(self.index, &mut state);
-        let job = take_job(queue, self.index, state).ok()?;
-        Some(self.guard(job))
+        let (job, lent) = take_job(queue, self.index, state).ok()?;
+        Some(self.take_up(job, lent))
     }
 
     fn request_done(&mut self) {

@@ -6,12 +6,16 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UnixListener};
+use std::net::SocketAddr;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::sync::{mpsc, watch};
 use wsgi_core::{Application, ConnInfo, PeerAddr, UrlScheme};
 
 use crate::config::ServerConfig;
-use crate::connection::serve_http;
+use crate::connection::{serve_adopted, serve_http};
+use crate::lend::{serve_fresh, Adoptee, Adoption, Back};
 use crate::listener::{BoundListener, Protocol};
 use crate::pool::AppPool;
 use crate::request::Shared;
@@ -180,7 +184,18 @@ pub fn run(
     Ok(())
 }
 
-/// Accepts connections on one listener until aborted.
+/// Connections taken from the kernel per readiness of a listener, at most:
+/// the other connections' work waits meanwhile.
+const ACCEPT_BATCH: usize = 64;
+
+/// Accepts connections on one listener until told to stop (or aborted).
+///
+/// The socket is accepted here with `accept4` rather than tokio's
+/// `accept`, which registers every connection with the poller at once: an
+/// HTTP connection whose first request is already in and closes it
+/// (`Connection: close`, HTTP/1.0) is lent to an application thread with
+/// that request and never registered (`crate::lend::serve_fresh`), saving
+/// two `epoll_ctl` calls, a task and the I/O thread's part of the response.
 async fn accept_loop(
     fd: OwnedFd,
     protocol: Protocol,
@@ -188,81 +203,261 @@ async fn accept_loop(
     shared: Arc<Shared>,
     alive: mpsc::Sender<()>,
 ) {
-    if is_unix {
-        let std_listener = std::os::unix::net::UnixListener::from(fd);
-        let listener = match UnixListener::from_std(std_listener) {
-            Ok(listener) => listener,
-            Err(error) => {
-                crate::log!(Error, "cannot use unix listener: {error}");
-                return;
-            }
-        };
-        let mut stopping = shared.shutdown.clone();
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        let conn = ConnInfo::unix();
-                        spawn_connection(stream, conn, protocol, &shared, &alive);
-                    }
-                    Err(error) => accept_backoff(error).await,
-                },
-                _ = stopping.changed() => break,
-            }
-        }
-        for fd in drain_backlog(listener.as_raw_fd()) {
-            let std_stream = std::os::unix::net::UnixStream::from(fd);
-            if let Ok(stream) = tokio::net::UnixStream::from_std(std_stream) {
-                spawn_connection(stream, ConnInfo::unix(), protocol, &shared, &alive);
-            }
-        }
+    let local = if is_unix {
+        None
     } else {
-        let std_listener = std::net::TcpListener::from(fd);
-        let local = std_listener.local_addr().ok();
-        let listener = match TcpListener::from_std(std_listener) {
-            Ok(listener) => listener,
-            Err(error) => {
-                crate::log!(Error, "cannot use TCP listener: {error}");
-                return;
-            }
-        };
-        let mut stopping = shared.shutdown.clone();
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                _ = stopping.changed() => break,
-            };
-            match accepted {
-                Ok((stream, peer)) => {
-                    // We coalesce writes ourselves; Nagle would only delay
-                    // the last segment of each response.
-                    let _ = stream.set_nodelay(true);
-                    // A listener bound to one address answers on that
-                    // address: no getsockname(2) per connection then.
-                    let local = match local {
-                        Some(address) if !address.ip().is_unspecified() => Some(address),
-                        _ => stream.local_addr().ok().or(local),
-                    };
-                    let conn = ConnInfo::new(PeerAddr::Tcp(peer), local, UrlScheme::Http);
-                    spawn_connection(stream, conn, protocol, &shared, &alive);
+        socket_name(fd.as_raw_fd())
+    };
+    // SAFETY: an `OwnedFd` returns the descriptor it owns, open until the
+    // `AsyncFd` drops it.
+    let registered = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) };
+    let listener = match registered {
+        Ok(listener) => listener,
+        Err(error) => {
+            crate::log!(Error, "cannot use listener: {error}");
+            return;
+        }
+    };
+    let inline = protocol == Protocol::Http
+        && shared.proxy_protocol.0 == crate::net::proxy_protocol::Mode::Off;
+    // Connections lent before they had a task come back here for one.
+    let (adopter, adoptions) = mpsc::unbounded_channel();
+    tokio::task::spawn_local(adopt(adoptions, is_unix, Arc::clone(&shared)));
+    let mut stopping = shared.shutdown.clone();
+    loop {
+        let mut ready = tokio::select! {
+            ready = listener.readable() => match ready {
+                Ok(ready) => ready,
+                Err(error) => {
+                    accept_backoff(error).await;
+                    continue;
                 }
-                Err(error) => accept_backoff(error).await,
+            },
+            _ = stopping.changed() => break,
+        };
+        let mut failed = None;
+        for _ in 0..ACCEPT_BATCH {
+            match accept_one(ready.get_inner().as_raw_fd()) {
+                Ok(Some((fd, peer))) => {
+                    let conn = match peer {
+                        Some(peer) if !is_unix => {
+                            // A listener bound to one address answers on
+                            // that address: no getsockname(2) per connection then.
+                            let local = match local {
+                                Some(address) if !address.ip().is_unspecified() => Some(address),
+                                _ => socket_name(fd.as_raw_fd()).or(local),
+                            };
+                            ConnInfo::new(PeerAddr::Tcp(peer), local, UrlScheme::Http)
+                        }
+                        _ => ConnInfo::unix(),
+                    };
+                    if inline {
+                        let adoption = Adoption {
+                            adopter: adopter.clone(),
+                            alive: alive.clone(),
+                        };
+                        let conn = crate::connection::with_trust(conn, &shared);
+                        if let Err(adoptee) = serve_fresh(fd, conn, &shared, adoption) {
+                            spawn_adopted(*adoptee, is_unix, &shared);
+                        }
+                    } else {
+                        spawn_fd(fd, conn, protocol, is_unix, &shared, &alive);
+                    }
+                }
+                Ok(None) => {
+                    ready.clear_ready();
+                    break;
+                }
+                Err(error) => {
+                    failed = Some(error);
+                    break;
+                }
             }
         }
-        for fd in drain_backlog(listener.as_raw_fd()) {
-            let std_stream = std::net::TcpStream::from(fd);
-            let _ = std_stream.set_nodelay(true);
-            let (Ok(peer), Ok(stream)) = (
-                std_stream.peer_addr(),
-                tokio::net::TcpStream::from_std(std_stream),
-            ) else {
-                continue;
-            };
-            let local = stream.local_addr().ok().or(local);
-            let conn = ConnInfo::new(PeerAddr::Tcp(peer), local, UrlScheme::Http);
-            spawn_connection(stream, conn, protocol, &shared, &alive);
+        drop(ready);
+        if let Some(error) = failed {
+            accept_backoff(error).await;
         }
     }
+    for fd in drain_backlog(listener.as_raw_fd()) {
+        let conn = if is_unix {
+            ConnInfo::unix()
+        } else {
+            let Some(peer) = peer_name(fd.as_raw_fd()) else {
+                continue;
+            };
+            let local = socket_name(fd.as_raw_fd()).or(local);
+            ConnInfo::new(PeerAddr::Tcp(peer), local, UrlScheme::Http)
+        };
+        spawn_fd(fd, conn, protocol, is_unix, &shared, &alive);
+    }
+}
+
+/// Spawns the tasks of connections lent before they had one, as they come
+/// back (`crate::lend::serve_fresh`); ends when its listener's accept
+/// loop and every such connection are gone.
+async fn adopt(
+    mut adoptions: mpsc::UnboundedReceiver<Adoptee>,
+    is_unix: bool,
+    shared: Arc<Shared>,
+) {
+    while let Some(adoptee) = adoptions.recv().await {
+        spawn_adopted(adoptee, is_unix, &shared);
+    }
+}
+
+/// Starts the task of a connection that had none, from where it stands.
+fn spawn_adopted(adoptee: Adoptee, is_unix: bool, shared: &Arc<Shared>) {
+    let Adoptee {
+        returned,
+        conn,
+        alive,
+    } = adoptee;
+    if matches!(returned.back, Back::Closed) {
+        return;
+    }
+    if !is_unix {
+        set_nodelay(returned.fd.as_raw_fd());
+    }
+    let shared = Arc::clone(shared);
+    // Boxed: see `spawn_connection`.
+    tokio::task::spawn_local(Box::pin(async move {
+        if is_unix {
+            serve_adopted::<tokio::net::UnixStream>(returned, conn, shared).await;
+        } else {
+            serve_adopted::<tokio::net::TcpStream>(returned, conn, shared).await;
+        }
+        drop(alive);
+    }));
+}
+
+/// Registers an accepted socket with the I/O thread and spawns its task.
+fn spawn_fd(
+    fd: OwnedFd,
+    conn: ConnInfo,
+    protocol: Protocol,
+    is_unix: bool,
+    shared: &Arc<Shared>,
+    alive: &mpsc::Sender<()>,
+) {
+    if is_unix {
+        let std_stream = std::os::unix::net::UnixStream::from(fd);
+        if let Ok(stream) = tokio::net::UnixStream::from_std(std_stream) {
+            spawn_connection(stream, conn, protocol, shared, alive);
+        }
+    } else {
+        set_nodelay(fd.as_raw_fd());
+        let std_stream = std::net::TcpStream::from(fd);
+        if let Ok(stream) = tokio::net::TcpStream::from_std(std_stream) {
+            spawn_connection(stream, conn, protocol, shared, alive);
+        }
+    }
+}
+
+/// We coalesce writes ourselves; Nagle would only delay the last segment
+/// of each response.
+fn set_nodelay(fd: RawFd) {
+    let on: libc::c_int = 1;
+    // SAFETY: a plain system call on an open socket, with a live int.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+/// Takes one connection the kernel has queued: `None` when there is none
+/// now. A connection its client gave up before it was taken is skipped.
+fn accept_one(listener: RawFd) -> std::io::Result<Option<(OwnedFd, Option<SocketAddr>)>> {
+    loop {
+        // SAFETY: zeroed bytes are a valid sockaddr_storage.
+        let mut address: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut length = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: a plain system call with a buffer and its length.
+        let fd = unsafe {
+            libc::accept4(
+                listener,
+                (&mut address as *mut libc::sockaddr_storage).cast(),
+                &mut length,
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: `accept4` returned a new descriptor that nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            return Ok(Some((fd, socket_address(&address))));
+        }
+        let error = std::io::Error::last_os_error();
+        match error.kind() {
+            std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionAborted => {}
+            std::io::ErrorKind::WouldBlock => return Ok(None),
+            _ => return Err(error),
+        }
+    }
+}
+
+/// An IPv4 or IPv6 address as the kernel gave it.
+fn socket_address(address: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(address.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let v4 =
+                unsafe { &*(address as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::from((
+                std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr)),
+                u16::from_be(v4.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let v6 = unsafe {
+                &*(address as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                std::net::Ipv6Addr::from(v6.sin6_addr.s6_addr),
+                u16::from_be(v6.sin6_port),
+                v6.sin6_flowinfo,
+                v6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// The socket's own address (`getsockname`).
+fn socket_name(fd: RawFd) -> Option<SocketAddr> {
+    name_of(fd, libc::getsockname)
+}
+
+/// The socket's peer (`getpeername`).
+fn peer_name(fd: RawFd) -> Option<SocketAddr> {
+    name_of(fd, libc::getpeername)
+}
+
+fn name_of(
+    fd: RawFd,
+    call: unsafe extern "C" fn(
+        libc::c_int,
+        *mut libc::sockaddr,
+        *mut libc::socklen_t,
+    ) -> libc::c_int,
+) -> Option<SocketAddr> {
+    // SAFETY: zeroed bytes are a valid sockaddr_storage.
+    let mut address: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut length = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: a plain system call with a buffer and its length.
+    let result = unsafe {
+        call(
+            fd,
+            (&mut address as *mut libc::sockaddr_storage).cast(),
+            &mut length,
+        )
+    };
+    (result == 0).then(|| socket_address(&address)).flatten()
 }
 
 /// Accepts, without waiting, every connection the kernel has queued on a

@@ -308,3 +308,241 @@ def test_a_stuck_request_on_a_lent_connection_still_gets_its_500(start):
     assert answer.startswith(b"HTTP/1.1 500"), answer
     sock.close()
     assert "did not return" in server.wait_for_log("did not return", timeout=BOUND)
+
+
+
+CLOSE = b"Connection: close\r\n"
+
+
+class Paused:
+    """The worker stopped (SIGSTOP) while a client connects and sends, so
+    that its request is there when the worker accepts the connection, as it
+    is under load (a sequential client otherwise races the accept)."""
+
+    def __init__(self, pid):
+        self.pid = pid
+
+    def __enter__(self):
+        import os
+        import signal
+
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def __exit__(self, *exc):
+        import os
+        import signal
+
+        os.kill(self.pid, signal.SIGCONT)
+
+
+def closing_request(port, path, method=b"GET", body=b"", extra=b"", version=b"HTTP/1.1",
+                    worker=None):
+    """Opens a connection and sends one request asking to close after it,
+    in one write (with the worker paused meanwhile, if given)."""
+    import contextlib
+    import socket
+
+    head = method + b" " + path + b" " + version + b"\r\nHost: x\r\n" + CLOSE + extra
+    if body:
+        head += b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+    with Paused(worker) if worker else contextlib.nullcontext():
+        sock = socket.create_connection(("127.0.0.1", port), timeout=BOUND)
+        sock.sendall(head + b"\r\n" + body)
+    return sock
+
+
+def read_to_close(sock):
+    """The whole answer, read to the server's close, as (head, body)."""
+    answer = b""
+    with sock:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    return head.decode("latin-1"), rest
+
+
+def closing_exchange(port, path, method=b"GET", body=b"", extra=b"", version=b"HTTP/1.1",
+                     worker=None):
+    return read_to_close(closing_request(port, path, method, body, extra, version, worker))
+
+
+def polled_sockets(pid):
+    """Inodes of the sockets in the worker's epoll sets (its I/O thread's poller)."""
+    import os
+
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target != "anon_inode:[eventpoll]":
+            continue
+        with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+            for line in info:
+                if line.startswith("tfd:"):
+                    polled = int(line.split()[1])
+                    try:
+                        link = os.readlink(f"/proc/{pid}/fd/{polled}")
+                    except OSError:
+                        continue
+                    if link.startswith("socket:["):
+                        inodes.add(int(link[8:-1]))
+    return inodes
+
+
+def server_socket_inode(server_port, client_port):
+    """The inode of the server's end of the connection from `client_port`."""
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            local, remote = fields[1], fields[2]
+            if (int(local.split(":")[1], 16) == server_port
+                    and int(remote.split(":")[1], 16) == client_port):
+                return int(fields[9])
+    raise AssertionError(f"no server socket for client port {client_port}")
+
+
+def test_a_closing_first_request_is_served_without_the_poller(start, tmp_path):
+    # A new connection whose first request is in and asks to close after
+    # it is lent to an application thread with that request, never
+    # registered with the I/O thread's poller: the thread writes the
+    # response and closes the socket. Checked while the request is held
+    # inside the application: its socket is not among those the worker
+    # polls (through the I/O thread it would be).
+    server = start("--pythonpath", str(TEST_APPS), "reportapp", "-w", "1", "--threads", "2")
+    worker = worker_pid(server.pid)
+    marker = tmp_path / "hold"
+    marker.mkdir()
+    sock = closing_request(server.port, b"/hold?" + str(marker).encode(), worker=worker)
+    try:
+        wait_until("the request inside the application", lambda: any(marker.glob("entered-*")))
+        inode = server_socket_inode(server.port, sock.getsockname()[1])
+        assert inode not in polled_sockets(worker)
+        # A request on a keep-alive connection, held the same way, is on a
+        # polled socket (the check can tell).
+        other = http.client.HTTPConnection("127.0.0.1", server.port, timeout=BOUND)
+        other.connect()
+        other.request("GET", "/hold?" + str(marker))
+        wait_until("the second request inside the application",
+                   lambda: len(list(marker.glob("entered-*"))) == 2)
+        other_inode = server_socket_inode(server.port, other.sock.getsockname()[1])
+        assert other_inode in polled_sockets(worker)
+    finally:
+        (marker / "release").touch()
+    head, _ = read_to_close(sock)
+    assert head.startswith("HTTP/1.1 200") and "connection: close" in head.lower(), head
+    assert other.getresponse().status == 200
+
+
+def test_every_response_to_a_closing_first_request(start, tmp_path):
+    # Every kind of request and response on a connection lent at its first
+    # request: those the thread cannot answer alone get a task at the
+    # point they are found, and nothing is lost.
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "a.txt").write_bytes(b"static bytes\n")
+    server = start("--pythonpath", str(TEST_APPS), "lendapp", "-w", "1", "--threads", "2",
+                   "--health-path", "/healthz", "--static-map", f"/s={static}")
+    worker = worker_pid(server.pid)
+    port = server.port
+
+    def exchange(path, *args, **kwargs):
+        return closing_exchange(port, path, *args, worker=worker, **kwargs)
+
+    for _ in range(3):
+        head, body = exchange(b"/")
+        assert body == b"hello" and "connection: close" in head.lower(), head
+    head, body = exchange(b"/stream")
+    assert head.startswith("HTTP/1.1 200") and body == b"one,two,three", (head, body)
+    head, body = exchange(b"/big")
+    assert head.startswith("HTTP/1.1 200") and body == b"b" * (1024 * 1024)
+    head, body = exchange(b"/echo", b"POST", b"x" * 70000)
+    assert head.startswith("HTTP/1.1 200") and body == b"x" * 70000
+    head, body = exchange(b"/echo", b"POST", b"abc", b"Expect: 100-continue\r\n")
+    assert body.endswith(b"abc"), (head, body)
+    assert exchange(b"/write")[1] == b"written,ok"
+    head, body = exchange(b"/empty")
+    assert head.startswith("HTTP/1.1 204") and body == b""
+    head, body = exchange(b"/file")
+    assert head.startswith("HTTP/1.1 200") and body.startswith(b'"""Responses of every shape')
+    assert exchange(b"/healthz")[0].startswith("HTTP/1.1 200")
+    assert exchange(b"/s/a.txt")[1] == b"static bytes\n"
+    assert exchange(b"/error")[0].startswith("HTTP/1.1 500")
+    assert exchange(b"/missing")[0].startswith("HTTP/1.1 404")
+    head, body = exchange(b"/", b"HEAD")
+    assert head.startswith("HTTP/1.1 200") and body == b"", (head, body)
+    # HTTP/1.0 without keep-alive closes too.
+    head, body = exchange(b"/", version=b"HTTP/1.0")
+    assert head.startswith("HTTP/1.1 200") and body == b"hello", (head, body)
+    head, _ = exchange(b"/", extra=b"Bad Header\r\n")
+    assert head.startswith("HTTP/1.1 400"), head
+    assert "lendapp error 5e1f" in server.wait_for_log("lendapp error 5e1f", timeout=BOUND)
+
+
+def test_a_stuck_request_on_a_closing_first_request_still_gets_its_500(start):
+    # As for a lent keep-alive connection: the watchdog ends the stuck
+    # response from its own thread, and the connection, which had no task,
+    # must get one for that answer.
+    server = start("--pythonpath", str(TEST_APPS), "process_app", "-w", "1", "--threads", "2",
+                   "--timeout", "2", "--timeout-grace", "1")
+    worker = worker_pid(server.pid)
+    head, _ = closing_exchange(server.port, b"/", worker=worker)
+    assert head.startswith("HTTP/1.1 200"), head
+    head, _ = closing_exchange(server.port, b"/sleep-long", worker=worker)
+    assert head.startswith("HTTP/1.1 500"), (head, server.log())
+    assert "did not return" in server.wait_for_log("did not return", timeout=BOUND)
+
+
+def test_a_graceful_stop_waits_for_a_closing_first_request(start, tmp_path):
+    # The request runs on an application thread with no connection task
+    # behind it: a graceful stop must still wait for it, not only for the
+    # connections that have tasks, and it is answered whole.
+    import signal
+    import socket
+
+    server = start("--pythonpath", str(TEST_APPS), "reportapp", "-w", "1", "--threads", "2",
+                   "--graceful-timeout", "30")
+    worker = worker_pid(server.pid)
+    marker = tmp_path / "hold"
+    marker.mkdir()
+    result = {}
+
+    def hold():
+        try:
+            result["held"] = closing_exchange(server.port, b"/hold?" + str(marker).encode(),
+                                              worker=worker)
+        except Exception as error:  # noqa: BLE001 - reported below
+            result["error"] = error
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        wait_until("the request inside the application", lambda: any(marker.glob("entered-*")))
+        server.proc.send_signal(signal.SIGTERM)
+
+        def refused():
+            try:
+                socket.create_connection(("127.0.0.1", server.port), timeout=BOUND).close()
+                return False
+            except ConnectionRefusedError:
+                return True
+
+        wait_until("the worker's listener closed", refused)
+        # A worker that did not count the request would end its I/O loop
+        # now, give its application threads a second, log that they are
+        # still busy and exit, cutting the response: watched for, for
+        # three times that second, while the request is still held.
+        log = server.wait_for_log("still busy at exit", timeout=3)
+        assert "still busy at exit" not in log, log
+        assert server.proc.poll() is None, server.log()
+    finally:
+        (marker / "release").touch()
+        holder.join(BOUND)
+    assert "error" not in result, result
+    head, _ = result["held"]
+    assert head.startswith("HTTP/1.1 200"), head
+    assert server.proc.wait(timeout=BOUND) == 0
