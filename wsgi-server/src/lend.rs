@@ -100,6 +100,44 @@ impl Home {
     }
 }
 
+/// Reads what the socket has into `read_buf`, without blocking: `Ok(false)`
+/// when it had nothing after all, `Err` when the peer closed or it failed.
+/// Room (`room` bytes) is made only when little is left (as `read_some`
+/// does): the last head's bytes may still be shared (the environ template
+/// keeps the last values), and then a reserve means a new buffer.
+pub(crate) fn recv_now(fd: RawFd, read_buf: &mut BytesMut, room: usize) -> Result<bool, ()> {
+    if read_buf.capacity() - read_buf.len() < room / 4 {
+        read_buf.reserve(room);
+    }
+    let spare = read_buf.spare_capacity_mut();
+    loop {
+        // SAFETY: reads into the buffer's spare capacity, whose length is
+        // passed; the descriptor is open.
+        let read = unsafe {
+            libc::recv(
+                fd,
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if read > 0 {
+            // SAFETY: the kernel initialised `read` bytes of the spare
+            // capacity.
+            unsafe { read_buf.set_len(read_buf.len() + read as usize) };
+            return Ok(true);
+        }
+        if read == 0 {
+            return Err(());
+        }
+        match std::io::Error::last_os_error().kind() {
+            std::io::ErrorKind::Interrupted => {}
+            std::io::ErrorKind::WouldBlock => return Ok(false),
+            _ => return Err(()),
+        }
+    }
+}
+
 /// A connection that has no task yet, going to get one: the I/O thread
 /// spawns its task from here.
 #[derive(Debug)]
@@ -113,12 +151,13 @@ pub struct Adoptee {
     pub alive: mpsc::Sender<()>,
 }
 
-/// What a connection lent before it had a task needs to get one.
+/// What a connection lent before it had a task needs to get one (`A`:
+/// what its protocol's task starts from).
 #[derive(Debug)]
-pub struct Adoption {
+pub struct Adoption<A = Adoptee> {
     /// Where it goes from an application thread: the accepting listener's
     /// adopter task, which spawns its task.
-    pub adopter: mpsc::UnboundedSender<Adoptee>,
+    pub adopter: mpsc::UnboundedSender<A>,
     /// See [`Adoptee::alive`].
     pub alive: mpsc::Sender<()>,
 }
@@ -318,42 +357,9 @@ impl LentHttp {
         Next::Home
     }
 
-    /// Reads what the socket has, without blocking: `Ok(false)` when it
-    /// had nothing after all, `Err` when the peer closed or it failed.
+    /// Reads what the socket has, without blocking (see [`recv_now`]).
     fn read(&mut self) -> Result<bool, ()> {
-        // Room is made only when little is left (as `read_some` does): the
-        // last head's bytes may still be shared (the environ template
-        // keeps the last values), and then a reserve means a new buffer.
-        if self.read_buf.capacity() - self.read_buf.len() < IDLE_READ_BUF / 4 {
-            self.read_buf.reserve(IDLE_READ_BUF);
-        }
-        let spare = self.read_buf.spare_capacity_mut();
-        loop {
-            // SAFETY: reads into the buffer's spare capacity, whose length
-            // is passed; the descriptor is ours.
-            let read = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    spare.as_mut_ptr().cast(),
-                    spare.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if read > 0 {
-                // SAFETY: the kernel initialised `read` bytes of the spare
-                // capacity.
-                unsafe { self.read_buf.set_len(self.read_buf.len() + read as usize) };
-                return Ok(true);
-            }
-            if read == 0 {
-                return Err(());
-            }
-            match std::io::Error::last_os_error().kind() {
-                std::io::ErrorKind::Interrupted => {}
-                std::io::ErrorKind::WouldBlock => return Ok(false),
-                _ => return Err(()),
-            }
-        }
+        recv_now(self.fd.as_raw_fd(), &mut self.read_buf, IDLE_READ_BUF)
     }
 
     /// Reads and parses the next request; serves it here when it is plain.

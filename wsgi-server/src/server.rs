@@ -20,6 +20,7 @@ use crate::listener::{BoundListener, Protocol};
 use crate::pool::AppPool;
 use crate::request::Shared;
 use crate::scoreboard::WorkerSlot;
+use crate::uwsgi::{serve_fresh_uwsgi, UwsgiAdoptee};
 
 pub use crate::stop::Stop;
 
@@ -222,7 +223,15 @@ async fn accept_loop(
         && shared.proxy_protocol.0 == crate::net::proxy_protocol::Mode::Off;
     // Connections lent before they had a task come back here for one.
     let (adopter, adoptions) = mpsc::unbounded_channel();
-    tokio::task::spawn_local(adopt(adoptions, is_unix, Arc::clone(&shared)));
+    let (uwsgi_adopter, uwsgi_adoptions) = mpsc::unbounded_channel();
+    match protocol {
+        Protocol::Http => {
+            tokio::task::spawn_local(adopt(adoptions, is_unix, Arc::clone(&shared)));
+        }
+        Protocol::Uwsgi => {
+            tokio::task::spawn_local(adopt_uwsgi(uwsgi_adoptions, is_unix, Arc::clone(&shared)));
+        }
+    }
     let mut stopping = shared.shutdown.clone();
     loop {
         let mut ready = tokio::select! {
@@ -251,7 +260,15 @@ async fn accept_loop(
                         }
                         _ => ConnInfo::unix(),
                     };
-                    if inline {
+                    if protocol == Protocol::Uwsgi {
+                        let adoption = Adoption {
+                            adopter: uwsgi_adopter.clone(),
+                            alive: alive.clone(),
+                        };
+                        if let Err(adoptee) = serve_fresh_uwsgi(fd, conn, &shared, adoption) {
+                            spawn_uwsgi_adopted(*adoptee, is_unix, &shared);
+                        }
+                    } else if inline {
                         let adoption = Adoption {
                             adopter: adopter.clone(),
                             alive: alive.clone(),
@@ -304,6 +321,36 @@ async fn adopt(
     while let Some(adoptee) = adoptions.recv().await {
         spawn_adopted(adoptee, is_unix, &shared);
     }
+}
+
+/// As [`adopt`], for a uwsgi listener.
+async fn adopt_uwsgi(
+    mut adoptions: mpsc::UnboundedReceiver<UwsgiAdoptee>,
+    is_unix: bool,
+    shared: Arc<Shared>,
+) {
+    while let Some(adoptee) = adoptions.recv().await {
+        spawn_uwsgi_adopted(adoptee, is_unix, &shared);
+    }
+}
+
+/// Starts the task of a uwsgi connection that had none.
+fn spawn_uwsgi_adopted(adoptee: UwsgiAdoptee, is_unix: bool, shared: &Arc<Shared>) {
+    if adoptee.is_closed() {
+        return;
+    }
+    if !is_unix {
+        set_nodelay(adoptee.fd());
+    }
+    let shared = Arc::clone(shared);
+    // Boxed: see `spawn_connection`.
+    tokio::task::spawn_local(Box::pin(async move {
+        if is_unix {
+            adoptee.serve::<tokio::net::UnixStream>(shared).await;
+        } else {
+            adoptee.serve::<tokio::net::TcpStream>(shared).await;
+        }
+    }));
 }
 
 /// Starts the task of a connection that had none, from where it stands.

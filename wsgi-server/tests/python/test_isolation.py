@@ -546,3 +546,89 @@ def test_a_graceful_stop_waits_for_a_closing_first_request(start, tmp_path):
     head, _ = result["held"]
     assert head.startswith("HTTP/1.1 200"), head
     assert server.proc.wait(timeout=BOUND) == 0
+
+
+def uwsgi_packet(path, method="GET", body=b"", version="HTTP/1.1"):
+    """A uwsgi packet as nginx's uwsgi_pass sends it."""
+    import struct
+
+    variables = [
+        ("REQUEST_METHOD", method), ("REQUEST_URI", path), ("PATH_INFO", path.split("?")[0]),
+        ("QUERY_STRING", path.partition("?")[2]), ("SERVER_PROTOCOL", version),
+        ("SERVER_NAME", "test"), ("SERVER_PORT", "80"), ("REMOTE_ADDR", "127.0.0.1"),
+        ("HTTP_HOST", "test"), ("CONTENT_LENGTH", str(len(body)) if body else ""),
+    ]
+    block = b"".join(
+        struct.pack("<H", len(key)) + key.encode("latin-1") + struct.pack("<H", len(value))
+        + value.encode("latin-1")
+        for key, value in variables
+    )
+    return struct.pack("<BHB", 0, len(block), 0) + block + body
+
+
+def uwsgi_exchange(port, path, worker, method="GET", body=b""):
+    """One uwsgi request sent while the worker is paused (so it is whole
+    when the worker accepts it); the answer read to the close."""
+    import socket
+
+    with Paused(worker):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=BOUND)
+        sock.sendall(uwsgi_packet(path, method, body))
+    return read_to_close(sock)
+
+
+def test_a_uwsgi_request_is_served_without_the_poller(start, tmp_path):
+    # uwsgi (nginx's uwsgi_pass) is one request per connection: a whole
+    # packet without a body is queued with its connection lent along, and
+    # the application thread answers and closes; its socket is never
+    # polled. Then every kind of response: those the thread cannot write
+    # alone get a task. The same for a stuck request's 500.
+    import socket
+
+    port = free_port()
+    server = start("--pythonpath", str(TEST_APPS), "lendapp", "-w", "1", "--threads", "2",
+                   "--socket", f"127.0.0.1:{port}")
+    worker = worker_pid(server.pid)
+    for _ in range(3):
+        head, body = uwsgi_exchange(port, "/", worker)
+        assert head.startswith("HTTP/1.1 200") and body == b"hello", (head, body)
+    head, body = uwsgi_exchange(port, "/stream", worker)
+    assert head.startswith("HTTP/1.1 200") and body == b"one,two,three", (head, body)
+    head, body = uwsgi_exchange(port, "/big", worker)
+    assert head.startswith("HTTP/1.1 200") and body == b"b" * (1024 * 1024)
+    head, body = uwsgi_exchange(port, "/echo", worker, "POST", b"x" * 70000)
+    assert head.startswith("HTTP/1.1 200") and body == b"x" * 70000
+    assert uwsgi_exchange(port, "/write", worker)[1] == b"written,ok"
+    head, body = uwsgi_exchange(port, "/file", worker)
+    assert head.startswith("HTTP/1.1 200") and body.startswith(b'"""Responses of every shape')
+    assert uwsgi_exchange(port, "/error", worker)[0].startswith("HTTP/1.1 500")
+    head, body = uwsgi_exchange(port, "/", worker, "HEAD")
+    assert head.startswith("HTTP/1.1 200") and body == b"", (head, body)
+
+    marker = tmp_path / "hold"
+    marker.mkdir()
+    held_port = free_port()
+    held_server = start("--pythonpath", str(TEST_APPS), "reportapp", "-w", "1", "--threads", "2",
+                        "--socket", f"127.0.0.1:{held_port}")
+    held_worker = worker_pid(held_server.pid)
+    with Paused(held_worker):
+        sock = socket.create_connection(("127.0.0.1", held_port), timeout=BOUND)
+        sock.sendall(uwsgi_packet("/hold?" + str(marker)))
+    try:
+        wait_until("the request inside the application", lambda: any(marker.glob("entered-*")))
+        inode = server_socket_inode(held_port, sock.getsockname()[1])
+        assert inode not in polled_sockets(held_worker)
+    finally:
+        (marker / "release").touch()
+    head, _ = read_to_close(sock)
+    assert head.startswith("HTTP/1.1 200"), head
+
+
+def test_a_stuck_uwsgi_request_still_gets_its_500(start):
+    port = free_port()
+    server = start("--pythonpath", str(TEST_APPS), "process_app", "-w", "1", "--threads", "2",
+                   "--timeout", "2", "--timeout-grace", "1", "--socket", f"127.0.0.1:{port}")
+    worker = worker_pid(server.pid)
+    assert uwsgi_exchange(port, "/", worker)[0].startswith("HTTP/1.1 200")
+    head, _ = uwsgi_exchange(port, "/sleep-long", worker)
+    assert head.startswith("HTTP/1.1 500"), (head, server.log())
