@@ -301,8 +301,8 @@ pub fn serve_fresh_uwsgi(
         conn,
         alive: adoption.alive,
     });
-    if !shared.uwsgi_allowed(&adoptee.conn.peer) {
-        // Its task says why it is refused.
+    if !allowed(&adoptee.conn, shared) {
+        adoptee.back = UwsgiBack::Closed;
         return Err(adoptee);
     }
     let Some(reserved) = shared.queue.try_reserve() else {
