@@ -1100,13 +1100,15 @@ fn gather_data<P: Framer>(
     protocol: &mut P,
     write_buf: &mut BytesMut,
     gathered: &mut Vec<Bytes>,
-    data: Bytes,
+    mut data: Bytes,
 ) -> io::Result<()> {
     let frame = frame(protocol, data.len() as u64)?;
     if frame.len == 0 {
         return Ok(());
     }
-    let data = data.slice(..frame.len as usize);
+    // Not `slice`: that clones, and a clone of bytes copied from Python
+    // (a plain vector) allocates their shared header.
+    data.truncate(frame.len as usize);
     write_buf.extend_from_slice(frame.prefix.as_ref());
     if data.len() < COPY_LIMIT {
         write_buf.extend_from_slice(&data);
