@@ -48,6 +48,7 @@ fn main() -> std::io::Result<()> {
         backlog: 1024,
         unix_mode: None,
         reuse_port: false,
+        defer_accept: None,
     };
     let listeners = vec![bind(&spec, options)?];
     println!("listening on http://{address} (TERM or Ctrl-C to stop)");

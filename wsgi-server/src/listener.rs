@@ -128,6 +128,11 @@ pub struct BindOptions {
     pub unix_mode: Option<u32>,
     /// `SO_REUSEPORT` (several processes each with their own queue).
     pub reuse_port: bool,
+    /// `TCP_DEFER_ACCEPT` for this many seconds: a TCP connection is
+    /// accepted once its first bytes are in (or after that long), so the
+    /// worker finds its request at once (`crate::lend::serve_fresh`) rather
+    /// than racing the client's first write. uWSGI sets it by default.
+    pub defer_accept: Option<u32>,
 }
 
 /// Binds one listener.
@@ -241,6 +246,10 @@ fn bind_tcp(address: SocketAddr, options: BindOptions) -> io::Result<OwnedFd> {
     }
     if address.is_ipv6() {
         set_int_option(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+    }
+    if let Some(seconds) = options.defer_accept {
+        let seconds = libc::c_int::try_from(seconds).unwrap_or(libc::c_int::MAX);
+        set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, seconds)?;
     }
     let (storage, length) = sockaddr_from(address);
     // SAFETY: `storage` holds a valid sockaddr of `length` bytes.
@@ -451,6 +460,7 @@ mod tests {
             backlog: 16,
             unix_mode: Some(0o660),
             reuse_port: false,
+            defer_accept: Some(1),
         };
         let tcp = bind(
             &BindSpec::parse("127.0.0.1:0", Protocol::Http).unwrap(),

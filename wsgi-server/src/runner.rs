@@ -260,6 +260,8 @@ fn bind_all(
                 backlog: config.backlog,
                 unix_mode: config.unix_socket_mode,
                 reuse_port: config.process.reuse_port,
+                // An inherited socket keeps the options it was given.
+                defer_accept: None,
             };
             let mut listener = bind(&spec, options)
                 .map_err(|error| format!("cannot use the inherited fd://{fd}: {error}"))?;
@@ -296,6 +298,12 @@ fn bind_all(
         backlog: config.backlog,
         unix_mode: config.unix_socket_mode,
         reuse_port: config.process.reuse_port,
+        // The header timeout: a client that sends nothing for that long is
+        // accepted then, and its own timeouts run from there.
+        defer_accept: config
+            .process
+            .defer_accept
+            .then(|| u32::try_from(config.timeouts.header.as_secs().max(1)).unwrap_or(u32::MAX)),
     };
     config
         .binds

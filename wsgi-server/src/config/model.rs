@@ -138,6 +138,9 @@ pub struct ProcessSettings {
     pub preload: bool,
     /// `SO_REUSEPORT` on TCP listeners (gunicorn's `--reuse-port`).
     pub reuse_port: bool,
+    /// `TCP_DEFER_ACCEPT` on the TCP listeners we bind (uWSGI's default;
+    /// off with `--no-defer-accept`).
+    pub defer_accept: bool,
     /// Where to write the master's pid.
     pub pidfile: Option<PathBuf>,
     /// Detach from the terminal.
@@ -173,6 +176,7 @@ impl Default for ProcessSettings {
             reload_on_rss: None,
             preload: false,
             reuse_port: false,
+            defer_accept: true,
             pidfile: None,
             daemon: false,
             user: None,

@@ -505,6 +505,7 @@ fn process(get: &Getter<'_>) -> Result<ProcessSettings, ConfigError> {
             .map(|megabytes| megabytes << 20),
         preload: get.flag("preload_app")?.unwrap_or(false),
         reuse_port: get.flag("reuse_port")?.unwrap_or(false),
+        defer_accept: !get.flag("no_defer_accept")?.unwrap_or(false),
         pidfile: get
             .text("pidfile")
             .map(|(path, _)| PathBuf::from(path.trim())),

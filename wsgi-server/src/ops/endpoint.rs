@@ -120,6 +120,7 @@ pub fn bind_endpoints(config: &crate::config::ServerConfig) -> Result<Vec<Endpoi
         backlog: 64,
         unix_mode: config.unix_socket_mode,
         reuse_port: false,
+        defer_accept: None,
     };
     let mut endpoints = Vec::new();
     let wanted = config

@@ -632,3 +632,45 @@ def test_a_stuck_uwsgi_request_still_gets_its_500(start):
     assert uwsgi_exchange(port, "/", worker)[0].startswith("HTTP/1.1 200")
     head, _ = uwsgi_exchange(port, "/sleep-long", worker)
     assert head.startswith("HTTP/1.1 500"), (head, server.log())
+
+
+def server_side_state(server_port, client_port):
+    """The TCP state of the server's end of the connection from
+    `client_port` (/proc/net/tcp: 01 established, 03 SYN_RECV)."""
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            local, remote = fields[1], fields[2]
+            if (int(local.split(":")[1], 16) == server_port
+                    and int(remote.split(":")[1], 16) == client_port):
+                return fields[3]
+    return None
+
+
+@pytest.mark.parametrize("defer", [True, False])
+def test_a_connection_is_accepted_with_its_first_bytes(start, defer):
+    # TCP_DEFER_ACCEPT, on by default as in uWSGI: the kernel hands a
+    # connection over once its first bytes are in, so the worker finds the
+    # request at once instead of racing the client's first write. Seen
+    # from the kernel: a connected client that has sent nothing has no
+    # established socket on the server's side yet (the handshake's last
+    # step waits for data), and one with --no-defer-accept has.
+    import socket
+
+    server = start("--pythonpath", str(TEST_APPS), "lendapp", "-w", "1",
+                   *([] if defer else ["--no-defer-accept"]))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=BOUND) as sock:
+        client_port = sock.getsockname()[1]
+        if defer:
+            assert server_side_state(server.port, client_port) == "03"
+        else:
+            wait_until("the server's end established",
+                       lambda: server_side_state(server.port, client_port) == "01")
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello"), answer

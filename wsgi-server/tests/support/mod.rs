@@ -72,6 +72,7 @@ impl TestServer {
             backlog: 128,
             unix_mode: None,
             reuse_port: false,
+            defer_accept: None,
         };
         let listeners: Vec<BoundListener> = config
             .binds
