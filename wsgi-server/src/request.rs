@@ -594,7 +594,14 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
             exchange.lend_direct(direct, !watch_client);
         }
     }
-    respond(
+    // The body's buffer goes back to the allocator from this thread, which
+    // allocated it: see `Exchange::body_buffer`.
+    let body_buffer = if body.received > 0 {
+        exchange.body_buffer()
+    } else {
+        None
+    };
+    let served = respond(
         Conn {
             stream,
             protocol,
@@ -608,7 +615,9 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
         body,
         watch_client,
     )
-    .await
+    .await;
+    drop(body_buffer);
+    served
 }
 
 /// Writes the response of a request in `exchange`: what the application
