@@ -106,11 +106,15 @@ pub async fn serve_http<S: Transport>(mut stream: S, conn: ConnInfo, shared: Arc
     // Grown on first use: a response the application thread writes itself
     // never needs it, and an idle connection should not hold a page for it.
     let mut write_buf = BytesMut::new();
-    let Some(conn) = proxy_header(&mut stream, &mut read_buf, conn, &shared).await else {
-        return;
+    // One binding, not a shadowed one per step: each stays in the task's
+    // state for the connection's life.
+    let conn = match proxy_header(&mut stream, &mut read_buf, conn, &shared).await {
+        Some(conn) => {
+            let trusted = shared.is_trusted(&conn.peer);
+            conn.with_trusted_proxy(trusted)
+        }
+        None => return,
     };
-    let trusted = shared.is_trusted(&conn.peer);
-    let conn = conn.with_trusted_proxy(trusted);
     let mut idle_since = None;
     let _open = OpenConnection::count(&shared);
     // The connection's one timer (see `Conn::timer`); it is registered
