@@ -551,6 +551,14 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
             };
         }
     }
+    // The body's buffer goes back to the allocator from this thread, which
+    // allocated it (`Exchange::body_buffer`); taken before the application
+    // can start reading.
+    let body_buffer = if body.received > 0 {
+        exchange.body_buffer()
+    } else {
+        None
+    };
     let request = Request {
         environ,
         input: Box::new(match spool {
@@ -594,13 +602,6 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
             exchange.lend_direct(direct, !watch_client);
         }
     }
-    // The body's buffer goes back to the allocator from this thread, which
-    // allocated it: see `Exchange::body_buffer`.
-    let body_buffer = if body.received > 0 {
-        exchange.body_buffer()
-    } else {
-        None
-    };
     let served = respond(
         Conn {
             stream,
