@@ -551,6 +551,14 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
             };
         }
     }
+    // The body's buffer goes back to the allocator from this thread, which
+    // allocated it (`Exchange::body_buffer`); taken before the application
+    // can start reading.
+    let body_buffer = if body.received > 0 {
+        exchange.body_buffer()
+    } else {
+        None
+    };
     let request = Request {
         environ,
         input: Box::new(match spool {
@@ -594,7 +602,7 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
             exchange.lend_direct(direct, !watch_client);
         }
     }
-    respond(
+    let served = respond(
         Conn {
             stream,
             protocol,
@@ -608,7 +616,9 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
         body,
         watch_client,
     )
-    .await
+    .await;
+    drop(body_buffer);
+    served
 }
 
 /// Writes the response of a request in `exchange`: what the application
@@ -656,7 +666,7 @@ async fn respond<S: Transport, P: Framer + BodyDecoder>(
             SocketWait::Nothing
         };
         tokio::select! {
-            batch = poll_fn(|context| exchange.poll_batch(context)) => {
+            mut batch = poll_fn(|context| exchange.poll_batch(context)) => {
                 client_wait = None;
                 if let Some(mut written) = batch.written {
                     idle_since = Some(Instant::from_std(written.at));
@@ -667,7 +677,7 @@ async fn respond<S: Transport, P: Framer + BodyDecoder>(
                     writer.tally.incomplete = outcome == Outcome::Close;
                     break outcome;
                 }
-                match writer.write_batch(stream, protocol, write_buf, batch, body).await {
+                match writer.write_batch(stream, protocol, write_buf, &mut batch, body).await {
                     Ok(None) => {}
                     Ok(Some(outcome)) => break outcome,
                     Err(_) => {
@@ -777,7 +787,7 @@ pub async fn answer_static<S: Transport, P: Framer + BodyDecoder>(
         crate::ops::static_files::ReplyBody::Text(text) => vec![OutItem::Data(text)],
         crate::ops::static_files::ReplyBody::File(region) => vec![OutItem::File(region)],
     };
-    let batch = IoBatch {
+    let mut batch = IoBatch {
         head: Some(reply.head),
         items,
         finished: true,
@@ -792,7 +802,7 @@ pub async fn answer_static<S: Transport, P: Framer + BodyDecoder>(
         response_headers: None,
     };
     let written = writer
-        .write_batch(stream, protocol, write_buf, batch, body)
+        .write_batch(stream, protocol, write_buf, &mut batch, body)
         .await;
     let outcome = match written {
         Ok(Some(Outcome::Complete)) if !close => Outcome::Complete,
@@ -878,7 +888,10 @@ pub(crate) const HEAD_READ_CHUNK: usize = 8 * 1024;
 /// A keep-alive connection's read buffer between requests, and what a
 /// read for a head asks room for: a usual head fits, and 128 idle
 /// connections hold 256 KiB for it, not 1-2 MiB (a larger head grows it:
-/// worker RSS at 128 connections 14.0 -> 12.6 MiB).
+/// worker RSS at 128 connections 14.0 -> 12.6 MiB). Not 1 KiB: a browser's
+/// head with its cookies often passes that, and would then take a read
+/// more (and miss the one read a fresh connection's request gets, see
+/// `crate::lend::serve_fresh`) to save ~0.3 MiB at 128 connections.
 pub(crate) const IDLE_READ_BUF: usize = 2 * 1024;
 /// Room made for request-body reads: fewer system calls per upload.
 pub(crate) const BODY_READ_CHUNK: usize = 64 * 1024;
@@ -919,7 +932,10 @@ impl ResponseWriter {
         stream: &mut S,
         protocol: &mut P,
         write_buf: &mut BytesMut,
-        batch: IoBatch,
+        // By reference: an async fn keeps a by-value argument twice in its
+        // state (as given and as moved into its body), and this one is
+        // 256 bytes, in every connection task's state.
+        batch: &mut IoBatch,
         body: &mut BodyState,
     ) -> io::Result<Option<Outcome>> {
         if batch.body_wanted && !body.continue_sent && !self.head_written {
@@ -974,7 +990,7 @@ impl ResponseWriter {
         // leaves in one writev (a 1 MiB stream in 64 KiB chunks: a few
         // system calls instead of one per chunk).
         let mut gathered = Vec::new();
-        for item in batch.items {
+        for item in batch.items.drain(..) {
             match item {
                 OutItem::Data(data) => {
                     self.tally.bytes_out += data.len() as u64;
@@ -989,7 +1005,7 @@ impl ResponseWriter {
                 flush_gathered(stream, write_buf, &mut gathered).await?;
             }
         }
-        if let Some(message) = batch.aborted {
+        if let Some(message) = batch.aborted.take() {
             self.tally.app_error = body.error_status.is_none();
             if self.head_written {
                 self.tally.incomplete = true;
