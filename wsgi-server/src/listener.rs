@@ -130,8 +130,9 @@ pub struct BindOptions {
     pub reuse_port: bool,
     /// `TCP_DEFER_ACCEPT` for this many seconds: a TCP connection is
     /// accepted once its first bytes are in (or after that long), so the
-    /// worker finds its request at once (`crate::lend::serve_fresh`) rather
-    /// than racing the client's first write. uWSGI sets it by default.
+    /// worker finds its request at once (and may lend it to an application
+    /// thread) rather than racing the client's first write. uWSGI sets it
+    /// by default.
     pub defer_accept: Option<u32>,
 }
 

@@ -198,7 +198,7 @@ struct QueueState {
     /// Queued requests, stamped on the I/O thread's clock (the starvation
     /// watchdog reads their age there; tests pause that clock).
     /// With a connection lent along when it was read on no task of its
-    /// own (`crate::lend::serve_fresh`): the thread keeps it for the request.
+    /// own (a connection just accepted): the thread keeps it for the request.
     jobs: VecDeque<(Request, tokio::time::Instant, Handover)>,
     closed: bool,
     /// Application threads in all.
