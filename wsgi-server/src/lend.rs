@@ -33,7 +33,7 @@ use crate::exchange::{AppBody, AppOutput, Exchange};
 use crate::linger::{LentSlot, Linger, Next};
 use crate::request::{
     health_reply, static_reply, BodyDecoder, BodyEvent, Outcome, RecordStart, Served, Shared,
-    Tally, IDLE_READ_BUF,
+    IDLE_READ_BUF,
 };
 
 /// What the connection task gets back.
@@ -255,16 +255,8 @@ pub fn serve_fresh(
             let back = match lent.in_flight.take() {
                 Some((exchange, start)) => {
                     exchange.disconnect();
-                    let served = Served {
-                        outcome: Outcome::Close,
-                        idle_since: None,
-                        tally: Tally {
-                            status: 503,
-                            ..Tally::default()
-                        },
-                        response_headers: None,
-                    };
-                    lent.shared.request_ended(start, &served, 0, None);
+                    lent.shared
+                        .request_ended(start, &Served::refused(503), 0, None);
                     Back::Refused(503)
                 }
                 None => Back::Closed,
@@ -463,17 +455,8 @@ impl Linger for LentHttp {
             self.send_back(Back::InFlight(exchange, start));
             return None;
         };
+        let served = Served::written(&mut written, Outcome::Complete);
         self.codec.adopt_encoder(written.encoder);
-        let served = Served {
-            outcome: Outcome::Complete,
-            idle_since: Some(tokio::time::Instant::from_std(written.at)),
-            tally: Tally {
-                status: written.status,
-                bytes_out: written.body_len,
-                ..Tally::default()
-            },
-            response_headers: written.headers.take(),
-        };
         self.shared.request_ended(start, &served, 0, None);
         exchange.disconnect();
         self.idle_since = written.at;

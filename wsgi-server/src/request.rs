@@ -459,6 +459,35 @@ pub struct Served {
     pub response_headers: Option<Vec<(Bytes, Bytes)>>,
 }
 
+impl Served {
+    /// Answered with `status` by the server (0: not at all), and closed.
+    pub fn refused(status: u16) -> Self {
+        Served {
+            outcome: Outcome::Close,
+            idle_since: None,
+            tally: Tally {
+                status,
+                ..Tally::default()
+            },
+            response_headers: None,
+        }
+    }
+
+    /// A response the application thread wrote whole (`crate::direct`).
+    pub fn written(written: &mut crate::direct::Written, outcome: Outcome) -> Self {
+        Served {
+            outcome,
+            idle_since: Some(Instant::from_std(written.at)),
+            tally: Tally {
+                status: written.status,
+                bytes_out: written.body_len,
+                ..Tally::default()
+            },
+            response_headers: written.headers.take(),
+        }
+    }
+}
+
 /// One request, whoever answers it: the health path, a static file, or
 /// the application. Counted, and access-logged, whichever it was.
 pub async fn serve_one<S: Transport, P: Framer + BodyDecoder>(
@@ -540,15 +569,7 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
                 write_error(stream, status, write_buf).await;
             }
             body.failed = true;
-            return Served {
-                outcome: Outcome::Close,
-                idle_since: None,
-                tally: Tally {
-                    status,
-                    ..Tally::default()
-                },
-                response_headers: None,
-            };
+            return Served::refused(status);
         }
     }
     // The body's buffer goes back to the allocator from this thread, which
@@ -571,15 +592,7 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
         Ok(alone) => alone,
         Err(_) => {
             write_error(stream, 503, write_buf).await;
-            return Served {
-                outcome: Outcome::Close,
-                idle_since: None,
-                tally: Tally {
-                    status: 503,
-                    ..Tally::default()
-                },
-                response_headers: None,
-            };
+            return Served::refused(503);
         }
     };
     // The only request in the pool, with its whole body in hand, on a

@@ -17,7 +17,7 @@ use crate::lend::Adoption;
 use crate::linger::{LentSlot, Linger, Next};
 use crate::request::{
     health_reply, read_some, resume, serve_one, static_reply, write_error, BodyDecoder, BodyEvent,
-    BodyState, Conn, Framer, Outcome, RecordStart, Served, Shared, Tally, Transport,
+    BodyState, Conn, Framer, Outcome, RecordStart, Served, Shared, Transport,
 };
 
 /// The uwsgi request decoder and an HTTP response encoder, as one protocol.
@@ -398,22 +398,11 @@ pub fn serve_fresh_uwsgi(
             drop(request);
             if let Some((exchange, start)) = lent.in_flight.take() {
                 exchange.disconnect();
-                lent.shared.request_ended(start, &refused_served(), 0, None);
+                lent.shared
+                    .request_ended(start, &Served::refused(503), 0, None);
             }
             Err(Box::new(lent.into_adoptee(UwsgiBack::Closed)))
         }
-    }
-}
-
-fn refused_served() -> Served {
-    Served {
-        outcome: Outcome::Close,
-        idle_since: None,
-        tally: Tally {
-            status: 503,
-            ..Tally::default()
-        },
-        response_headers: None,
     }
 }
 
@@ -471,16 +460,7 @@ impl Linger for LentUwsgi {
             self.send_home(UwsgiBack::InFlight(exchange, start));
             return None;
         };
-        let served = Served {
-            outcome: Outcome::Close,
-            idle_since: None,
-            tally: Tally {
-                status: written.status,
-                bytes_out: written.body_len,
-                ..Tally::default()
-            },
-            response_headers: written.headers.take(),
-        };
+        let served = Served::written(&mut written, Outcome::Close);
         self.shared.request_ended(start, &served, 0, None);
         exchange.disconnect();
         // Dropped: the socket closes.
