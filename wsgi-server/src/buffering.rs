@@ -276,7 +276,13 @@ async fn read_declared<S: Transport, P: BodyDecoder>(
     let rest = body
         .length
         .map_or(0, |length| length.saturating_sub(body.received));
-    let mut buf = BytesMut::with_capacity(usize::try_from(rest).unwrap_or(LAST_READ));
+    // One byte of room more than the body: the read that completes it is
+    // then short, and tokio takes that as the socket drained, so the next
+    // head is waited for rather than asked of the socket first (an exact
+    // fit cost a `recvfrom` answering EAGAIN per upload). A byte of the
+    // next request read that way goes back to `read_buf` below.
+    let capacity = usize::try_from(rest).map_or(LAST_READ, |rest| rest.saturating_add(1));
+    let mut buf = BytesMut::with_capacity(capacity);
     while !body.done {
         if buf.capacity() == buf.len() {
             // Not expected (the decoder ends the body at its length), but a
@@ -296,6 +302,10 @@ async fn read_declared<S: Transport, P: BodyDecoder>(
             Ok(Err(_)) => return Buffered::Closed,
             Err(_elapsed) => return Buffered::Refused(408),
         }
+    }
+    if !buf.is_empty() {
+        // Past the body: the start of a pipelined request.
+        read_buf.extend_from_slice(&buf);
     }
     outcome(body)
 }
