@@ -674,3 +674,32 @@ def test_a_connection_is_accepted_with_its_first_bytes(start, defer):
                 break
             answer += data
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello"), answer
+
+
+def test_a_request_right_behind_a_buffered_body_is_served(start):
+    # A body read before the application runs is read with a byte of room
+    # to spare (so the read that ends it is short and the socket is known
+    # drained): that byte may be the next request's first, and must not
+    # be lost. Everything is in the socket before the worker reads (it is
+    # paused meanwhile), so the body's last read takes that byte: the `H`
+    # of a HEAD, whose loss would make it an `EAD` answered with a body.
+    import socket
+
+    server = start("--pythonpath", str(TEST_APPS), "lendapp", "-w", "1")
+    worker = worker_pid(server.pid)
+    body = b"y" * 20000
+    with Paused(worker):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=BOUND)
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 20000\r\n\r\n" + body
+                     + b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    with sock:
+        answer = b""
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    first, _, rest = answer.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200") and rest.startswith(body), answer[:200]
+    second = rest[len(body):]
+    assert second.startswith(b"HTTP/1.1 200") and second.endswith(b"\r\n\r\n"), second
