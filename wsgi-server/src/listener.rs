@@ -340,7 +340,8 @@ fn sockaddr_from(address: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_
     (storage, length as libc::socklen_t)
 }
 
-fn local_tcp_addr(fd: RawFd) -> Option<SocketAddr> {
+/// The socket's own address (`getsockname`), for TCP sockets.
+pub(crate) fn local_tcp_addr(fd: RawFd) -> Option<SocketAddr> {
     // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut length = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -355,12 +356,16 @@ fn local_tcp_addr(fd: RawFd) -> Option<SocketAddr> {
     if result < 0 {
         return None;
     }
+    socket_address(&storage)
+}
+
+/// An IPv4 or IPv6 address as the kernel gave it (`None` for others).
+pub(crate) fn socket_address(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(storage.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in.
-            let sin = unsafe {
-                &*(&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()
-            };
+            let sin =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             Some(SocketAddr::from((
                 u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
                 u16::from_be(sin.sin_port),
@@ -369,11 +374,13 @@ fn local_tcp_addr(fd: RawFd) -> Option<SocketAddr> {
         libc::AF_INET6 => {
             // SAFETY: the family says the storage holds a sockaddr_in6.
             let sin6 = unsafe {
-                &*(&storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
             };
-            Some(SocketAddr::from((
-                sin6.sin6_addr.s6_addr,
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                sin6.sin6_addr.s6_addr.into(),
                 u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
             )))
         }
         _ => None,

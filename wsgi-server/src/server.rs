@@ -16,7 +16,7 @@ use wsgi_core::{Application, ConnInfo, PeerAddr, UrlScheme};
 use crate::config::ServerConfig;
 use crate::connection::{serve_adopted, serve_http};
 use crate::lend::{serve_fresh, Adoptee, Adoption, Back};
-use crate::listener::{BoundListener, Protocol};
+use crate::listener::{local_tcp_addr, socket_address, BoundListener, Protocol};
 use crate::pool::AppPool;
 use crate::request::Shared;
 use crate::scoreboard::WorkerSlot;
@@ -207,7 +207,7 @@ async fn accept_loop(
     let local = if is_unix {
         None
     } else {
-        socket_name(fd.as_raw_fd())
+        local_tcp_addr(fd.as_raw_fd())
     };
     // SAFETY: an `OwnedFd` returns the descriptor it owns, open until the
     // `AsyncFd` drops it.
@@ -219,19 +219,14 @@ async fn accept_loop(
             return;
         }
     };
-    let inline = protocol == Protocol::Http
-        && shared.proxy_protocol.0 == crate::net::proxy_protocol::Mode::Off;
-    // Connections lent before they had a task come back here for one.
-    let (adopter, adoptions) = mpsc::unbounded_channel();
-    let (uwsgi_adopter, uwsgi_adoptions) = mpsc::unbounded_channel();
-    match protocol {
-        Protocol::Http => {
-            tokio::task::spawn_local(adopt(adoptions, is_unix, Arc::clone(&shared)));
-        }
-        Protocol::Uwsgi => {
-            tokio::task::spawn_local(adopt_uwsgi(uwsgi_adoptions, is_unix, Arc::clone(&shared)));
-        }
-    }
+    // Connections lent before they had a task come back to their
+    // protocol's adopter for one. HTTP ones are lent only without PROXY
+    // headers to read first.
+    let http_adopter = (protocol == Protocol::Http
+        && shared.proxy_protocol.0 == crate::net::proxy_protocol::Mode::Off)
+        .then(|| adopter(is_unix, &shared, spawn_adopted));
+    let uwsgi_adopter =
+        (protocol == Protocol::Uwsgi).then(|| adopter(is_unix, &shared, spawn_uwsgi_adopted));
     let mut stopping = shared.shutdown.clone();
     loop {
         let mut ready = tokio::select! {
@@ -248,27 +243,16 @@ async fn accept_loop(
         for _ in 0..ACCEPT_BATCH {
             match accept_one(ready.get_inner().as_raw_fd()) {
                 Ok(Some((fd, peer))) => {
-                    let conn = match peer {
-                        Some(peer) if !is_unix => {
-                            // A listener bound to one address answers on
-                            // that address: no getsockname(2) per connection then.
-                            let local = match local {
-                                Some(address) if !address.ip().is_unspecified() => Some(address),
-                                _ => socket_name(fd.as_raw_fd()).or(local),
-                            };
-                            ConnInfo::new(PeerAddr::Tcp(peer), local, UrlScheme::Http)
-                        }
-                        _ => ConnInfo::unix(),
-                    };
-                    if protocol == Protocol::Uwsgi {
+                    let conn = conn_of(&fd, peer, local);
+                    if let Some(adopter) = &uwsgi_adopter {
                         let adoption = Adoption {
-                            adopter: uwsgi_adopter.clone(),
+                            adopter: adopter.clone(),
                             alive: alive.clone(),
                         };
                         if let Err(adoptee) = serve_fresh_uwsgi(fd, conn, &shared, adoption) {
                             spawn_uwsgi_adopted(*adoptee, is_unix, &shared);
                         }
-                    } else if inline {
+                    } else if let Some(adopter) = &http_adopter {
                         let adoption = Adoption {
                             adopter: adopter.clone(),
                             alive: alive.clone(),
@@ -296,42 +280,42 @@ async fn accept_loop(
             accept_backoff(error).await;
         }
     }
-    for fd in drain_backlog(listener.as_raw_fd()) {
-        let conn = if is_unix {
-            ConnInfo::unix()
-        } else {
-            let Some(peer) = peer_name(fd.as_raw_fd()) else {
-                continue;
-            };
-            let local = socket_name(fd.as_raw_fd()).or(local);
-            ConnInfo::new(PeerAddr::Tcp(peer), local, UrlScheme::Http)
-        };
+    for (fd, peer) in drain_backlog(listener.as_raw_fd()) {
+        let conn = conn_of(&fd, peer, local);
         spawn_fd(fd, conn, protocol, is_unix, &shared, &alive);
     }
 }
 
-/// Spawns the tasks of connections lent before they had one, as they come
-/// back (`crate::lend::serve_fresh`); ends when its listener's accept
-/// loop and every such connection are gone.
-async fn adopt(
-    mut adoptions: mpsc::UnboundedReceiver<Adoptee>,
-    is_unix: bool,
-    shared: Arc<Shared>,
-) {
-    while let Some(adoptee) = adoptions.recv().await {
-        spawn_adopted(adoptee, is_unix, &shared);
-    }
+/// Who is on an accepted socket: `peer` as `accept4` gave it (`None`: a
+/// unix socket). A listener bound to one address answers on that address:
+/// no getsockname(2) per connection then.
+fn conn_of(fd: &OwnedFd, peer: Option<SocketAddr>, local: Option<SocketAddr>) -> ConnInfo {
+    let Some(peer) = peer else {
+        return ConnInfo::unix();
+    };
+    let local = match local {
+        Some(address) if !address.ip().is_unspecified() => Some(address),
+        _ => local_tcp_addr(fd.as_raw_fd()).or(local),
+    };
+    ConnInfo::new(PeerAddr::Tcp(peer), local, UrlScheme::Http)
 }
 
-/// As [`adopt`], for a uwsgi listener.
-async fn adopt_uwsgi(
-    mut adoptions: mpsc::UnboundedReceiver<UwsgiAdoptee>,
+/// The task that spawns the tasks of connections lent before they had one
+/// (`crate::lend::serve_fresh`), with `start`, as they come back; it ends
+/// when its listener's accept loop and every such connection are gone.
+fn adopter<A: Send + 'static>(
     is_unix: bool,
-    shared: Arc<Shared>,
-) {
-    while let Some(adoptee) = adoptions.recv().await {
-        spawn_uwsgi_adopted(adoptee, is_unix, &shared);
-    }
+    shared: &Arc<Shared>,
+    start: fn(A, bool, &Arc<Shared>),
+) -> mpsc::UnboundedSender<A> {
+    let (adopter, mut adoptions) = mpsc::unbounded_channel();
+    let shared = Arc::clone(shared);
+    tokio::task::spawn_local(async move {
+        while let Some(adoptee) = adoptions.recv().await {
+            start(adoptee, is_unix, &shared);
+        }
+    });
+    adopter
 }
 
 /// Starts the task of a uwsgi connection that had none.
@@ -447,66 +431,6 @@ fn accept_one(listener: RawFd) -> std::io::Result<Option<(OwnedFd, Option<Socket
     }
 }
 
-/// An IPv4 or IPv6 address as the kernel gave it.
-fn socket_address(address: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match i32::from(address.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in.
-            let v4 =
-                unsafe { &*(address as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            Some(SocketAddr::from((
-                std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr)),
-                u16::from_be(v4.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6.
-            let v6 = unsafe {
-                &*(address as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-            };
-            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
-                std::net::Ipv6Addr::from(v6.sin6_addr.s6_addr),
-                u16::from_be(v6.sin6_port),
-                v6.sin6_flowinfo,
-                v6.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
-}
-
-/// The socket's own address (`getsockname`).
-fn socket_name(fd: RawFd) -> Option<SocketAddr> {
-    name_of(fd, libc::getsockname)
-}
-
-/// The socket's peer (`getpeername`).
-fn peer_name(fd: RawFd) -> Option<SocketAddr> {
-    name_of(fd, libc::getpeername)
-}
-
-fn name_of(
-    fd: RawFd,
-    call: unsafe extern "C" fn(
-        libc::c_int,
-        *mut libc::sockaddr,
-        *mut libc::socklen_t,
-    ) -> libc::c_int,
-) -> Option<SocketAddr> {
-    // SAFETY: zeroed bytes are a valid sockaddr_storage.
-    let mut address: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut length = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: a plain system call with a buffer and its length.
-    let result = unsafe {
-        call(
-            fd,
-            (&mut address as *mut libc::sockaddr_storage).cast(),
-            &mut length,
-        )
-    };
-    (result == 0).then(|| socket_address(&address)).flatten()
-}
-
 /// Accepts, without waiting, every connection the kernel has queued on a
 /// listener that is about to close. The kernel completes handshakes for a
 /// listener before anyone accepts: closing it with connections queued
@@ -515,28 +439,14 @@ fn name_of(
 /// POST (a 502; seen in test_nginx's rolling restarts under CPU load). So
 /// a graceful stop serves them, with `Connection: close`; only a handshake
 /// completed between this call and the close is still reset.
-fn drain_backlog(listener: RawFd) -> Vec<OwnedFd> {
+fn drain_backlog(listener: RawFd) -> Vec<(OwnedFd, Option<SocketAddr>)> {
     let mut accepted = Vec::new();
     // Bounded: a flood cannot keep a stopping worker here.
-    for _ in 0..4096 {
-        // SAFETY: a plain system call on a descriptor we own; null address
-        // pointers are allowed.
-        let fd = unsafe {
-            libc::accept4(
-                listener,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            break;
+    while accepted.len() < 4096 {
+        match accept_one(listener) {
+            Ok(Some(one)) => accepted.push(one),
+            _ => break,
         }
-        // SAFETY: `accept4` returned a new descriptor that nothing else owns.
-        accepted.push(unsafe { OwnedFd::from_raw_fd(fd) });
     }
     accepted
 }

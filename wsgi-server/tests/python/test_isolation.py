@@ -124,6 +124,17 @@ def test_an_idle_keep_alive_connection_does_not_hold_the_thread(start):
 # -- a connection alone on its worker is lent to an application thread -------
 
 
+def listener_refused(port):
+    """Whether nothing listens on `port` any more."""
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=BOUND).close()
+        return False
+    except ConnectionRefusedError:
+        return True
+
+
 def worker_pid(master_pid):
     with open(f"/proc/{master_pid}/task/{master_pid}/children") as children:
         pids = [int(pid) for pid in children.read().split()]
@@ -268,16 +279,9 @@ def test_a_stop_takes_a_lent_connection_back(start):
         assert raw_exchange(sock, get_root, 1)[0][1] == b"hello"
     server.proc.send_signal(signal.SIGTERM)
 
-    def refused():
-        # The worker closes its listener when its stop begins (the master
-        # already has): from then on a request is answered as a stop says.
-        try:
-            socket.create_connection(("127.0.0.1", server.port), timeout=BOUND).close()
-            return False
-        except ConnectionRefusedError:
-            return True
-
-    wait_until("the worker's listener closed", refused)
+    # The worker closes its listener when its stop begins (the master
+    # already has): from then on a request is answered as a stop says.
+    wait_until("the worker's listener closed", lambda: listener_refused(server.port))
     [(head, body)] = raw_exchange(sock, get_root, 1)
     assert body == b"hello" and "connection: close" in head.lower(), head
     assert sock.recv(1024) == b""
@@ -394,16 +398,25 @@ def polled_sockets(pid):
     return inodes
 
 
-def server_socket_inode(server_port, client_port):
-    """The inode of the server's end of the connection from `client_port`."""
+def server_side(server_port, client_port):
+    """The server's end of the connection from `client_port` in
+    /proc/net/tcp, as (state, inode): state 01 established, 03 SYN_RECV.
+    `None` when there is none."""
     with open("/proc/net/tcp") as table:
         for line in table.readlines()[1:]:
             fields = line.split()
             local, remote = fields[1], fields[2]
             if (int(local.split(":")[1], 16) == server_port
                     and int(remote.split(":")[1], 16) == client_port):
-                return int(fields[9])
-    raise AssertionError(f"no server socket for client port {client_port}")
+                return fields[3], int(fields[9])
+    return None
+
+
+def server_socket_inode(server_port, client_port):
+    """The inode of the server's end of the connection from `client_port`."""
+    found = server_side(server_port, client_port)
+    assert found, f"no server socket for client port {client_port}"
+    return found[1]
 
 
 def test_a_closing_first_request_is_served_without_the_poller(start, tmp_path):
@@ -502,7 +515,6 @@ def test_a_graceful_stop_waits_for_a_closing_first_request(start, tmp_path):
     # behind it: a graceful stop must still wait for it, not only for the
     # connections that have tasks, and it is answered whole.
     import signal
-    import socket
 
     server = start("--pythonpath", str(TEST_APPS), "reportapp", "-w", "1", "--threads", "2",
                    "--graceful-timeout", "30")
@@ -523,15 +535,7 @@ def test_a_graceful_stop_waits_for_a_closing_first_request(start, tmp_path):
     try:
         wait_until("the request inside the application", lambda: any(marker.glob("entered-*")))
         server.proc.send_signal(signal.SIGTERM)
-
-        def refused():
-            try:
-                socket.create_connection(("127.0.0.1", server.port), timeout=BOUND).close()
-                return False
-            except ConnectionRefusedError:
-                return True
-
-        wait_until("the worker's listener closed", refused)
+        wait_until("the worker's listener closed", lambda: listener_refused(server.port))
         # A worker that did not count the request would end its I/O loop
         # now, give its application threads a second, log that they are
         # still busy and exit, cutting the response: watched for, for
@@ -635,16 +639,9 @@ def test_a_stuck_uwsgi_request_still_gets_its_500(start):
 
 
 def server_side_state(server_port, client_port):
-    """The TCP state of the server's end of the connection from
-    `client_port` (/proc/net/tcp: 01 established, 03 SYN_RECV)."""
-    with open("/proc/net/tcp") as table:
-        for line in table.readlines()[1:]:
-            fields = line.split()
-            local, remote = fields[1], fields[2]
-            if (int(local.split(":")[1], 16) == server_port
-                    and int(remote.split(":")[1], 16) == client_port):
-                return fields[3]
-    return None
+    """The TCP state of the server's end of that connection, if any."""
+    found = server_side(server_port, client_port)
+    return found and found[0]
 
 
 @pytest.mark.parametrize("defer", [True, False])
@@ -667,13 +664,8 @@ def test_a_connection_is_accepted_with_its_first_bytes(start, defer):
             wait_until("the server's end established",
                        lambda: server_side_state(server.port, client_port) == "01")
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        answer = b""
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                break
-            answer += data
-    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello"), answer
+        head, body = read_to_close(sock)
+    assert head.startswith("HTTP/1.1 200") and body == b"hello", (head, body)
 
 
 def test_a_request_right_behind_a_buffered_body_is_served(start):
@@ -692,14 +684,7 @@ def test_a_request_right_behind_a_buffered_body_is_served(start):
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=BOUND)
         sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 20000\r\n\r\n" + body
                      + b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    with sock:
-        answer = b""
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                break
-            answer += data
-    first, _, rest = answer.partition(b"\r\n\r\n")
-    assert first.startswith(b"HTTP/1.1 200") and rest.startswith(body), answer[:200]
+    first, rest = read_to_close(sock)
+    assert first.startswith("HTTP/1.1 200") and rest.startswith(body), first
     second = rest[len(body):]
     assert second.startswith(b"HTTP/1.1 200") and second.endswith(b"\r\n\r\n"), second
