@@ -49,6 +49,49 @@ pub enum OutItem {
     File(FileRegion),
 }
 
+/// Response items in order. The first is held inline: most responses are
+/// one chunk, and a queue's first push cost an allocation (a `VecDeque`
+/// grow, ~250 instructions per request at 16 connections).
+#[derive(Debug, Default)]
+pub struct OutItems {
+    /// Set whenever `rest` is not empty.
+    first: Option<OutItem>,
+    rest: VecDeque<OutItem>,
+}
+
+impl OutItems {
+    /// One item.
+    pub fn one(item: OutItem) -> Self {
+        OutItems {
+            first: Some(item),
+            rest: VecDeque::new(),
+        }
+    }
+
+    fn push_back(&mut self, item: OutItem) {
+        if self.first.is_none() {
+            self.first = Some(item);
+        } else {
+            self.rest.push_back(item);
+        }
+    }
+
+    /// No item.
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    /// The items in order.
+    pub fn iter(&self) -> impl Iterator<Item = &OutItem> {
+        self.first.iter().chain(self.rest.iter())
+    }
+
+    /// Takes the items out in order.
+    pub fn drain(&mut self) -> impl Iterator<Item = OutItem> + '_ {
+        self.first.take().into_iter().chain(self.rest.drain(..))
+    }
+}
+
 /// How the request body stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum BodyEnd {
@@ -69,7 +112,7 @@ struct State {
     kick: bool,
 
     head: Option<ResponseHead>,
-    output: VecDeque<OutItem>,
+    output: OutItems,
     output_bytes: usize,
     finished: bool,
     aborted: Option<String>,
@@ -122,7 +165,7 @@ pub struct IoBatch {
     /// The response head, the first time.
     pub head: Option<ResponseHead>,
     /// Body items to write.
-    pub items: Vec<OutItem>,
+    pub items: OutItems,
     /// The response is complete (after `items`).
     pub finished: bool,
     /// The application failed; the message is for the log.
@@ -148,7 +191,7 @@ impl Exchange {
                 body_wanted: false,
                 kick: false,
                 head: None,
-                output: VecDeque::new(),
+                output: OutItems::default(),
                 output_bytes: 0,
                 finished: false,
                 aborted: None,
@@ -237,36 +280,35 @@ impl Exchange {
         state.body_end == BodyEnd::Open && state.body_buffered < BODY_READ_AHEAD
     }
 
-    /// Takes what the application produced; `Pending` (with the waker
-    /// registered) when there is nothing new.
-    pub fn poll_batch(&self, context: &mut Context<'_>) -> Poll<IoBatch> {
+    /// Takes what the application produced into `batch` (whose items the
+    /// caller has written); `Pending` (with the waker registered) when there
+    /// is nothing new. Filled in place: the batch is a few hundred bytes,
+    /// and returning it cost two copies of it per request.
+    pub fn poll_batch(&self, context: &mut Context<'_>, batch: &mut IoBatch) -> Poll<()> {
         self.io_waker.register(context.waker());
         let mut state = self.lock();
         if let Some(written) = state.written.take() {
-            return Poll::Ready(IoBatch {
-                written: Some(written),
-                ..IoBatch::default()
-            });
+            batch.written = Some(written);
+            return Poll::Ready(());
         }
         if state.head.is_none() && state.output.is_empty() && !state.finished && !state.kick {
             return Poll::Pending;
         }
         state.kick = false;
-        // The queue's own buffer moves into the batch (no allocation).
-        let items = Vec::from(std::mem::take(&mut state.output));
+        batch.items = std::mem::take(&mut state.output);
         if state.output_bytes > 0 {
             state.output_bytes = 0;
             state.wake_app(&self.app_wakeup);
         }
-        let finished = state.finished;
-        Poll::Ready(IoBatch {
-            head: state.head.take(),
-            items,
-            finished,
-            aborted: if finished { state.aborted.take() } else { None },
-            body_wanted: state.body_wanted,
-            written: None,
-        })
+        batch.finished = state.finished;
+        batch.head = state.head.take();
+        batch.aborted = if state.finished {
+            state.aborted.take()
+        } else {
+            None
+        };
+        batch.body_wanted = state.body_wanted;
+        Poll::Ready(())
     }
 
     /// The connection is gone (or done with this request): fail the
@@ -679,5 +721,36 @@ impl Drop for AppOutput {
                 "the application did not finish its response",
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(items: impl Iterator<Item = OutItem>) -> Vec<Bytes> {
+        items
+            .map(|item| match item {
+                OutItem::Data(data) => data,
+                OutItem::File(_) => panic!("a file region"),
+            })
+            .collect()
+    }
+
+    /// The inline first item stays first, whatever follows it, and a
+    /// drained queue takes new items from the start again.
+    #[test]
+    fn out_items_keep_their_order() {
+        let mut items = OutItems::default();
+        assert!(items.is_empty());
+        for chunk in ["a", "b", "c"] {
+            items.push_back(OutItem::Data(Bytes::from(chunk)));
+        }
+        assert_eq!(items.iter().count(), 3);
+        assert_eq!(data(items.drain()), ["a", "b", "c"]);
+        assert!(items.is_empty());
+        items.push_back(OutItem::Data(Bytes::from("d")));
+        items.push_back(OutItem::Data(Bytes::from("e")));
+        assert_eq!(data(items.drain()), ["d", "e"]);
     }
 }

@@ -27,7 +27,7 @@ use wsgi_http::{EncodeError, ResponseEncoder};
 use crate::buffering::{buffer_body, BodyBudget, Buffered, Reservation};
 use crate::date::with_http_date;
 use crate::direct::{encode_head, DirectWrite, Written};
-use crate::exchange::{AppBody, AppOutput, DisconnectOnDrop, Exchange, IoBatch, OutItem};
+use crate::exchange::{AppBody, AppOutput, DisconnectOnDrop, Exchange, IoBatch, OutItem, OutItems};
 use crate::pool::JobQueue;
 
 /// Chunks at least this large are written with `writev` instead of being
@@ -670,6 +670,7 @@ async fn respond<S: Transport, P: Framer + BodyDecoder>(
         }
     });
     let mut idle_since = None;
+    let mut batch = IoBatch::default();
     let outcome = loop {
         let wait = if !body.done && body.continue_sent && exchange.wants_more_body() {
             SocketWait::Body
@@ -679,9 +680,9 @@ async fn respond<S: Transport, P: Framer + BodyDecoder>(
             SocketWait::Nothing
         };
         tokio::select! {
-            mut batch = poll_fn(|context| exchange.poll_batch(context)) => {
+            () = poll_fn(|context| exchange.poll_batch(context, &mut batch)) => {
                 client_wait = None;
-                if let Some(mut written) = batch.written {
+                if let Some(mut written) = batch.written.take() {
                     idle_since = Some(Instant::from_std(written.at));
                     writer.tally.status = written.status;
                     writer.tally.bytes_out = written.body_len;
@@ -796,9 +797,9 @@ pub async fn answer_static<S: Transport, P: Framer + BodyDecoder>(
         }
     }
     let items = match reply.body {
-        crate::ops::static_files::ReplyBody::Empty => Vec::new(),
-        crate::ops::static_files::ReplyBody::Text(text) => vec![OutItem::Data(text)],
-        crate::ops::static_files::ReplyBody::File(region) => vec![OutItem::File(region)],
+        crate::ops::static_files::ReplyBody::Empty => OutItems::default(),
+        crate::ops::static_files::ReplyBody::Text(text) => OutItems::one(OutItem::Data(text)),
+        crate::ops::static_files::ReplyBody::File(region) => OutItems::one(OutItem::File(region)),
     };
     let mut batch = IoBatch {
         head: Some(reply.head),
@@ -1003,7 +1004,7 @@ impl ResponseWriter {
         // leaves in one writev (a 1 MiB stream in 64 KiB chunks: a few
         // system calls instead of one per chunk).
         let mut gathered = Vec::new();
-        for item in batch.items.drain(..) {
+        for item in batch.items.drain() {
             match item {
                 OutItem::Data(data) => {
                     self.tally.bytes_out += data.len() as u64;

@@ -464,7 +464,7 @@ class Started:
     def start(self):
         a, spec = self.args, self.spec
         fmt = {
-            "ours": a.ours, "host": HOST, "port": self.port, "app": f"{self.app}:application",
+            "ours": a.ours, "ours_b": a.ours_b, "host": HOST, "port": self.port, "app": f"{self.app}:application",
             "module": self.app, "wsgi_file": os.path.join(APPS, self.app + ".py"), "apps": APPS,
             "py": os.path.join(a.venv, "bin", "python"), "bin": os.path.join(a.venv, "bin"),
             "venv": a.venv, "here": HERE, "tmp": self.tmp, "rust_app": RUST_APPS.get(self.app, self.app),
@@ -936,6 +936,10 @@ def main():
                     help="1 round of 2 s (0.5 s warm-up), fewer servers, c=16 plus hello-ka c=1")
     ap.add_argument("--ours", default=os.path.join(HERE, "..", "..", "target", "release", "wsgi-server"),
                     help="our release binary")
+    ap.add_argument("--ours-b", default=None, metavar="BIN",
+                    help="a second build of ours, measured as a twin NAME-b of each of our servers in the same "
+                         "interleaved rounds (an A/B on one machine state: the host's load moves wall-clock "
+                         "figures between runs)")
     ap.add_argument("--ours-threads", type=int, default=None,
                     help="--threads for our Python app (default: the server's own default)")
     ap.add_argument("--venv", default=os.environ.get("BENCH_VENV", os.path.join(HERE, "..", "..", "target",
@@ -968,6 +972,7 @@ def main():
     args.out = os.path.abspath(args.out)
     args.venv = os.path.abspath(args.venv)
     args.ours = os.path.abspath(args.ours)
+    args.ours_b = os.path.abspath(args.ours_b) if args.ours_b else None
     os.makedirs(args.out, exist_ok=True)
 
     if args.report:
@@ -1003,6 +1008,14 @@ def main():
     unknown = [n for n in names if n not in SERVERS]
     if unknown:
         ap.error(f"unknown servers {unknown}; known: {list(SERVERS)}")
+    if args.ours_b:
+        if not os.access(args.ours_b, os.X_OK):
+            ap.error(f"--ours-b {args.ours_b} is not an executable")
+        for name in [n for n in names if SERVERS[n].get("ours") and "{ours}" in SERVERS[n]["cmd"]]:
+            twin = dict(SERVERS[name], cmd=SERVERS[name]["cmd"].replace("{ours}", "{ours_b}"),
+                        note=f"{name} with the --ours-b build")
+            SERVERS[name + "-b"] = twin
+            names.insert(names.index(name) + 1, name + "-b")
     plan = []
     for tok in (args.scenarios or (QUICK_SCENARIOS if q else FULL_SCENARIOS)).split(","):
         sname, _, levels = tok.partition(":")
@@ -1031,6 +1044,8 @@ def main():
     bin_dir = tempfile.mkdtemp(prefix="e2e-ours-")
     built = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.stat(args.ours).st_mtime))
     args.ours = shutil.copy2(args.ours, os.path.join(bin_dir, os.path.basename(args.ours)))
+    if args.ours_b:
+        args.ours_b = shutil.copy2(args.ours_b, os.path.join(bin_dir, "b-" + os.path.basename(args.ours_b)))
     vers = versions(args)
     vers["ours_built"] = built
     with open(os.path.join(args.out, "e2e-versions.json"), "w") as f:
