@@ -226,9 +226,19 @@ async fn serve_from<S: Transport>(
         // moved box is a pointer, not ~600 bytes (callgrind: memcpy was 8 %
         // of the instructions per request).
         let environ = environ_of(&head, &conn, &shared);
-        // Even an empty body ends with the codec's `End` event, which the
-        // first `feed` consumes (the codec pauses until it has been seen).
+        // Even an empty body ends with the codec's `End` event (the codec
+        // pauses until it has been seen). Without a body it is taken here,
+        // so the request's exchange starts complete: no lock taken later to
+        // end its body. Unless `100 Continue` is awaited: that stays the
+        // application's read's to trigger.
         let mut body = BodyState::new(false, head.expect_continue, head.body.known_length());
+        if body.length == Some(0) && body.continue_sent {
+            body.done = true;
+            if !matches!(codec.decode_body(&mut read_buf), Ok(Some(BodyEvent::End))) {
+                // Not what a body of length 0 gives: close after this one.
+                body.failed = true;
+            }
+        }
         let protocol_name = version_name(head.version);
         drop(head);
         let served = serve_one(conn!(), environ, &mut body, protocol_name).await;

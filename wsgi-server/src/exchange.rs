@@ -542,6 +542,11 @@ pub struct AppOutput {
     /// The response went out whole by a direct write; whatever the
     /// application does next cannot change it.
     written: bool,
+    /// The queue was over budget at this side's last push. Only pushes
+    /// raise the queued bytes, so a `false` stays true until the next one,
+    /// and `wait` checks a stale `true` under the lock: `must_wait`, asked
+    /// after every chunk, takes no lock.
+    over_budget: bool,
 }
 
 impl AppOutput {
@@ -552,6 +557,7 @@ impl AppOutput {
             started: false,
             ended: false,
             written: false,
+            over_budget: false,
         }
     }
 
@@ -592,6 +598,7 @@ impl AppOutput {
         let was_idle = state.output.is_empty();
         state.output.push_back(item);
         state.output_bytes += size;
+        self.over_budget = state.output_bytes > OUTPUT_BUDGET;
         drop(state);
         if was_idle {
             self.exchange.wake_io();
@@ -633,7 +640,7 @@ impl ResponseSink for AppOutput {
     }
 
     fn must_wait(&self) -> bool {
-        self.exchange.lock().output_bytes > OUTPUT_BUDGET
+        self.over_budget
     }
 
     fn wait(&mut self) -> Result<(), SinkError> {
@@ -650,6 +657,7 @@ impl ResponseSink for AppOutput {
         if state.disconnected {
             return Err(SinkError::Disconnected);
         }
+        self.over_budget = false;
         Ok(())
     }
 
@@ -752,5 +760,28 @@ mod tests {
         items.push_back(OutItem::Data(Bytes::from("d")));
         items.push_back(OutItem::Data(Bytes::from("e")));
         assert_eq!(data(items.drain()), ["d", "e"]);
+    }
+
+    /// `must_wait` says yes once the queue passes the budget, and no again
+    /// once a wait saw the I/O side take the queue.
+    #[test]
+    fn must_wait_follows_the_budget_without_a_lock() {
+        let exchange = Exchange::new(true, Duration::from_secs(1));
+        let mut output = AppOutput::new(Arc::clone(&exchange));
+        output
+            .start(ResponseHead::new(b"200 OK", Vec::new()).unwrap())
+            .unwrap();
+        let chunk = Bytes::from(vec![b'x'; OUTPUT_BUDGET / 2]);
+        output.send(chunk.clone()).unwrap();
+        assert!(!output.must_wait());
+        output.send(chunk.clone()).unwrap();
+        output.send(chunk).unwrap();
+        assert!(output.must_wait());
+        let mut context = Context::from_waker(std::task::Waker::noop());
+        let mut batch = IoBatch::default();
+        assert!(exchange.poll_batch(&mut context, &mut batch).is_ready());
+        assert_eq!(batch.items.iter().count(), 3);
+        output.wait().unwrap();
+        assert!(!output.must_wait());
     }
 }
