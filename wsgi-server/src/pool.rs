@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::task::AtomicWaker;
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
 use wsgi_core::{AppError, Application, FileRegion, Request, RequestSource, ResponseHead};
 use wsgi_core::{ResponseSink, SinkError};
 
@@ -220,6 +220,12 @@ struct QueueState {
     watchdog_armed: bool,
     /// Per thread: a connection the I/O thread lent it, not yet taken up.
     lent_for: Vec<Handover>,
+    /// Places left in the queue (`--backlog` of requests). Counted here,
+    /// under the lock every submit and take holds anyway: a semaphore cost
+    /// a second lock per request to give its permit back.
+    free_slots: usize,
+    /// Submits waiting for a place (each registered with `slot_freed`).
+    slot_waiters: usize,
 }
 
 /// A connection handed to a thread (see [`crate::linger`]).
@@ -261,7 +267,8 @@ pub struct JobQueue {
     /// Per thread: its `/proc/thread-self/stat`, opened by the thread, to
     /// tell a thread that computes from one that waits.
     thread_stats: Vec<OnceLock<File>>,
-    slots: Semaphore,
+    /// Rung when a place frees while submits wait, and at close.
+    slot_freed: Notify,
     /// This worker's scoreboard slot: requests served, busy stamps.
     worker: &'static WorkerSlot,
     /// A wake-up is wanted on the I/O thread in this tick.
@@ -294,34 +301,44 @@ impl JobQueue {
     ///
     /// Must run on the I/O thread's `LocalSet` (it schedules wake-ups there).
     pub async fn submit(self: &Arc<Self>, request: Request) -> Result<bool, Box<Request>> {
-        match self.slots.acquire().await {
-            Ok(permit) => permit.forget(),
-            Err(_) => return Err(Box::new(request)),
+        loop {
+            let freed = {
+                let mut state = self.lock();
+                if state.closed {
+                    return Err(Box::new(request));
+                }
+                if state.free_slots > 0 {
+                    state.free_slots -= 1;
+                    return Ok(self.push_open(state, request, None));
+                }
+                // Registered before the lock goes, so neither a freed place
+                // nor the close can ring before this submit listens.
+                let mut freed = Box::pin(self.slot_freed.notified());
+                freed.as_mut().enable();
+                state.slot_waiters += 1;
+                freed
+            };
+            let waiting = SlotWaiter(self);
+            freed.await;
+            drop(waiting);
         }
-        self.push(request, None)
-            .map_err(|(request, _)| Box::new(request))
     }
 
     /// A place in the queue if one is free now, for [`Reserved::submit`].
     pub fn try_reserve(self: &Arc<Self>) -> Option<Reserved<'_>> {
-        self.slots.try_acquire().ok()?.forget();
+        let mut state = self.lock();
+        if state.closed || state.free_slots == 0 {
+            return None;
+        }
+        state.free_slots -= 1;
         Some(Reserved(Some(self)))
     }
 
-    /// Queues a request whose slot is taken; the request back if the
-    /// queue is closed (the slot then returned).
-    fn push(
-        self: &Arc<Self>,
-        request: Request,
-        lent: Option<Box<dyn Linger>>,
-    ) -> Result<bool, (Request, Option<Box<dyn Linger>>)> {
-        let state = self.lock();
-        if state.closed {
-            drop(state);
-            self.slots.add_permits(1);
-            return Err((request, lent));
-        }
-        Ok(self.push_open(state, request, lent))
+    /// Gives a place back (with the lock held); whether a submit waits for
+    /// one, to be rung once the lock is gone.
+    fn free_slot(state: &mut QueueState) -> bool {
+        state.free_slots += 1;
+        state.slot_waiters > 0
     }
 
     /// Queues a request on an open queue (whose lock is `state`); whether
@@ -493,7 +510,8 @@ impl JobQueue {
         let mut state = self.lock();
         state.closed = true;
         drop(state);
-        self.slots.close();
+        // Every waiting submit registered before it let the lock go.
+        self.slot_freed.notify_waiters();
         for wakeup in &self.wakeups {
             wakeup.notify_all();
         }
@@ -600,8 +618,21 @@ impl Reserved<'_> {
 impl Drop for Reserved<'_> {
     fn drop(&mut self) {
         if let Some(queue) = self.0 {
-            queue.slots.add_permits(1);
+            let waiting = JobQueue::free_slot(&mut queue.lock());
+            if waiting {
+                queue.slot_freed.notify_one();
+            }
         }
+    }
+}
+
+/// A submit waiting for a place; uncounted when it stops waiting, even
+/// by its task being dropped.
+struct SlotWaiter<'q>(&'q JobQueue);
+
+impl Drop for SlotWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.lock().slot_waiters -= 1;
     }
 }
 
@@ -639,8 +670,11 @@ fn take_job<'q>(
     counters.queue_wait.observe(queued.elapsed());
     state.idle_threads -= 1;
     state.busy[index] = true;
+    let waiting = JobQueue::free_slot(&mut state);
     drop(state);
-    queue.slots.add_permits(1);
+    if waiting {
+        queue.slot_freed.notify_one();
+    }
     queue.worker.request_started(index);
     Ok((job, lent.0))
 }
@@ -1077,10 +1111,12 @@ impl AppPool {
                 busy: vec![false; threads.max(1)],
                 watchdog_armed: false,
                 lent_for: (0..threads.max(1)).map(|_| Handover::default()).collect(),
+                free_slots: queue_size.max(1),
+                slot_waiters: 0,
             }),
             wakeups: (0..threads.max(1)).map(|_| Condvar::new()).collect(),
             thread_stats: (0..threads.max(1)).map(|_| OnceLock::new()).collect(),
-            slots: Semaphore::new(queue_size.max(1)),
+            slot_freed: Notify::new(),
             worker,
             wake_scheduled: AtomicBool::new(false),
             wake_task_running: AtomicBool::new(false),
@@ -1555,6 +1591,64 @@ mod tests {
         assert!(matches!(&items[..], [OutItem::Data(data)] if data == "own"));
         assert!(sent.finished);
         assert_eq!(sent.aborted, None);
+        assert!(pool.shutdown(Duration::from_secs(10)));
+    }
+
+    /// Serves a request once the test opens the gate.
+    struct Gate(Mutex<std::sync::mpsc::Receiver<()>>);
+
+    impl Application for Gate {
+        fn serve_thread(&self, requests: &mut dyn RequestSource) {
+            while let Some(request) = requests.next_request() {
+                let _ = self.0.lock().unwrap().recv();
+                drop(request);
+                requests.request_done();
+            }
+        }
+    }
+
+    /// A full queue holds a submit until a thread takes a job and frees a
+    /// place; a close wakes a submit still waiting, with its request back,
+    /// and nothing stays counted as waiting.
+    #[test]
+    fn a_full_queue_holds_submits_until_a_place_frees_or_it_closes() {
+        let (gate, gate_receiver) = std::sync::mpsc::channel();
+        let app: Arc<dyn Application> = Arc::new(Gate(Mutex::new(gate_receiver)));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        let slot: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
+        let pool = AppPool::start(app, 1, 1, slot, None).unwrap();
+        let queue = pool.queue();
+        local.block_on(&runtime, async {
+            // The first is taken (the thread then waits at the gate), the
+            // second takes the only place.
+            assert!(queue.submit(request().0).await.is_ok());
+            until("the first taken", || queue.lock().jobs.is_empty()).await;
+            assert!(queue.submit(request().0).await.is_ok());
+            assert!(queue.try_reserve().is_none());
+            let submit =
+                |queue: Arc<JobQueue>| async move { queue.submit(request().0).await.is_ok() };
+            let third = tokio::task::spawn_local(submit(Arc::clone(&queue)));
+            until("the third waiting", || queue.lock().slot_waiters == 1).await;
+            assert!(!third.is_finished());
+            gate.send(()).unwrap();
+            // 10 s bounds a hang only.
+            let bounded = |task| tokio::time::timeout(Duration::from_secs(10), task);
+            let third = bounded(third).await.expect("the third still waits");
+            assert!(third.unwrap(), "the third queued once a place freed");
+            let fourth = tokio::task::spawn_local(submit(Arc::clone(&queue)));
+            until("the fourth waiting", || queue.lock().slot_waiters == 1).await;
+            queue.close();
+            let fourth = bounded(fourth).await.expect("the fourth still waits");
+            assert!(!fourth.unwrap(), "the fourth refused by the close");
+            assert_eq!(queue.lock().slot_waiters, 0);
+        });
+        for _ in 0..3 {
+            let _ = gate.send(());
+        }
         assert!(pool.shutdown(Duration::from_secs(10)));
     }
 }
