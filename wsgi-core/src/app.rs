@@ -213,6 +213,18 @@ pub trait ResponseSink: Send + std::fmt::Debug {
     /// [`SinkError::Disconnected`] if the client went away.
     fn finish(&mut self) -> Result<(), SinkError>;
 
+    /// The body's last chunk: [`send`](Self::send), then
+    /// [`finish`](Self::finish), which a sink may do in one step (a body
+    /// returned whole, as most are). The runtime still asks
+    /// [`must_wait`](Self::must_wait) afterwards.
+    ///
+    /// # Errors
+    /// As `send` and `finish`.
+    fn send_last(&mut self, chunk: Bytes) -> Result<(), SinkError> {
+        self.send(chunk)?;
+        self.finish()
+    }
+
     /// Ends the response after an application error: a 500 if the head was
     /// not sent yet, otherwise the connection is cut.
     fn abort(&mut self, error: &AppError);

@@ -74,6 +74,9 @@ struct Inner {
     body_sent: bool,
     /// The sink said the client went away.
     disconnected: bool,
+    /// The body went to the sink whole, with the end (`send_last`):
+    /// `finish` has nothing left to do.
+    ended: bool,
     /// What `post_request` will be told; only kept when that hook exists.
     seen: Option<Box<SeenResponse>>,
     /// The `write` callable `start_response` returns (a bound method of the
@@ -188,6 +191,7 @@ impl ResponseState {
                 committed: false,
                 body_sent: false,
                 disconnected: false,
+                ended: false,
                 seen: None,
                 write: None,
             }),
@@ -204,6 +208,7 @@ impl ResponseState {
         inner.committed = false;
         inner.body_sent = false;
         inner.disconnected = false;
+        inner.ended = false;
         inner.seen = recording.then(Box::default);
     }
 
@@ -242,7 +247,16 @@ impl ResponseState {
         if body.as_bytes().is_empty() {
             return Ok(());
         }
-        inner.send(py, chunk_bytes(body))
+        inner.body_sent = true;
+        if let Some(seen) = &mut inner.seen {
+            seen.sent += body.as_bytes().len() as u64;
+        }
+        // The body and the end in one call: one lock of the exchange and
+        // one wake-up of the I/O thread instead of two of each.
+        let result = inner.sink()?.send_last(chunk_bytes(body));
+        inner.note(result)?;
+        inner.ended = true;
+        inner.wait_if_needed(py)
     }
 
     /// Queues a file region of `remaining` bytes (to the end of the file).
@@ -268,6 +282,10 @@ impl ResponseState {
     /// (with `Content-Length: 0`) and finishes the sink.
     pub(crate) fn finish(&self, py: Python<'_>) -> Result<(), SendError> {
         let mut inner = self.lock(py);
+        if inner.ended {
+            inner.sink = None;
+            return Ok(());
+        }
         let length = (!inner.body_sent).then_some(0);
         inner.commit(length)?;
         let result = inner.sink()?.finish();

@@ -561,7 +561,9 @@ impl AppOutput {
         }
     }
 
-    fn push(&mut self, item: OutItem, size: usize) -> Result<(), SinkError> {
+    /// Queues `item`; with `last`, the response ends with it (`finish` in
+    /// the same lock and wake-up).
+    fn push(&mut self, item: OutItem, size: usize, last: bool) -> Result<(), SinkError> {
         if !self.started {
             return Err(SinkError::Misuse("body before the response head"));
         }
@@ -571,6 +573,7 @@ impl AppOutput {
         if self.written {
             // Past the end of a complete response: nothing to send, as
             // the encoder would drop bytes past `Content-Length`.
+            self.ended |= last;
             return Ok(());
         }
         let mut state = self.exchange.lock();
@@ -591,6 +594,7 @@ impl AppOutput {
             };
             if let Some(written) = written {
                 self.written = true;
+                self.ended |= last;
                 self.exchange.note_written(state, written);
                 return Ok(());
             }
@@ -599,8 +603,12 @@ impl AppOutput {
         state.output.push_back(item);
         state.output_bytes += size;
         self.over_budget = state.output_bytes > OUTPUT_BUDGET;
+        if last {
+            state.finished = true;
+            self.ended = true;
+        }
         drop(state);
-        if was_idle {
+        if was_idle || last {
             self.exchange.wake_io();
         }
         Ok(())
@@ -628,7 +636,15 @@ impl ResponseSink for AppOutput {
             return Ok(());
         }
         let size = chunk.len();
-        self.push(OutItem::Data(chunk), size)
+        self.push(OutItem::Data(chunk), size, false)
+    }
+
+    fn send_last(&mut self, chunk: Bytes) -> Result<(), SinkError> {
+        if chunk.is_empty() {
+            return self.finish();
+        }
+        let size = chunk.len();
+        self.push(OutItem::Data(chunk), size, true)
     }
 
     fn send_file(&mut self, region: FileRegion) -> Result<(), SinkError> {
@@ -636,7 +652,7 @@ impl ResponseSink for AppOutput {
         // descriptor) and its own offset, and costs no memory: the
         // application need not wait for the I/O thread to take it (one
         // wait and wake-up fewer per file; docs/performance.md).
-        self.push(OutItem::File(region), 0)
+        self.push(OutItem::File(region), 0, false)
     }
 
     fn must_wait(&self) -> bool {
@@ -783,5 +799,26 @@ mod tests {
         assert_eq!(batch.items.iter().count(), 3);
         output.wait().unwrap();
         assert!(!output.must_wait());
+    }
+
+    /// `send_last` queues the chunk and ends the response in one step:
+    /// the I/O side sees both in one batch, and a `finish` after it adds
+    /// nothing.
+    #[test]
+    fn send_last_queues_and_ends_at_once() {
+        let exchange = Exchange::new(true, Duration::from_secs(1));
+        let mut output = AppOutput::new(Arc::clone(&exchange));
+        output
+            .start(ResponseHead::new(b"200 OK", Vec::new()).unwrap())
+            .unwrap();
+        output.send_last(Bytes::from_static(b"whole")).unwrap();
+        let mut context = Context::from_waker(std::task::Waker::noop());
+        let mut batch = IoBatch::default();
+        assert!(exchange.poll_batch(&mut context, &mut batch).is_ready());
+        assert!(batch.head.is_some() && batch.finished);
+        assert_eq!(data(batch.items.drain()), ["whole"]);
+        output.finish().unwrap();
+        let _ = exchange.poll_batch(&mut context, &mut batch);
+        assert!(batch.head.is_none() && batch.items.is_empty());
     }
 }

@@ -776,6 +776,10 @@ impl ResponseSink for GuardedSink {
         self.with(Err(SinkError::Disconnected), |sink| sink.send_file(region))
     }
 
+    fn send_last(&mut self, chunk: Bytes) -> Result<(), SinkError> {
+        self.with(Err(SinkError::Disconnected), |sink| sink.send_last(chunk))
+    }
+
     fn must_wait(&self) -> bool {
         self.with(false, |sink| sink.must_wait())
     }
