@@ -6,7 +6,6 @@
 
 use std::io;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Application threads a slot can track; more threads share the last stamp.
 pub const MAX_THREADS: usize = 256;
@@ -312,10 +311,8 @@ impl Default for WorkerSlot {
 
 /// Milliseconds since the epoch.
 pub fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or(0)
+    let (seconds, nanos) = crate::date::unix_time();
+    seconds * 1000 + u64::from(nanos / 1_000_000)
 }
 
 /// The shared mapping of every slot.
