@@ -97,6 +97,9 @@ impl BodyDecoder for ServerConn {
     fn encode_continue(&mut self, dst: &mut BytesMut) {
         ServerConn::encode_continue(self, dst);
     }
+    fn skip_body(&mut self, len: u64) -> bool {
+        ServerConn::skip_body(self, len)
+    }
 }
 
 /// Serves an HTTP/1.x connection until it closes.
