@@ -283,7 +283,7 @@ async fn read_declared<S: Transport, P: BodyDecoder>(
     let rest = body
         .length
         .map_or(0, |length| length.saturating_sub(body.received));
-    let queued = if rest >= IN_SOCKET_MIN && read_buf.is_empty() {
+    let queued = if P::SKIPS_BODY && rest >= IN_SOCKET_MIN && read_buf.is_empty() {
         queued(stream.as_raw_fd()).unwrap_or(0)
     } else {
         0

@@ -97,6 +97,7 @@ impl BodyDecoder for ServerConn {
     fn encode_continue(&mut self, dst: &mut BytesMut) {
         ServerConn::encode_continue(self, dst);
     }
+    const SKIPS_BODY: bool = true;
     fn skip_body(&mut self, len: u64) -> bool {
         ServerConn::skip_body(self, len)
     }

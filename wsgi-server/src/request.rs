@@ -321,6 +321,9 @@ pub trait BodyDecoder {
     fn decode_body_eof(&mut self, src: &mut BytesMut) -> Result<Option<BodyEvent>, (u16, String)>;
     /// Writes `100 Continue` (HTTP only).
     fn encode_continue(&mut self, _dst: &mut BytesMut) {}
+    /// Whether [`BodyDecoder::skip_body`] can ever succeed (HTTP's can), so
+    /// the socket is asked what it holds only then.
+    const SKIPS_BODY: bool = false;
     /// Counts the next `len` body bytes as taken from the socket by someone
     /// else (the application thread, `crate::buffering`); `false`, changing
     /// nothing, when the protocol cannot (HTTP with a `Content-Length` can).
