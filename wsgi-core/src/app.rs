@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -129,6 +130,28 @@ pub trait BodyReader: Send + std::fmt::Debug {
     /// that knows lets the caller size its buffer once, and copy once.
     fn remaining_hint(&self) -> Option<u64> {
         None
+    }
+
+    /// Reads body bytes straight into `dst`, without waiting: `Ok(Some(n))`
+    /// when the first `n` bytes of `dst` were written (at least one if `dst`
+    /// is not empty), `Ok(Some(0))` at the end of the body, `Ok(None)` when
+    /// nothing is at hand (call [`BodyReader::wait`]). The default copies
+    /// from [`BodyReader::fill_buf`]; a reader whose bytes are still in a
+    /// socket can receive them into `dst` without a buffer in between, so
+    /// a caller reading into its own object (a Python `bytes`) saves a copy.
+    ///
+    /// # Errors
+    /// As [`BodyReader::fill_buf`].
+    fn read_into(&mut self, dst: &mut [MaybeUninit<u8>]) -> io::Result<Option<usize>> {
+        let Some(buffer) = self.fill_buf()? else {
+            return Ok(None);
+        };
+        let taken = buffer.len().min(dst.len());
+        for (slot, &byte) in dst.iter_mut().zip(&buffer[..taken]) {
+            slot.write(byte);
+        }
+        self.consume(taken);
+        Ok(Some(taken))
     }
 
     /// Reads up to `max` bytes, waiting if needed; empty at the end.

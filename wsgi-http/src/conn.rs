@@ -207,6 +207,24 @@ impl ServerConn {
         }
     }
 
+    /// Counts the next `len` bytes of a `Content-Length` body as read
+    /// without their passing through [`decode`](Self::decode): the caller
+    /// takes them from the connection into their final place itself, and
+    /// must take exactly these bytes, since the next `decode` continues after
+    /// them. Returns `false`, changing nothing, unless the current request's
+    /// body has a known length with at least `len` (> 0) bytes still to come.
+    pub fn skip_body(&mut self, len: u64) -> bool {
+        match &mut self.reading {
+            Reading::Body(BodyDecoder::Length { remaining }) if len > 0 && *remaining >= len => {
+                *remaining -= len;
+                // Body bytes came: the client no longer waits for 100.
+                self.expect_continue = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Trailer fields of the last chunked request body, if it had any.
     pub fn take_trailers(&mut self) -> Option<HeaderMap> {
         self.trailers.take()

@@ -318,6 +318,46 @@ fn pipelined_requests() {
 }
 
 #[test]
+fn skipped_body_bytes() {
+    // Body bytes the server takes from the socket itself: the codec counts
+    // them and goes on after them.
+    let mut conn = ServerConn::new(Config::default());
+    let mut buf = BytesMut::from(&b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhi"[..]);
+    assert!(matches!(conn.decode(&mut buf), Ok(Some(Event::Head(_)))));
+    assert!(matches!(conn.decode(&mut buf), Ok(Some(Event::Data(data))) if &data[..] == b"hi"));
+    assert!(!conn.skip_body(0), "nothing to skip");
+    assert!(!conn.skip_body(4), "past the body");
+    assert!(conn.skip_body(2));
+    assert!(conn.skip_body(1));
+    assert!(!conn.skip_body(1), "the body is all counted");
+    assert_eq!(conn.decode(&mut buf), Ok(Some(Event::End)));
+    let head = ResponseHead {
+        status: 200,
+        reason: b"OK",
+        headers: &[],
+        date: None,
+        content_length: Some(0),
+        close: false,
+    };
+    let mut out = BytesMut::new();
+    conn.encode_head(&head, &mut out).unwrap();
+    conn.encode_end(&mut out).unwrap();
+    conn.start_next_cycle().unwrap();
+    buf.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(
+        matches!(conn.decode(&mut buf), Ok(Some(Event::Head(head))) if head.path() == b"/next")
+    );
+    // Only a body of known length.
+    let mut conn = ServerConn::new(Config::default());
+    let mut buf =
+        BytesMut::from(&b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"[..]);
+    assert!(matches!(conn.decode(&mut buf), Ok(Some(Event::Head(_)))));
+    assert!(!conn.skip_body(1));
+    // Nor before a head.
+    assert!(!ServerConn::new(Config::default()).skip_body(1));
+}
+
+#[test]
 fn expect_continue() {
     check(
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\nx",

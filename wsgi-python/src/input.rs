@@ -8,9 +8,11 @@
 //! valid object (an application may keep the environ) and reads return `b""`.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
 use pyo3::types::PyBytes;
@@ -105,6 +107,26 @@ fn read<'py>(
     if limit == 0 {
         return Ok(PyBytes::new(py, b""));
     }
+    if let Some(remaining) = reader.remaining_hint().filter(|&remaining| remaining > 0) {
+        // The length is known: the body goes straight into one `bytes`
+        // object of the right size, copied once from the server's buffer,
+        // or received into it from the socket (no copy at all).
+        let capacity = limit.min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let known = read_known(py, reader, io_error, capacity)?;
+        if capacity == limit || known.as_bytes().len() < capacity {
+            return Ok(known);
+        }
+        // Asked for more than the length said: only a reader whose hint was
+        // short has more (not the server's), collected behind.
+        if fill(py, reader).map_err(io_error)?.is_empty() {
+            return Ok(known);
+        }
+        let more = read_collected(py, reader, io_error, limit - capacity)?;
+        return Ok(PyBytes::new(
+            py,
+            &[known.as_bytes(), more.as_bytes()].concat(),
+        ));
+    }
     // One copy when the buffer already holds what was asked for.
     let buffer = fill(py, reader).map_err(io_error)?;
     if buffer.len() >= limit || buffer.is_empty() {
@@ -113,30 +135,54 @@ fn read<'py>(
         reader.consume(taken);
         return Ok(bytes);
     }
-    let buffered = buffer.len();
-    let Some(remaining) = reader.remaining_hint() else {
-        // Length unknown (chunked): collect, then one `bytes`. A `bytes`
-        // object grows by a quarter at a time; a `Vec` doubles.
-        return read_collected(py, reader, io_error, limit);
+    // Length unknown (chunked): collect, then one `bytes`. A `bytes`
+    // object grows by a quarter at a time; a `Vec` doubles.
+    read_collected(py, reader, io_error, limit)
+}
+
+/// Reads up to `capacity` bytes (no more than the body holds) into a new
+/// `bytes` object with [`BodyReader::read_into`]: one copy from the
+/// server's buffer, none for bytes still in the socket (measured in
+/// docs/performance.md).
+fn read_known<'py>(
+    py: Python<'py>,
+    reader: &mut dyn BodyReader,
+    io_error: &IoError<'_>,
+    capacity: usize,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let size = ffi::Py_ssize_t::try_from(capacity)
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("read size too large"))?;
+    // SAFETY: a new `bytes` object whose contents are left uninitialized;
+    // it is filled below before anything else can see it (CPython allows
+    // writing a `bytes` object until it is shared).
+    let object = unsafe {
+        Bound::from_owned_ptr_or_err(py, ffi::PyBytes_FromStringAndSize(std::ptr::null(), size))?
+            .cast_into_unchecked::<PyBytes>()
     };
-    // The length is known: the chunks are copied straight into one `bytes`
-    // object of the right size (a 64 KiB upload read in one call: one copy
-    // instead of two, measured in docs/performance.md).
-    let capacity = limit
-        .min(usize::try_from(remaining).unwrap_or(usize::MAX))
-        .max(buffered);
-    PyBytes::new_with_writer(py, capacity, |writer| {
-        while writer.len() < limit {
-            let buffer = fill(py, reader).map_err(io_error)?;
-            if buffer.is_empty() {
-                break;
-            }
-            let taken = buffer.len().min(limit - writer.len());
-            writer.write_bytes(&buffer[..taken])?;
-            reader.consume(taken);
+    // SAFETY: the object holds `capacity` bytes at this address, and this
+    // is the only reference to it; `MaybeUninit` makes no claim on them.
+    let data = unsafe {
+        std::slice::from_raw_parts_mut(
+            ffi::PyBytes_AsString(object.as_ptr()).cast::<MaybeUninit<u8>>(),
+            capacity,
+        )
+    };
+    let mut filled = 0;
+    while filled < capacity {
+        match reader.read_into(&mut data[filled..]).map_err(io_error)? {
+            Some(0) => break,
+            Some(read) => filled += read,
+            None => py.detach(|| reader.wait()).map_err(io_error)?,
         }
-        Ok(())
-    })
+    }
+    if filled == capacity {
+        return Ok(object);
+    }
+    // The body ended early (not expected with a `Content-Length`): a
+    // `bytes` object of what was read.
+    // SAFETY: `read_into` initialized the first `filled` bytes.
+    let read = unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), filled) };
+    Ok(PyBytes::new(py, read))
 }
 
 /// Reads up to `limit` bytes into a growing buffer, then makes one `bytes`.

@@ -26,7 +26,14 @@
 //! upload reads in `LAST_READ` steps. A reserved body is read into one
 //! buffer of its remaining length, apart from the connection's read buffer
 //! (`read_declared`). Bodies that came whole with the head cost one feed
-//! and no reservation.
+//! and no reservation. A rest of at least `IN_SOCKET_MIN` bytes that is in
+//! the socket's receive queue already (`FIONREAD`) is not read here at
+//! all: the codec counts it as read, and the application thread receives
+//! it from the socket straight into its own object (a Python `bytes`), so
+//! the body is copied once, by the kernel; the connection takes the socket
+//! back after the response and discards what the application left
+//! (`Exchange::leave_in_socket`). The rule above still holds: those bytes
+//! are here, so no client can make that thread wait for them.
 //!
 //! Like nginx, which answers `Expect: 100-continue` when it starts reading
 //! the body it buffers, the `100 Continue` goes out before the first read;
@@ -276,6 +283,28 @@ async fn read_declared<S: Transport, P: BodyDecoder>(
     let rest = body
         .length
         .map_or(0, |length| length.saturating_sub(body.received));
+    let queued = if P::SKIPS_BODY && rest >= IN_SOCKET_MIN && read_buf.is_empty() {
+        queued(stream.as_raw_fd()).unwrap_or(0)
+    } else {
+        0
+    };
+    if queued >= rest && rest > 0 && protocol.skip_body(rest) {
+        // The rest is in the socket's receive queue already: it stays
+        // there, and the application thread receives it straight into its
+        // own object (`Exchange::leave_in_socket`), one copy less; a slow
+        // client cannot hold that thread, the bytes being here.
+        if queued == rest {
+            // Nothing behind it is ours: the next head is waited for, not
+            // asked of the socket first (a `recvfrom` answering EAGAIN per
+            // upload otherwise, as in 3820e55).
+            stream.forget_readable();
+        }
+        body.received += rest;
+        body.in_socket = true;
+        exchange.leave_in_socket(rest);
+        body.feed(protocol, read_buf, exchange);
+        return outcome(body);
+    }
     // One byte of room more than the body: the read that completes it is
     // then short, and tokio takes that as the socket drained, so the next
     // head is waited for rather than asked of the socket first (an exact
@@ -308,6 +337,21 @@ async fn read_declared<S: Transport, P: BodyDecoder>(
         read_buf.extend_from_slice(&buf);
     }
     outcome(body)
+}
+
+/// The smallest body rest left in the socket for the application thread:
+/// below it the copy saved costs less than the `ioctl` asking.
+const IN_SOCKET_MIN: u64 = 16 * 1024;
+
+/// The bytes in the socket's receive queue (`FIONREAD`), if it says.
+fn queued(fd: std::os::fd::RawFd) -> Option<u64> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: `FIONREAD` writes one `int` to the address given.
+    let result = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) };
+    if result < 0 {
+        return None;
+    }
+    u64::try_from(queued).ok()
 }
 
 fn outcome(body: &BodyState) -> Buffered {

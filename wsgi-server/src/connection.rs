@@ -97,6 +97,10 @@ impl BodyDecoder for ServerConn {
     fn encode_continue(&mut self, dst: &mut BytesMut) {
         ServerConn::encode_continue(self, dst);
     }
+    const SKIPS_BODY: bool = true;
+    fn skip_body(&mut self, len: u64) -> bool {
+        ServerConn::skip_body(self, len)
+    }
 }
 
 /// Serves an HTTP/1.x connection until it closes.
@@ -273,7 +277,15 @@ async fn serve_from<S: Transport>(
         // The application thread wrote that response itself, and this is
         // the worker's only connection: lend it to that thread for its
         // next requests (`crate::linger`), and wait until it comes back.
-        if served.idle_since.is_none() || !read_buf.is_empty() || !may_lend(&shared) {
+        // Not after a request with a body either: its client likely sends
+        // another, which a lent thread would send home (at one connection,
+        // 64 KiB uploads: 4.6 -> 2.9 context switches and 14.4 -> 9.0 system
+        // calls per request without the lend and return).
+        if served.idle_since.is_none()
+            || !read_buf.is_empty()
+            || body.received > 0
+            || !may_lend(&shared)
+        {
             continue;
         }
         let Ok(fd) = stream.into_fd() else {

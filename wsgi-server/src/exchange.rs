@@ -16,6 +16,14 @@
 //! ([`Exchange::want_written_wake`]): a connection waiting for its client's
 //! next request learns of the response when that request arrives.
 //!
+//! A `Content-Length` body whose rest is already in the socket's receive
+//! queue when the request is queued may be left there
+//! ([`Exchange::leave_in_socket`], decided by [`crate::buffering`]): the
+//! application thread then receives it straight into its own object
+//! ([`BodyReader::read_into`]), under this lock, until the connection
+//! takes the socket back ([`Exchange::reclaim_socket`]) and discards what
+//! was left unread.
+//!
 //! Budgets bound memory: the connection reads ahead at most
 //! [`BODY_READ_AHEAD`] body bytes the application has not asked for, and the
 //! application may queue [`OUTPUT_BUDGET`] bytes before `must_wait` says to
@@ -23,6 +31,8 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -126,6 +136,9 @@ struct State {
     /// learns of it when its client sends again).
     wake_when_written: bool,
 
+    /// Body bytes after those in `body` still in the socket, for the
+    /// application thread to receive itself (see the module docs).
+    socket_left: u64,
     /// The connection is gone: every application call fails from now on.
     disconnected: bool,
     /// The application is blocked on the condvar. std's `Condvar::notify_*`
@@ -198,6 +211,7 @@ impl Exchange {
                 direct: None,
                 written: None,
                 wake_when_written: false,
+                socket_left: 0,
                 disconnected: false,
                 app_waiting: false,
             }),
@@ -247,6 +261,23 @@ impl Exchange {
         let mut state = self.lock();
         state.body_buffered = 0;
         state.body.drain(..).collect()
+    }
+
+    /// Leaves the body's last `len` bytes, all in the socket's receive queue
+    /// already, for the application thread to receive (see the module docs).
+    pub fn leave_in_socket(&self, len: u64) {
+        self.lock().socket_left = len;
+    }
+
+    /// Takes the socket back from the application thread (whose body reads
+    /// fail from now on) once the request is over; returns how many body
+    /// bytes it left in the socket, for the connection to discard.
+    pub fn reclaim_socket(&self) -> u64 {
+        let mut state = self.lock();
+        state.disconnected = true;
+        state.direct = None;
+        state.wake_app(&self.app_wakeup);
+        std::mem::take(&mut state.socket_left)
     }
 
     /// Marks the body complete (`None`) or failed.
@@ -394,10 +425,16 @@ pub struct AppBody {
     /// A body spooled to an unlinked temporary file ([`crate::buffering`]),
     /// read from its start; what the exchange holds comes after it.
     spool: Option<std::fs::File>,
+    /// The connection's socket, when the body's end was left in it: read
+    /// after what the exchange holds, under its lock, while `socket_left`.
+    socket: Option<RawFd>,
 }
 
 /// Bytes read from a spooled body at a time.
 const SPOOL_READ: usize = 64 * 1024;
+/// Bytes received at a time from a body left in the socket, by a reader
+/// that wants a buffer (`readline`, a chunk at a time).
+const SOCKET_READ: usize = 64 * 1024;
 
 impl AppBody {
     /// The body reader of an exchange; `length` is the body's length when
@@ -408,7 +445,63 @@ impl AppBody {
             current: Bytes::new(),
             remaining: length,
             spool: None,
+            socket: None,
         }
+    }
+
+    /// A reader whose body ends in the socket `fd` (see the module docs).
+    pub fn in_socket(exchange: Arc<Exchange>, length: Option<u64>, fd: RawFd) -> Self {
+        AppBody {
+            socket: Some(fd),
+            ..AppBody::new(exchange, length)
+        }
+    }
+
+    /// Receives up to `len` bytes of the body's end when the exchange holds
+    /// no more (`None` otherwise: read those first), into the room `dst`
+    /// gives for the length it is called with.
+    fn receive(
+        &mut self,
+        len: usize,
+        dst: impl FnOnce(usize) -> *mut u8,
+    ) -> Option<io::Result<usize>> {
+        let fd = self.socket?;
+        let mut state = self.exchange.lock();
+        if !state.body.is_empty() || state.socket_left == 0 {
+            return None;
+        }
+        if state.disconnected {
+            return Some(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "client disconnected",
+            )));
+        }
+        let len = len.min(usize::try_from(state.socket_left).unwrap_or(usize::MAX));
+        let dst = dst(len);
+        let received = loop {
+            // SAFETY: `dst` has room for `len` bytes (its contract);
+            // the socket is open while the lock is held and `disconnected`
+            // is not set (the connection takes the lock to reclaim it).
+            // The bytes are in the receive queue already: this does not wait.
+            let received = unsafe { libc::recv(fd, dst.cast(), len, libc::MSG_DONTWAIT) };
+            match usize::try_from(received) {
+                Ok(received) => break received,
+                Err(_) => {
+                    let error = io::Error::last_os_error();
+                    if error.kind() != io::ErrorKind::Interrupted {
+                        return Some(Err(error));
+                    }
+                }
+            }
+        };
+        if received == 0 {
+            return Some(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the client closed the connection before the end of the body",
+            )));
+        }
+        state.socket_left -= received as u64;
+        Some(Ok(received))
     }
 
     /// A reader whose body starts in `spool` (positioned at its start).
@@ -449,6 +542,22 @@ impl BodyReader for AppBody {
             // A file read may touch the disk: done in `wait`, where a
             // runtime with a global lock has released it.
             return Ok(None);
+        }
+        if self.current.is_empty() && self.socket.is_some() {
+            // The body's end is in the socket: a piece of it, for a reader
+            // that wants a buffer (`read_into` needs none).
+            let mut buffer = bytes::BytesMut::new();
+            let room = |len| {
+                buffer.reserve(len);
+                buffer.spare_capacity_mut().as_mut_ptr().cast()
+            };
+            if let Some(received) = self.receive(SOCKET_READ, room) {
+                let received = received?;
+                // SAFETY: `receive` wrote that many bytes.
+                unsafe { buffer.set_len(received) };
+                self.current = buffer.freeze();
+                return Ok(Some(&self.current));
+            }
         }
         if self.current.is_empty() {
             let mut state = self.exchange.lock();
@@ -498,6 +607,26 @@ impl BodyReader for AppBody {
 
     fn remaining_hint(&self) -> Option<u64> {
         self.remaining
+    }
+
+    fn read_into(&mut self, dst: &mut [MaybeUninit<u8>]) -> io::Result<Option<usize>> {
+        if self.current.is_empty() && !dst.is_empty() {
+            if let Some(received) = self.receive(dst.len(), |_| dst.as_mut_ptr().cast()) {
+                let received = received?;
+                if let Some(remaining) = &mut self.remaining {
+                    *remaining = remaining.saturating_sub(received as u64);
+                }
+                return Ok(Some(received));
+            }
+        }
+        let Some(buffer) = self.fill_buf()? else {
+            return Ok(None);
+        };
+        let taken = buffer.len().min(dst.len());
+        // SAFETY: `dst` has room for `taken` bytes, and the two do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(buffer.as_ptr(), dst.as_mut_ptr().cast(), taken) };
+        self.consume(taken);
+        Ok(Some(taken))
     }
 
     fn wait(&mut self) -> io::Result<()> {

@@ -219,6 +219,12 @@ pub trait Transport: AsyncRead + AsyncWrite + AsRawFd + Unpin {
     fn writable(&self) -> impl std::future::Future<Output = io::Result<()>>;
     /// Runs a non-blocking write syscall, clearing readiness on `WouldBlock`.
     fn try_write_io<R>(&self, call: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
+    /// Forgets that the socket was readable: the caller knows that all it
+    /// holds is someone else's (a body left for the application thread), so
+    /// the next read waits for new bytes instead of asking the socket first.
+    /// Only on the I/O thread, between polls of its driver: an arrival after
+    /// the caller looked is a new event the driver has not delivered yet.
+    fn forget_readable(&self);
     /// The socket, out of the I/O thread's poller (still non-blocking), to
     /// lend to an application thread (`crate::lend`).
     fn into_fd(self) -> io::Result<std::os::fd::OwnedFd>
@@ -242,6 +248,11 @@ macro_rules! transport {
             }
             fn try_write_io<R>(&self, call: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
                 self.try_io(Interest::WRITABLE, call)
+            }
+            fn forget_readable(&self) {
+                let _ = self.try_io(Interest::READABLE, || {
+                    Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                });
             }
             fn into_fd(self) -> io::Result<std::os::fd::OwnedFd> {
                 Ok(self.into_std()?.into())
@@ -310,6 +321,15 @@ pub trait BodyDecoder {
     fn decode_body_eof(&mut self, src: &mut BytesMut) -> Result<Option<BodyEvent>, (u16, String)>;
     /// Writes `100 Continue` (HTTP only).
     fn encode_continue(&mut self, _dst: &mut BytesMut) {}
+    /// Whether [`BodyDecoder::skip_body`] can ever succeed (HTTP's can), so
+    /// the socket is asked what it holds only then.
+    const SKIPS_BODY: bool = false;
+    /// Counts the next `len` body bytes as taken from the socket by someone
+    /// else (the application thread, `crate::buffering`); `false`, changing
+    /// nothing, when the protocol cannot (HTTP with a `Content-Length` can).
+    fn skip_body(&mut self, _len: u64) -> bool {
+        false
+    }
 }
 
 /// A piece of request body.
@@ -346,6 +366,10 @@ pub struct BodyState {
     pub length: Option<u64>,
     /// Body bytes decoded so far.
     pub received: u64,
+    /// The body's end was left in the socket for the application thread
+    /// to receive (`crate::buffering`): the socket must be taken back, and
+    /// what it did not read discarded, before the connection goes on.
+    pub in_socket: bool,
 }
 
 impl BodyState {
@@ -358,6 +382,7 @@ impl BodyState {
             continue_sent: !expect_continue,
             length,
             received: 0,
+            in_socket: false,
         }
     }
 
@@ -583,6 +608,9 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
     let request = Request {
         environ,
         input: Box::new(match spool {
+            None if body.in_socket => {
+                AppBody::in_socket(Arc::clone(&exchange), body.length, stream.as_raw_fd())
+            }
             None => AppBody::new(Arc::clone(&exchange), body.length),
             Some(file) => AppBody::spooled(Arc::clone(&exchange), body.length, file),
         }),
@@ -615,7 +643,7 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
             exchange.lend_direct(direct, !watch_client);
         }
     }
-    let served = respond(
+    let mut served = respond(
         Conn {
             stream,
             protocol,
@@ -631,7 +659,37 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
     )
     .await;
     drop(body_buffer);
+    if body.in_socket {
+        // The codec counted those bytes as read: discard what the
+        // application left of them before the next head is read (they are
+        // in the socket already, so this does not wait for the client).
+        let left = exchange.reclaim_socket();
+        if left > 0 && !discard(stream.as_raw_fd(), left) {
+            served.outcome = Outcome::Close;
+        }
+    }
     served
+}
+
+/// Reads and drops `len` bytes that are in the socket's receive queue
+/// already (so no wait: the socket's readiness may have been forgotten,
+/// `Transport::forget_readable`); whether all came.
+fn discard(fd: RawFd, mut len: u64) -> bool {
+    let mut scratch = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX).min(64 * 1024)];
+    while len > 0 {
+        let want = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .min(scratch.len());
+        // SAFETY: `scratch` has room for `want` bytes.
+        let read = unsafe { libc::recv(fd, scratch.as_mut_ptr().cast(), want, libc::MSG_DONTWAIT) };
+        match usize::try_from(read) {
+            Ok(0) => return false,
+            Ok(read) => len -= read as u64,
+            Err(_) if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 /// Writes the response of a request in `exchange`: what the application

@@ -6,6 +6,7 @@ Every trickling client here is a raw socket that sends a head declaring a
 100 kB body and then a few bytes; the loops over them are bounded in count,
 and waits are bounded by generous timeouts that only fail a test."""
 
+import hashlib
 import json
 import socket
 import tempfile
@@ -208,3 +209,60 @@ def test_streaming_asked_for_one_route(start):
         conn.send(b"B" * 99)
         response = conn.read_response(method=b"POST")
         assert (response.status, response.body) == (200, b"100")
+
+
+def upload_body(size):
+    """`size` bytes of lines of varied length, none of them alike."""
+    lines, total, number = [], 0, 0
+    while total < size:
+        line = b"%d:" % number + b"y" * (number % 97) + b"\n"
+        lines.append(line)
+        total += len(line)
+        number += 1
+    return b"".join(lines)[:size]
+
+
+@pytest.mark.parametrize("how", ["read", "chunks-65536", "chunks-1000", "lines", "readline-300"])
+def test_a_body_already_in_the_socket_reads_whole(start, how):
+    # A head and a 200 kB body sent in one piece: when the head is read the
+    # rest of the body is in the socket, and the application thread receives
+    # it from there itself (`Exchange::leave_in_socket`), straight into
+    # `read`'s `bytes` object or a piece at a time for the other reads.
+    server = start(*APP)
+    body = upload_body(200_000)
+    expected = {"length": len(body), "sha256": hashlib.sha256(body).hexdigest(), "after": 0}
+    with Conn(server, timeout=10) as conn:
+        for _ in range(3):
+            conn.send(request(b"POST", b"/digest?" + how.encode(), body=body))
+            response = conn.read_response(method=b"POST")
+            assert (response.status, json.loads(response.body)) == (200, expected)
+        # A request of a pipelined pair behind a body in the socket.
+        conn.send(request(b"POST", b"/digest?" + how.encode(), body=body)
+                  + request(b"GET", b"/len"))
+        response = conn.read_response(method=b"POST")
+        assert (response.status, json.loads(response.body)) == (200, expected)
+        response = conn.read_response()
+        assert (response.status, response.body) == (200, b"0")
+
+
+@pytest.mark.parametrize("route", [b"/digest?part-10", b"/digest?part-30000", b"/ignores"])
+def test_what_the_application_leaves_of_a_body_in_the_socket_is_discarded(start, route):
+    # The codec counted the body left in the socket as read: what the
+    # application does not read must go before the next head is parsed,
+    # whether the next request came with the body or after the answer.
+    server = start(*APP)
+    body = upload_body(100_000)
+    with Conn(server, timeout=10) as conn:
+        for pipelined in (False, True, False):
+            conn.send(request(b"POST", route, body=body)
+                      + (request(b"GET", b"/len") if pipelined else b""))
+            response = conn.read_response(method=b"POST")
+            assert response.status == 200, response
+            if route != b"/ignores":
+                read = int(route.split(b"-")[1])
+                assert json.loads(response.body) == {
+                    "length": read, "sha256": hashlib.sha256(body[:read]).hexdigest(), "after": 0}
+            if not pipelined:
+                conn.send(request(b"GET", b"/len"))
+            response = conn.read_response()
+            assert (response.status, response.body, response.header("connection")) == (200, b"0", None)

@@ -10,6 +10,7 @@ a file) and every wait is for an event, with a generous failure bound."""
 
 import http.client
 import threading
+import time
 
 import pytest
 import requests
@@ -202,6 +203,31 @@ def test_a_lone_connection_is_served_by_its_application_thread(start, tmp_path):
     assert (status, body) == (200, b"")
     # The traceback is written by the log thread: waited for, not assumed.
     assert "lendapp error 5e1f" in server.wait_for_log("lendapp error 5e1f", timeout=BOUND)
+    conn.close()
+
+
+def test_a_lone_connection_is_not_lent_after_a_request_with_a_body(start):
+    # An uploading client likely uploads again, and a lent thread sends a
+    # request with a body home: after one, the connection stays with its
+    # task, in the I/O thread's poller; after plain requests it is lent
+    # again (taken out of the poller: the check can tell).
+    server = start("--pythonpath", str(TEST_APPS), "lendapp", "-w", "1", "--threads", "2")
+    worker = worker_pid(server.pid)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=BOUND)
+    for _ in range(3):
+        assert get(conn, "/") == (200, b"hello")
+    # Looked up once the server has accepted it (a deferred accept).
+    inode = server_socket_inode(server.port, conn.sock.getsockname()[1])
+    wait_until("the connection lent", lambda: inode not in polled_sockets(worker))
+    for _ in range(3):
+        conn.request("POST", "/echo", body=b"x" * 70000)
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (200, b"x" * 70000)
+        time.sleep(0.3)  # a lend would have happened by now
+        assert inode in polled_sockets(worker), "lent after a request with a body"
+    for _ in range(2):
+        assert get(conn, "/") == (200, b"hello")
+    wait_until("the connection lent again", lambda: inode not in polled_sockets(worker))
     conn.close()
 
 

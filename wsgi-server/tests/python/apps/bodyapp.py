@@ -6,9 +6,15 @@
 - `/spool`: reads the body and answers its length and the descriptors of
   this process that point to deleted files (a spooled body's file has no
   name from the start);
+- `/digest?HOW`: reads the body as HOW says (`read`: `read()`;
+  `chunks-N`: `read(N)` until `b""`; `lines`: iteration; `readline-N`:
+  `readline(N)` until `b""`; `part-N`: one `read(N)`, the rest left unread)
+  and answers the length and SHA-256 of what it read, and what a `read()`
+  after that gave;
 - anything else: `ok`, without reading the body.
 """
 
+import hashlib
 import json
 import os
 
@@ -30,6 +36,28 @@ def application(environ, start_response):
                 deleted.append(target)
         body += environ["wsgi.input"].read()
         payload = json.dumps({"length": len(body), "deleted": deleted}).encode()
+    elif path == "/digest":
+        stream = environ["wsgi.input"]
+        how = environ["QUERY_STRING"]
+        pieces = []
+        if how == "read":
+            pieces.append(stream.read())
+        elif how.startswith("chunks-"):
+            while piece := stream.read(int(how[7:])):
+                pieces.append(piece)
+        elif how == "lines":
+            pieces.extend(stream)
+        elif how.startswith("readline-"):
+            while piece := stream.readline(int(how[9:])):
+                pieces.append(piece)
+        elif how.startswith("part-"):
+            pieces.append(stream.read(int(how[5:])))
+        assert all(type(piece) is bytes for piece in pieces)
+        body = b"".join(pieces)
+        after = b"" if how.startswith("part-") else stream.read()
+        payload = json.dumps(
+            {"length": len(body), "sha256": hashlib.sha256(body).hexdigest(), "after": len(after)}
+        ).encode()
     elif path == "/first":
         payload = environ["wsgi.input"].read(1)
     else:
