@@ -38,6 +38,45 @@ def app(environ, start_response):
     assert_eq!(log.text(), "");
 }
 
+/// Heads of every size come out whole and in order, with the reason
+/// phrase, each name and value a slice of the head's one buffer.
+#[test]
+fn response_heads_of_every_size_keep_their_headers() {
+    let (app, log) = app(
+        "t_head_sizes",
+        r#"
+def app(environ, start_response):
+    count = int(environ["PATH_INFO"][1:])
+    headers = [("X-H%d" % i, "v%d-" % i + "\xe9" * i) for i in range(count)]
+    start_response("299 Custom Reason", headers)
+    return [b"body"]
+"#,
+    );
+    for count in [0usize, 1, 15, 16, 17, 40] {
+        let record = serve(&app, get(&format!("/{count}")), vec![]);
+        let head = record.head.as_ref().unwrap();
+        assert_eq!(
+            (head.status, &head.reason[..]),
+            (299, &b"Custom Reason"[..])
+        );
+        let mut expected: Vec<(Vec<u8>, Vec<u8>)> = (0..count)
+            .map(|i| {
+                let mut value = format!("v{i}-").into_bytes();
+                value.extend(std::iter::repeat_n(0xe9u8, i));
+                (format!("X-H{i}").into_bytes(), value)
+            })
+            .collect();
+        expected.push((b"Content-Length".to_vec(), b"4".to_vec()));
+        let got: Vec<(Vec<u8>, Vec<u8>)> = head
+            .headers
+            .iter()
+            .map(|(name, value)| (name.to_vec(), value.to_vec()))
+            .collect();
+        assert_eq!(got, expected, "{count} headers");
+    }
+    assert_eq!(log.text(), "");
+}
+
 #[test]
 fn several_requests_on_one_thread_keep_thread_locals() {
     let (app, _) = app(

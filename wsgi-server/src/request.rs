@@ -102,7 +102,7 @@ impl Shared {
             .in_flight
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut start = RecordStart {
-            began: Instant::now(),
+            began: crate::date::monotonic_nanos(),
             record: None,
         };
         if let Some((log, x_forwarded_for)) = &self.access_log {
@@ -151,7 +151,9 @@ impl Shared {
             .in_flight
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let tally = served.tally;
-        let total = start.began.elapsed();
+        let total = std::time::Duration::from_nanos(
+            crate::date::monotonic_nanos().saturating_sub(start.began),
+        );
         self.counters.count(
             tally.status,
             bytes_in,
@@ -193,7 +195,8 @@ impl Shared {
 /// What a request's record knows when its head arrives.
 #[derive(Debug)]
 pub struct RecordStart {
-    began: Instant,
+    /// `date::monotonic_nanos` when the head was read.
+    began: u64,
     /// Filled only when an access log wants it.
     record: Option<Box<RequestRecord>>,
 }
