@@ -264,6 +264,26 @@ def test_idle_keep_alive_connection_closed_after_timeout(start):
     assert 0.5 <= waited <= 3, f"closed after {waited:.2f}s with --keep-alive 1"
 
 
+def test_keep_alive_timeout_counts_from_the_last_response(start):
+    # Requests 0.4 s apart for twice the keep-alive time: the connection's
+    # timer, set at the first response and only moved on when it fires,
+    # must not close it; once idle, it closes after the keep-alive time.
+    # The pauses are well inside the 1 s allowed, as in the test above.
+    server = start(str(APPS / "pep3333_app.py"), "--keep-alive", "1")
+    with Conn(server) as conn:
+        for _ in range(6):
+            conn.send(request(b"GET", b"/write"))
+            assert conn.read_response().status == 200
+            time.sleep(0.4)
+        conn.send(request(b"GET", b"/write"))
+        assert conn.read_response().status == 200
+        started = time.monotonic()
+        closed, extra = conn.at_eof(timeout=4)
+        waited = time.monotonic() - started
+    assert closed and extra == b"", extra
+    assert 0.5 <= waited <= 3, f"closed after {waited:.2f}s with --keep-alive 1"
+
+
 @pytest.mark.parametrize("mode", ["list", "gen"])
 def test_body_longer_than_declared_content_length_is_cut(server, mode):
     """The app declares 5 bytes and returns 10: exactly 5 go out, and the
