@@ -36,16 +36,9 @@ struct Image {
     released: bool,
     /// Taking the record failed once (an unexpected layout): never try again.
     unusable: bool,
-    /// libpython's read-only file mappings without private copies.
-    clean: Vec<(usize, usize)>,
 }
 
-/// What [`record`] finds: the load address, the writable regions, the clean
-/// read-only mappings.
-type Recorded = (usize, Vec<Region>, Vec<(usize, usize)>);
-
 static IMAGE: Mutex<Image> = Mutex::new(Image {
-    clean: Vec::new(),
     regions: Vec::new(),
     anchor: 0,
     released: false,
@@ -73,10 +66,9 @@ pub unsafe fn release() -> usize {
     }
     if image.regions.is_empty() {
         match record() {
-            Some((anchor, regions, clean)) if !regions.is_empty() => {
+            Some((anchor, regions)) if !regions.is_empty() => {
                 image.anchor = anchor;
                 image.regions = regions;
-                image.clean = clean;
                 // SAFETY: registers a plain `extern "C" fn()`.
                 unsafe { libc::atexit(restore_at_exit) };
             }
@@ -99,12 +91,6 @@ pub unsafe fn release() -> usize {
             )
         };
         released += region.len;
-    }
-    for &(start, end) in &image.clean {
-        // SAFETY: a read-only private file mapping of libpython with no
-        // private copies: a page dropped reads the same from the file again
-        // (nothing here reads them: the loader's relocation tables, text).
-        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
     }
     image.released = true;
     released
@@ -131,13 +117,11 @@ extern "C" fn restore_at_exit() {
 }
 
 /// The writable file mappings of the object that defines `Py_IsInitialized`,
-/// each with its differences from the file; that object's load address; and
-/// its read-only mappings that hold no private copies (the first holds the
-/// relocation tables, 0.8 MiB with 3.11, which only the loader read).
+/// each with its differences from the file; and that object's load address.
 /// Allocates little besides the records themselves: what the master
 /// allocates here it keeps (nothing later makes its allocator return pages).
 #[cfg(target_os = "linux")]
-fn record() -> Option<Recorded> {
+fn record() -> Option<(usize, Vec<Region>)> {
     use std::os::unix::fs::MetadataExt;
 
     // SAFETY: dladdr fills `info` for an address of a loaded object.
@@ -194,53 +178,12 @@ fn record() -> Option<Recorded> {
         }
         regions.push(record_region(&file, offset, start, len, base)?);
     }
-    Some((base, regions, clean_mappings(inode)))
+    Some((base, regions))
 }
 
 #[cfg(not(target_os = "linux"))]
-fn record() -> Option<Recorded> {
+fn record() -> Option<(usize, Vec<Region>)> {
     None
-}
-
-/// The read-only mappings of file `inode` whose pages are all the file's
-/// (`Anonymous: 0` in /proc/self/smaps), read line by line: a whole smaps
-/// text would be a large allocation the master keeps.
-#[cfg(target_os = "linux")]
-fn clean_mappings(inode: u64) -> Vec<(usize, usize)> {
-    use std::io::{BufRead, BufReader};
-
-    let Ok(smaps) = std::fs::File::open("/proc/self/smaps") else {
-        return Vec::new();
-    };
-    let mut clean = Vec::new();
-    let mut current = None;
-    let mut line = String::new();
-    let mut reader = BufReader::with_capacity(4096, smaps);
-    while reader.read_line(&mut line).is_ok_and(|read| read > 0) {
-        let mut fields = line.split_whitespace();
-        let first = fields.next().unwrap_or("");
-        if let Some((start, end)) = first.split_once('-') {
-            let perms = fields.next().unwrap_or("");
-            let map_inode = fields.nth(2).and_then(|inode| inode.parse::<u64>().ok());
-            current = match (
-                usize::from_str_radix(start, 16),
-                usize::from_str_radix(end, 16),
-            ) {
-                (Ok(start), Ok(end)) if map_inode == Some(inode) && !perms.contains('w') => {
-                    Some((start, end))
-                }
-                _ => None,
-            };
-        } else if first == "Anonymous:" {
-            if let Some(range) = current.take() {
-                if fields.next() == Some("0") {
-                    clean.push(range);
-                }
-            }
-        }
-        line.clear();
-    }
-    clean
 }
 
 /// The differences between the mapping at `start` (`len` bytes, readable)
