@@ -132,6 +132,16 @@ fn record() -> Option<(usize, Vec<Region>)> {
         return None;
     }
     let base = info.dli_fbase as usize;
+    // A libpython linked statically is part of the object this code is in,
+    // whose data (this module's own state among it) is in use: leave it.
+    // SAFETY: as above, for an address of this function.
+    let mut ours: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: see above; `ours` outlives the call.
+    if unsafe { libc::dladdr(record as *const libc::c_void, &mut ours) } == 0
+        || ours.dli_fbase as usize == base
+    {
+        return None;
+    }
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
     // (start, end, perms, offset, inode, path)
     let parsed = || {
