@@ -32,6 +32,7 @@ mod errors;
 mod file_wrapper;
 pub mod fork;
 pub mod hooks;
+pub mod image;
 #[cfg(feature = "embed")]
 mod init;
 mod input;

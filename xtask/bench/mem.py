@@ -282,6 +282,8 @@ def main():
     ap.add_argument("--settle", type=float, default=1.5, help="seconds of quiet before each run")
     ap.add_argument("--server-cpu", default="0")
     ap.add_argument("--client-cpu", default="1")
+    ap.add_argument("--port", type=int, default=0,
+                    help="first port to use (one per app; default: any free port)")
     ap.add_argument("--breakdown", action="store_true", help="group each process's smaps by mapping")
     ap.add_argument("--min-kib", type=int, default=64, help="breakdown: hide groups below this PSS")
     ap.add_argument("extra", nargs="*", help="more server arguments (after --)")
@@ -298,8 +300,8 @@ def main():
     by_app = {}
     for name, c in plan:
         by_app.setdefault(SCENARIOS[name]["app"], []).append((name, c))
-    for app, items in by_app.items():
-        port = free_port()
+    for n, (app, items) in enumerate(by_app.items()):
+        port = args.port + n if args.port else free_port()
         argv = ["taskset", "-c", args.server_cpu, os.path.abspath(args.bin), "--bind", f"{HOST}:{port}",
                 "-w", str(args.workers), *args.extra, f"{app}:application"]
         env = dict(os.environ, VIRTUAL_ENV=args.venv, PYTHONPATH=APPS)
