@@ -1529,6 +1529,21 @@ mod tests {
         batch
     }
 
+    /// An I/O thread's runtime and task set, and a scoreboard slot, for a
+    /// test that drives the queue itself.
+    fn io_thread() -> (
+        tokio::runtime::Runtime,
+        tokio::task::LocalSet,
+        &'static WorkerSlot,
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let slot: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
+        (runtime, tokio::task::LocalSet::new(), slot)
+    }
+
     /// With the watchdog on, the runtime's sink goes through the thread's
     /// guard: a request the watchdog abandons has its response ended (a
     /// 500), the runtime's later calls on that sink fail as for a gone
@@ -1537,12 +1552,7 @@ mod tests {
     fn an_abandoned_request_loses_its_sink_and_the_next_one_keeps_its_own() {
         let (sender, receiver) = std::sync::mpsc::channel();
         let app: Arc<dyn Application> = Arc::new(Handover(Mutex::new(sender)));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let local = tokio::task::LocalSet::new();
-        let slot: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
+        let (runtime, local, slot) = io_thread();
         // Long enough that the watchdog itself never acts here.
         let watch = Watch {
             timeout: Duration::from_secs(3600),
@@ -1618,12 +1628,7 @@ mod tests {
     fn a_full_queue_holds_submits_until_a_place_frees_or_it_closes() {
         let (gate, gate_receiver) = std::sync::mpsc::channel();
         let app: Arc<dyn Application> = Arc::new(Gate(Mutex::new(gate_receiver)));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let local = tokio::task::LocalSet::new();
-        let slot: &'static WorkerSlot = Box::leak(Box::new(WorkerSlot::new()));
+        let (runtime, local, slot) = io_thread();
         let pool = AppPool::start(app, 1, 1, slot, None).unwrap();
         let queue = pool.queue();
         local.block_on(&runtime, async {

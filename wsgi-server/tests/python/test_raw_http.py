@@ -248,27 +248,31 @@ def test_percent_encoded_utf8_path_is_latin1_in_environ(server):
     assert response.body == "not found: /caf\u00c3\u00a9 x".encode("latin-1")
 
 
-def test_idle_keep_alive_connection_closed_after_timeout(start):
-    # The keep-alive timeout is what is tested, so the time is measured; the
-    # bounds leave the timing no say in a correct server's result (it closes
-    # after 1 s) and catch both misbehaviours: a server that closes at once
-    # (< 0.5 s) and one that keeps the connection (> 3 s).
-    server = start(str(APPS / "pep3333_app.py"), "--keep-alive", "1")
-    with Conn(server) as conn:
-        conn.send(request(b"GET", b"/write"))
-        assert conn.read_response().status == 200
-        started = time.monotonic()
-        closed, extra = conn.at_eof(timeout=4)
-        waited = time.monotonic() - started
+def assert_closes_after_one_second(conn):
+    """The server closes `conn`, idle from now, after `--keep-alive 1`.
+    The keep-alive timeout is what is tested, so the time is measured; the
+    bounds leave the timing no say in a correct server's result (it closes
+    after 1 s) and catch both misbehaviours: a server that closes at once
+    (< 0.5 s) and one that keeps the connection (> 3 s)."""
+    started = time.monotonic()
+    closed, extra = conn.at_eof(timeout=4)
+    waited = time.monotonic() - started
     assert closed and extra == b"", extra
     assert 0.5 <= waited <= 3, f"closed after {waited:.2f}s with --keep-alive 1"
 
 
+def test_idle_keep_alive_connection_closed_after_timeout(start):
+    server = start(str(APPS / "pep3333_app.py"), "--keep-alive", "1")
+    with Conn(server) as conn:
+        conn.send(request(b"GET", b"/write"))
+        assert conn.read_response().status == 200
+        assert_closes_after_one_second(conn)
+
+
 def test_keep_alive_timeout_counts_from_the_last_response(start):
     # Requests 0.4 s apart for twice the keep-alive time: the connection's
-    # timer, set at the first response and only moved on when it fires,
-    # must not close it; once idle, it closes after the keep-alive time.
-    # The pauses are well inside the 1 s allowed, as in the test above.
+    # timer must not close it; once idle, it closes after the keep-alive
+    # time. The pauses are well inside the 1 s allowed.
     server = start(str(APPS / "pep3333_app.py"), "--keep-alive", "1")
     with Conn(server) as conn:
         for _ in range(6):
@@ -277,11 +281,7 @@ def test_keep_alive_timeout_counts_from_the_last_response(start):
             time.sleep(0.4)
         conn.send(request(b"GET", b"/write"))
         assert conn.read_response().status == 200
-        started = time.monotonic()
-        closed, extra = conn.at_eof(timeout=4)
-        waited = time.monotonic() - started
-    assert closed and extra == b"", extra
-    assert 0.5 <= waited <= 3, f"closed after {waited:.2f}s with --keep-alive 1"
+        assert_closes_after_one_second(conn)
 
 
 @pytest.mark.parametrize("mode", ["list", "gen"])
