@@ -151,7 +151,12 @@ async fn serve_head<S: Transport>(
     let mut write_buf = BytesMut::new();
     // The uwsgi peer is the proxy itself: its variables are believed.
     let conn = conn.with_trusted_proxy(true);
-    let environ = match Environ::from_cgi_vars(head.vars.iter_bytes(), &conn, &shared.environ) {
+    let environ = match Environ::from_cgi_block(
+        head.vars.as_bytes(),
+        head.vars.iter(),
+        &conn,
+        &shared.environ,
+    ) {
         Ok(environ) => Box::new(environ),
         Err(error) => {
             crate::log!(Warning, "uwsgi: unusable request: {error}");
@@ -298,7 +303,8 @@ pub fn serve_fresh_uwsgi(
         encoder: None,
         read_buf: BytesMut::new(),
         back: UwsgiBack::Start,
-        conn,
+        // The uwsgi peer is the proxy itself: its variables are believed.
+        conn: conn.with_trusted_proxy(true),
         alive: adoption.alive,
     });
     if !allowed(&adoptee.conn, shared) {
@@ -328,10 +334,14 @@ pub fn serve_fresh_uwsgi(
             return Err(adoptee);
         }
     };
-    let request_conn = adoptee.conn.clone().with_trusted_proxy(true);
     let environ = match (
         head.content_length,
-        Environ::from_cgi_vars(head.vars.iter_bytes(), &request_conn, &shared.environ),
+        Environ::from_cgi_block(
+            head.vars.as_bytes(),
+            head.vars.iter(),
+            &adoptee.conn,
+            &shared.environ,
+        ),
     ) {
         (0, Ok(environ)) => Box::new(environ),
         _ => {
