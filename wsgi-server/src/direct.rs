@@ -156,7 +156,13 @@ impl DirectWrite {
             self.encoder.encode_end(&mut tail).ok()?;
         }
         let parts: [&[u8]; 3] = [&buffer[..], large, &tail[..]];
-        let (unwritten, error) = match send_now(self.fd, &parts) {
+        // A socket closed right after this response: the data waits in
+        // the kernel (`MSG_MORE`) for the close, whose FIN then leaves in
+        // the same segment, so the peer gets one packet, not two (and
+        // wakes once). Data the socket did not take is written by the I/O
+        // thread without the flag, which sends everything.
+        let more = self.closes_at_once && !self.encoder.keep_alive();
+        let (unwritten, error) = match send_now(self.fd, &parts, more) {
             Ok(sent) => (unsent_parts(&parts, sent, body), None),
             Err(error) => (Vec::new(), Some(error)),
         };
@@ -202,8 +208,10 @@ fn unsent_parts(parts: &[&[u8]; 3], mut sent: usize, body: Option<&Bytes>) -> Ve
 }
 
 /// Writes `parts` without blocking; returns how many bytes the socket took
-/// (fewer than all when its buffer is full).
-fn send_now(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
+/// (fewer than all when its buffer is full). `more`: the caller closes the
+/// socket next (see `encode_and_send`).
+fn send_now(fd: RawFd, parts: &[&[u8]], more: bool) -> io::Result<usize> {
+    let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT | if more { libc::MSG_MORE } else { 0 };
     let total: usize = parts.iter().map(|part| part.len()).sum();
     let mut sent = 0;
     while sent < total {
@@ -233,8 +241,7 @@ fn send_now(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
         // SAFETY: the iovecs point into `parts`, alive for the call; the
         // descriptor is open (see the module docs). MSG_NOSIGNAL: a gone
         // client is an error, not a SIGPIPE.
-        let result =
-            unsafe { libc::sendmsg(fd, &message, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+        let result = unsafe { libc::sendmsg(fd, &message, flags) };
         if result < 0 {
             let error = io::Error::last_os_error();
             match error.kind() {
