@@ -297,7 +297,8 @@ pub fn serve_fresh_uwsgi(
     shared: &Arc<Shared>,
     adoption: Adoption<UwsgiAdoptee>,
 ) -> Result<(), Box<UwsgiAdoptee>> {
-    let mut adoptee = Box::new(UwsgiAdoptee {
+    // Boxed only when it goes to a task.
+    let mut adoptee = UwsgiAdoptee {
         fd,
         decoder: Decoder::new(shared.uwsgi_limits),
         encoder: None,
@@ -306,13 +307,13 @@ pub fn serve_fresh_uwsgi(
         // The uwsgi peer is the proxy itself: its variables are believed.
         conn: conn.with_trusted_proxy(true),
         alive: adoption.alive,
-    });
+    };
     if !allowed(&adoptee.conn, shared) {
         adoptee.back = UwsgiBack::Closed;
-        return Err(adoptee);
+        return Err(Box::new(adoptee));
     }
     let Some(reserved) = shared.queue.try_reserve() else {
-        return Err(adoptee);
+        return Err(Box::new(adoptee));
     };
     match crate::lend::recv_now(
         adoptee.fd.as_raw_fd(),
@@ -320,18 +321,18 @@ pub fn serve_fresh_uwsgi(
         READ_CHUNK / 2,
     ) {
         Ok(true) => {}
-        Ok(false) => return Err(adoptee),
+        Ok(false) => return Err(Box::new(adoptee)),
         Err(()) => {
             adoptee.back = UwsgiBack::Closed;
-            return Err(adoptee);
+            return Err(Box::new(adoptee));
         }
     }
     let head = match adoptee.decoder.decode(&mut adoptee.read_buf) {
         Ok(Some(Event::Head(head))) => head,
-        Ok(None) => return Err(adoptee),
+        Ok(None) => return Err(Box::new(adoptee)),
         Ok(Some(_)) | Err(_) => {
             // The task reports the error (the decoder returns it again).
-            return Err(adoptee);
+            return Err(Box::new(adoptee));
         }
     };
     let environ = match (
@@ -346,7 +347,7 @@ pub fn serve_fresh_uwsgi(
         (0, Ok(environ)) => Box::new(environ),
         _ => {
             adoptee.back = UwsgiBack::Head(Box::new(head));
-            return Err(adoptee);
+            return Err(Box::new(adoptee));
         }
     };
     if health_reply(shared, &environ).is_some()
@@ -354,7 +355,7 @@ pub fn serve_fresh_uwsgi(
         || *shared.shutdown.borrow()
     {
         adoptee.back = UwsgiBack::Head(Box::new(head));
-        return Err(adoptee);
+        return Err(Box::new(adoptee));
     }
     drop(head);
     // No body: `End` comes at once.
@@ -363,7 +364,7 @@ pub fn serve_fresh_uwsgi(
         Ok(Some(Event::End))
     ) {
         adoptee.back = UwsgiBack::Closed;
-        return Err(adoptee);
+        return Err(Box::new(adoptee));
     }
     let (encoder, protocol_name) = encoder_for(&environ);
     let start = shared.request_began(&environ, protocol_name);
@@ -388,7 +389,7 @@ pub fn serve_fresh_uwsgi(
         conn,
         alive,
         ..
-    } = *adoptee;
+    } = adoptee;
     let lent = Box::new(LentUwsgi {
         fd,
         protocol: UwsgiProtocol { decoder, encoder },
