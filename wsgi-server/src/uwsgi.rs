@@ -5,14 +5,14 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use wsgi_core::{ConnInfo, Environ, Request};
+use wsgi_core::{ConnInfo, EmptyBody, Environ, Request};
 use wsgi_http::ResponseEncoder;
 use wsgi_uwsgi::{Decoder, Event};
 
 use tokio::time::{timeout_at, Instant};
 
 use crate::direct::DirectWrite;
-use crate::exchange::{AppBody, AppOutput, Exchange};
+use crate::exchange::{AppOutput, Exchange};
 use crate::lend::Adoption;
 use crate::linger::{LentSlot, Linger, Next};
 use crate::request::{
@@ -379,7 +379,8 @@ pub fn serve_fresh_uwsgi(
     exchange.lend_direct(direct, false);
     let request = Request {
         environ,
-        input: Box::new(AppBody::new(Arc::clone(&exchange), Some(0))),
+        // No body: a reader without state or allocation.
+        input: Box::new(EmptyBody),
         output: Box::new(AppOutput::new(Arc::clone(&exchange))),
     };
     let UwsgiAdoptee {
