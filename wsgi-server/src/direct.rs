@@ -134,7 +134,10 @@ impl DirectWrite {
         known_length: Option<u64>,
         buffer: &mut BytesMut,
     ) -> Option<Written> {
-        let close = *self.stopping.borrow();
+        // A stop only turns a keep-alive response into a closing one: a
+        // request that closes anyway (a fresh lent one) does not take the
+        // watch's lock to ask.
+        let close = self.encoder.request_keep_alive() && *self.stopping.borrow();
         encode_head(&mut self.encoder, head, known_length, close, buffer).ok()?;
         let mut large: &[u8] = &[];
         let mut tail = BytesMut::new();
