@@ -53,9 +53,6 @@ pub struct DirectWrite {
     stopping: watch::Receiver<bool>,
     /// The access log reads response headers: keep a copy of them.
     keep_headers: bool,
-    /// The thread closes the socket itself right after a response that
-    /// ends the connection: no `shutdown` first.
-    closes_at_once: bool,
 }
 
 /// A response the application thread wrote.
@@ -86,15 +83,7 @@ impl DirectWrite {
             encoder,
             stopping,
             keep_headers: false,
-            closes_at_once: false,
         }
-    }
-
-    /// The caller closes the socket as soon as a response that ends the
-    /// connection is written (`crate::lend::serve_fresh`).
-    pub fn closing_at_once(mut self, closes: bool) -> Self {
-        self.closes_at_once = closes;
-        self
     }
 
     /// Keeps a copy of the response's headers in [`Written`] (for an
@@ -159,23 +148,21 @@ impl DirectWrite {
             self.encoder.encode_end(&mut tail).ok()?;
         }
         let parts: [&[u8]; 3] = [&buffer[..], large, &tail[..]];
-        // A socket closed right after this response: the data waits in
-        // the kernel (`MSG_MORE`) for the close, whose FIN then leaves in
-        // the same segment, so the peer gets one packet, not two (and
-        // wakes once). Data the socket did not take is written by the I/O
-        // thread without the flag, which sends everything.
-        let more = self.closes_at_once && !self.encoder.keep_alive();
-        let (unwritten, error) = match send_now(self.fd, &parts, more) {
+        // A response that ends the connection: its data waits in the
+        // kernel (`MSG_MORE`) for the shutdown right below, whose FIN then
+        // leaves in the same segment, so the peer gets one packet, not two.
+        // The FIN is not left to the socket's close, which comes after the
+        // application's `close()`: work done there "after the response"
+        // must not hold the response back. Data the socket did not take is
+        // written by the I/O thread without the flag, which sends it all.
+        let closing = !self.encoder.keep_alive();
+        let (unwritten, error) = match send_now(self.fd, &parts, closing) {
             Ok(sent) => (unsent_parts(&parts, sent, body), None),
             Err(error) => (Vec::new(), Some(error)),
         };
-        if error.is_none()
-            && unwritten.is_empty()
-            && !self.encoder.keep_alive()
-            && !self.closes_at_once
-        {
+        if closing && error.is_none() && unwritten.is_empty() {
             // The connection ends with this response: tell the client now.
-            // The I/O thread closes the socket when it next looks.
+            // Its owner closes the socket when it next looks.
             // SAFETY: the descriptor is open (see the module docs).
             unsafe { libc::shutdown(self.fd, libc::SHUT_WR) };
         }
@@ -211,8 +198,8 @@ fn unsent_parts(parts: &[&[u8]; 3], mut sent: usize, body: Option<&Bytes>) -> Ve
 }
 
 /// Writes `parts` without blocking; returns how many bytes the socket took
-/// (fewer than all when its buffer is full). `more`: the caller closes the
-/// socket next (see `encode_and_send`).
+/// (fewer than all when its buffer is full). `more`: the caller shuts the
+/// socket down next (see `encode_and_send`).
 fn send_now(fd: RawFd, parts: &[&[u8]], more: bool) -> io::Result<usize> {
     let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT | if more { libc::MSG_MORE } else { 0 };
     let total: usize = parts.iter().map(|part| part.len()).sum();

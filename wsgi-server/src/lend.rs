@@ -414,8 +414,7 @@ impl LentHttp {
         let start = shared.request_began(&environ, protocol_name);
         let exchange = Exchange::new(true, shared.timeouts.body);
         let direct = DirectWrite::new(self.fd.as_raw_fd(), encoder, shared.shutdown.clone())
-            .keeping_headers(shared.wants_response_headers())
-            .closing_at_once(fresh);
+            .keeping_headers(shared.wants_response_headers());
         exchange.lend_direct(direct, false);
         if let Some(slot) = slot {
             exchange.mark_lent_inline(slot.clone());

@@ -374,8 +374,7 @@ pub fn serve_fresh_uwsgi(
         encoder.clone(),
         shared.shutdown.clone(),
     )
-    .keeping_headers(shared.wants_response_headers())
-    .closing_at_once(true);
+    .keeping_headers(shared.wants_response_headers());
     exchange.lend_direct(direct, false);
     let request = Request {
         environ,
