@@ -197,6 +197,27 @@ pub struct FileRegion {
     pub len: Option<u64>,
 }
 
+/// The body of a request that has none: at its end from the start. A
+/// zero-sized reader, so its box costs no allocation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EmptyBody;
+
+impl BodyReader for EmptyBody {
+    fn fill_buf(&mut self) -> io::Result<Option<&[u8]>> {
+        Ok(Some(&[]))
+    }
+
+    fn consume(&mut self, _amount: usize) {}
+
+    fn wait(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn remaining_hint(&self) -> Option<u64> {
+        Some(0)
+    }
+}
+
 /// Where a response goes. Nothing here waits but [`ResponseSink::wait`].
 ///
 /// PEP 3333 delays the head until the first non-empty body chunk; the
@@ -287,5 +308,24 @@ impl<T: ErrorLog + ?Sized> ErrorLog for Arc<T> {
 
     fn error(&self, message: &str) {
         (**self).error(message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BodyReader, EmptyBody};
+
+    /// At its end at once, however it is read, and boxed without an
+    /// allocation (zero-sized).
+    #[test]
+    fn empty_body_is_at_its_end() {
+        assert_eq!(std::mem::size_of::<EmptyBody>(), 0);
+        let mut body: Box<dyn BodyReader> = Box::new(EmptyBody);
+        assert_eq!(body.remaining_hint(), Some(0));
+        assert_eq!(body.fill_buf().unwrap(), Some(&[][..]));
+        body.wait().unwrap();
+        assert!(body.read_blocking(10).unwrap().is_empty());
+        let mut buffer = [std::mem::MaybeUninit::new(0u8); 4];
+        assert_eq!(body.read_into(&mut buffer).unwrap(), Some(0));
     }
 }

@@ -52,7 +52,7 @@ pub enum PeerAddr {
 }
 
 /// What the server knows about the connection a request came on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The client (or the proxy in front of us).
     pub peer: PeerAddr,
@@ -65,9 +65,23 @@ pub struct ConnInfo {
     /// `SCRIPT_NAME` and `X-Forwarded-Proto` style headers are believed.
     pub trusted_proxy: bool,
     /// `REMOTE_ADDR` and `REMOTE_PORT`, formatted once per connection rather
-    /// than for every request on it.
-    remote: (Bytes, Bytes),
+    /// than for every request on it, and only when a request wants them (a
+    /// uwsgi request brings its own: two allocations saved per connection).
+    remote: std::sync::OnceLock<(Bytes, Bytes)>,
 }
+
+/// `remote` is derived from `peer`: whether it was rendered yet is no
+/// difference.
+impl PartialEq for ConnInfo {
+    fn eq(&self, other: &Self) -> bool {
+        self.peer == other.peer
+            && self.local == other.local
+            && self.scheme == other.scheme
+            && self.trusted_proxy == other.trusted_proxy
+    }
+}
+
+impl Eq for ConnInfo {}
 
 impl ConnInfo {
     /// A connection from `peer` (to `local`, for TCP), not trusted as a proxy.
@@ -77,8 +91,13 @@ impl ConnInfo {
             local,
             scheme,
             trusted_proxy: false,
-            remote: peer_strings(peer),
+            remote: std::sync::OnceLock::new(),
         }
+    }
+
+    /// `REMOTE_ADDR` and `REMOTE_PORT` of the peer.
+    fn remote(&self) -> &(Bytes, Bytes) {
+        self.remote.get_or_init(|| peer_strings(self.peer))
     }
 
     /// A plain-HTTP TCP connection from an untrusted peer.
@@ -238,7 +257,7 @@ impl Environ {
             url_scheme: conn.scheme,
             ..Environ::default()
         };
-        (environ.remote_addr, environ.remote_port) = conn.remote.clone();
+        (environ.remote_addr, environ.remote_port) = conn.remote().clone();
 
         // First pass: how many fields, room for the keys of unknown names,
         // and which names may repeat (a name whose hash bit was seen twice),
@@ -452,58 +471,118 @@ impl Environ {
         conn: &ConnInfo,
         options: &EnvironOptions,
     ) -> Result<Environ, EnvironError> {
+        Environ::cgi(vars, conn, options)
+    }
+
+    /// [`from_cgi_vars`](Self::from_cgi_vars) for variables that are slices
+    /// of one buffer (a uwsgi packet's vars block): the values and keys the
+    /// environ keeps share `source` (a part outside it is copied), and the
+    /// variables it only reads cost no reference count.
+    ///
+    /// # Errors
+    /// [`EnvironError::Missing`] without `REQUEST_METHOD`.
+    pub fn from_cgi_block<'a>(
+        source: &'a Bytes,
+        vars: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+        conn: &ConnInfo,
+        options: &EnvironOptions,
+    ) -> Result<Environ, EnvironError> {
+        Environ::cgi(
+            vars.into_iter()
+                .map(|(key, value)| (Within(source, key), Within(source, value))),
+            conn,
+            options,
+        )
+    }
+
+    fn cgi<P: CgiPart>(
+        vars: impl IntoIterator<Item = (P, P)>,
+        conn: &ConnInfo,
+        options: &EnvironOptions,
+    ) -> Result<Environ, EnvironError> {
         let mut environ = Environ {
             url_scheme: conn.scheme,
             ..Environ::default()
         };
-        (environ.remote_addr, environ.remote_port) = conn.remote.clone();
         let mut path_info = None;
         let mut script_name = options.script_name.clone();
+        let (mut remote_addr, mut remote_port) = (None, None);
         let mut has_server_port = false;
+        let mut host: Option<Bytes> = None;
         for (key, value) in vars {
-            match &key[..] {
-                b"REQUEST_METHOD" => environ.request_method = value,
-                b"PATH_INFO" => path_info = Some(value),
-                b"SCRIPT_NAME" => script_name = value,
-                b"QUERY_STRING" => environ.query_string = value,
-                b"REQUEST_URI" => environ.request_uri = value,
-                b"SERVER_PROTOCOL" => environ.server_protocol = value,
-                b"SERVER_NAME" => environ.server_name = value,
+            match key.as_slice() {
+                b"REQUEST_METHOD" => environ.request_method = value.into_bytes(),
+                b"PATH_INFO" => path_info = Some(value.into_bytes()),
+                b"SCRIPT_NAME" => script_name = value.into_bytes(),
+                b"QUERY_STRING" => environ.query_string = value.into_bytes(),
+                b"REQUEST_URI" => environ.request_uri = value.into_bytes(),
+                b"SERVER_PROTOCOL" => environ.server_protocol = value.into_bytes(),
+                b"SERVER_NAME" => environ.server_name = value.into_bytes(),
                 b"SERVER_PORT" => {
                     has_server_port = true;
-                    environ.server_port = value;
+                    environ.server_port = value.into_bytes();
                 }
-                b"REMOTE_ADDR" => environ.remote_addr = value,
-                b"REMOTE_PORT" => environ.remote_port = value,
-                b"CONTENT_TYPE" if !value.is_empty() => environ.content_type = Some(value),
-                b"CONTENT_LENGTH" if !value.is_empty() => environ.content_length = Some(value),
+                b"REMOTE_ADDR" => remote_addr = Some(value.into_bytes()),
+                b"REMOTE_PORT" => remote_port = Some(value.into_bytes()),
+                b"CONTENT_TYPE" if !value.as_slice().is_empty() => {
+                    environ.content_type = Some(value.into_bytes());
+                }
+                b"CONTENT_LENGTH" if !value.as_slice().is_empty() => {
+                    environ.content_length = Some(value.into_bytes());
+                }
                 b"CONTENT_TYPE" | b"CONTENT_LENGTH" => {}
-                b"UWSGI_SCHEME" | b"REQUEST_SCHEME" => {
-                    if value.eq_ignore_ascii_case(b"https") {
+                b"UWSGI_SCHEME" => {
+                    if value.as_slice().eq_ignore_ascii_case(b"https") {
                         environ.url_scheme = UrlScheme::Https;
                     }
-                    if &key[..] == b"REQUEST_SCHEME" {
-                        environ.extra.push((key, value));
+                }
+                b"REQUEST_SCHEME" => {
+                    if value.as_slice().eq_ignore_ascii_case(b"https") {
+                        environ.url_scheme = UrlScheme::Https;
                     }
+                    environ
+                        .extra
+                        .push((Bytes::from_static(b"REQUEST_SCHEME"), value.into_bytes()));
                 }
                 b"HTTPS" => {
-                    if value.eq_ignore_ascii_case(b"on") || &value[..] == b"1" {
+                    let on = value.as_slice();
+                    if on.eq_ignore_ascii_case(b"on") || on == b"1" {
                         environ.url_scheme = UrlScheme::Https;
                     }
-                    environ.extra.push((key, value));
+                    environ
+                        .extra
+                        .push((Bytes::from_static(b"HTTPS"), value.into_bytes()));
+                }
+                b"DOCUMENT_ROOT" => environ
+                    .extra
+                    .push((Bytes::from_static(b"DOCUMENT_ROOT"), value.into_bytes())),
+                b"HTTP_HOST" => {
+                    let value = value.into_bytes();
+                    // The first one names the server, as before.
+                    if host.is_none() {
+                        host = Some(value.clone());
+                    }
+                    environ
+                        .headers
+                        .push((Bytes::from_static(b"HTTP_HOST"), value));
                 }
                 // uWSGI's magic variables load code or change the process
                 // (UWSGI_FILE, UWSGI_SETENV, UWSGI_APPID, ...): never honoured.
-                _ if key.starts_with(b"UWSGI_") => {}
+                name if name.starts_with(b"UWSGI_") => {}
                 // nginx already mapped header names (and by default dropped
                 // names with `_`: `underscores_in_headers off`).
-                _ if key.starts_with(b"HTTP_") => environ.headers.push((key, value)),
-                _ => environ.extra.push((key, value)),
+                name if name.starts_with(b"HTTP_") => {
+                    environ.headers.push((key.into_bytes(), value.into_bytes()))
+                }
+                _ => environ.extra.push((key.into_bytes(), value.into_bytes())),
             }
         }
         if environ.request_method.is_empty() {
             return Err(EnvironError::Missing("REQUEST_METHOD"));
         }
+        // The connection's own address only where the variables have none.
+        environ.remote_addr = remote_addr.unwrap_or_else(|| conn.remote().0.clone());
+        environ.remote_port = remote_port.unwrap_or_else(|| conn.remote().1.clone());
         if environ.server_protocol.is_empty() {
             environ.server_protocol = Bytes::from_static(b"HTTP/1.0");
         }
@@ -524,13 +603,10 @@ impl Environ {
             environ.request_uri = uri.freeze();
         }
         if environ.server_name.is_empty() || !has_server_port {
-            let host = environ
-                .headers
-                .iter()
-                .find(|(key, _)| &key[..] == b"HTTP_HOST")
-                .map(|(_, value)| value.clone());
-            let (name, port) = (environ.server_name.clone(), environ.server_port.clone());
-            environ.set_server(host.as_deref(), conn);
+            let name = std::mem::take(&mut environ.server_name);
+            let port = std::mem::take(&mut environ.server_port);
+            // Slices of the host value, not copies.
+            environ.set_server_shared(host, conn);
             if !name.is_empty() {
                 environ.server_name = name;
             }
@@ -788,6 +864,47 @@ fn share(source: &Bytes, part: &[u8]) -> Bytes {
         source.slice_ref(part)
     } else {
         Bytes::copy_from_slice(part)
+    }
+}
+
+/// A CGI variable's key or value as [`Environ::from_cgi_vars`] and
+/// [`Environ::from_cgi_block`] get it: read as a slice, made `Bytes` only
+/// when the environ keeps it.
+trait CgiPart {
+    fn as_slice(&self) -> &[u8];
+    fn into_bytes(self) -> Bytes;
+}
+
+impl CgiPart for Bytes {
+    fn as_slice(&self) -> &[u8] {
+        self
+    }
+
+    fn into_bytes(self) -> Bytes {
+        self
+    }
+}
+
+/// A part of a buffer's bytes (shared when kept, see [`share`]).
+struct Within<'a>(&'a Bytes, &'a [u8]);
+
+impl CgiPart for Within<'_> {
+    fn as_slice(&self) -> &[u8] {
+        self.1
+    }
+
+    fn into_bytes(self) -> Bytes {
+        let Within(source, part) = self;
+        // Where `part` starts in `source` (wrapped when before it, then
+        // out of range): a slice of it without `slice_ref`'s second check.
+        let at = (part.as_ptr() as usize).wrapping_sub(source.as_ptr() as usize);
+        if part.is_empty() {
+            Bytes::new()
+        } else if at <= source.len() && part.len() <= source.len() - at {
+            source.slice(at..at + part.len())
+        } else {
+            Bytes::copy_from_slice(part)
+        }
     }
 }
 

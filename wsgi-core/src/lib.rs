@@ -26,8 +26,8 @@ mod response;
 pub mod testing;
 
 pub use app::{
-    Application, BodyReader, ErrorLog, FileRegion, Handler, HandlerApp, Request, RequestSource,
-    ResponseSink, StderrLog,
+    Application, BodyReader, EmptyBody, ErrorLog, FileRegion, Handler, HandlerApp, Request,
+    RequestSource, ResponseSink, StderrLog,
 };
 pub use environ::{
     percent_decode, ConnInfo, Environ, EnvironOptions, PeerAddr, UrlScheme, SERVER_SOFTWARE,

@@ -111,6 +111,13 @@ impl ResponseEncoder {
         self
     }
 
+    /// Whether the request allows the connection to be reused (see
+    /// [`with_keep_alive`](Self::with_keep_alive)); when it does not, the
+    /// response closes it whatever [`ResponseHead::close`] says.
+    pub fn request_keep_alive(&self) -> bool {
+        self.request_keep_alive
+    }
+
     /// Whether the connection may be reused after this response (valid once
     /// the head is encoded; false after a short body).
     pub fn keep_alive(&self) -> bool {

@@ -195,6 +195,18 @@ proptest! {
         if got.is_err() {
             prop_assert_eq!(&out[..], b"before", "nothing is written on error");
         }
+        prop_assert_eq!(encoder.request_keep_alive(), request_keep_alive);
+        if !request_keep_alive {
+            // `close` changes nothing in a response the request closes
+            // anyway (what the server's direct writes rely on).
+            let flipped = ResponseHead { close: !close, ..head };
+            let mut other = ResponseEncoder::new(version, is_head, allow_chunked);
+            let mut other_out = BytesMut::from(&b"before"[..]);
+            let other_got = other
+                .encode_head(&flipped, &mut other_out)
+                .map(|()| (other_out[6..].to_vec(), other.keep_alive()));
+            prop_assert_eq!(&other_got, &got);
+        }
         prop_assert_eq!(got, expected);
     }
 }

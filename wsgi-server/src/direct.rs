@@ -53,9 +53,6 @@ pub struct DirectWrite {
     stopping: watch::Receiver<bool>,
     /// The access log reads response headers: keep a copy of them.
     keep_headers: bool,
-    /// The thread closes the socket itself right after a response that
-    /// ends the connection: no `shutdown` first.
-    closes_at_once: bool,
 }
 
 /// A response the application thread wrote.
@@ -86,15 +83,7 @@ impl DirectWrite {
             encoder,
             stopping,
             keep_headers: false,
-            closes_at_once: false,
         }
-    }
-
-    /// The caller closes the socket as soon as a response that ends the
-    /// connection is written (`crate::lend::serve_fresh`).
-    pub fn closing_at_once(mut self, closes: bool) -> Self {
-        self.closes_at_once = closes;
-        self
     }
 
     /// Keeps a copy of the response's headers in [`Written`] (for an
@@ -134,7 +123,10 @@ impl DirectWrite {
         known_length: Option<u64>,
         buffer: &mut BytesMut,
     ) -> Option<Written> {
-        let close = *self.stopping.borrow();
+        // A stop only turns a keep-alive response into a closing one: a
+        // request that closes anyway (a fresh lent one) does not take the
+        // watch's lock to ask.
+        let close = self.encoder.request_keep_alive() && *self.stopping.borrow();
         encode_head(&mut self.encoder, head, known_length, close, buffer).ok()?;
         let mut large: &[u8] = &[];
         let mut tail = BytesMut::new();
@@ -156,17 +148,21 @@ impl DirectWrite {
             self.encoder.encode_end(&mut tail).ok()?;
         }
         let parts: [&[u8]; 3] = [&buffer[..], large, &tail[..]];
-        let (unwritten, error) = match send_now(self.fd, &parts) {
+        // A response that ends the connection: its data waits in the
+        // kernel (`MSG_MORE`) for the shutdown right below, whose FIN then
+        // leaves in the same segment, so the peer gets one packet, not two.
+        // The FIN is not left to the socket's close, which comes after the
+        // application's `close()`: work done there "after the response"
+        // must not hold the response back. Data the socket did not take is
+        // written by the I/O thread without the flag, which sends it all.
+        let closing = !self.encoder.keep_alive();
+        let (unwritten, error) = match send_now(self.fd, &parts, closing) {
             Ok(sent) => (unsent_parts(&parts, sent, body), None),
             Err(error) => (Vec::new(), Some(error)),
         };
-        if error.is_none()
-            && unwritten.is_empty()
-            && !self.encoder.keep_alive()
-            && !self.closes_at_once
-        {
+        if closing && error.is_none() && unwritten.is_empty() {
             // The connection ends with this response: tell the client now.
-            // The I/O thread closes the socket when it next looks.
+            // Its owner closes the socket when it next looks.
             // SAFETY: the descriptor is open (see the module docs).
             unsafe { libc::shutdown(self.fd, libc::SHUT_WR) };
         }
@@ -202,8 +198,10 @@ fn unsent_parts(parts: &[&[u8]; 3], mut sent: usize, body: Option<&Bytes>) -> Ve
 }
 
 /// Writes `parts` without blocking; returns how many bytes the socket took
-/// (fewer than all when its buffer is full).
-fn send_now(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
+/// (fewer than all when its buffer is full). `more`: the caller shuts the
+/// socket down next (see `encode_and_send`).
+fn send_now(fd: RawFd, parts: &[&[u8]], more: bool) -> io::Result<usize> {
+    let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT | if more { libc::MSG_MORE } else { 0 };
     let total: usize = parts.iter().map(|part| part.len()).sum();
     let mut sent = 0;
     while sent < total {
@@ -233,8 +231,7 @@ fn send_now(fd: RawFd, parts: &[&[u8]]) -> io::Result<usize> {
         // SAFETY: the iovecs point into `parts`, alive for the call; the
         // descriptor is open (see the module docs). MSG_NOSIGNAL: a gone
         // client is an error, not a SIGPIPE.
-        let result =
-            unsafe { libc::sendmsg(fd, &message, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+        let result = unsafe { libc::sendmsg(fd, &message, flags) };
         if result < 0 {
             let error = io::Error::last_os_error();
             match error.kind() {

@@ -25,11 +25,11 @@ use std::task::Poll;
 use bytes::BytesMut;
 use futures::task::AtomicWaker;
 use tokio::sync::mpsc;
-use wsgi_core::{ConnInfo, Request};
+use wsgi_core::{ConnInfo, EmptyBody, Request};
 use wsgi_http::{Event, RequestHead, ServerConn};
 
 use crate::direct::DirectWrite;
-use crate::exchange::{AppBody, AppOutput, Exchange};
+use crate::exchange::{AppOutput, Exchange};
 use crate::linger::{LentSlot, Linger, Next};
 use crate::request::{
     health_reply, static_reply, BodyDecoder, BodyEvent, Outcome, RecordStart, Served, Shared,
@@ -414,15 +414,15 @@ impl LentHttp {
         let start = shared.request_began(&environ, protocol_name);
         let exchange = Exchange::new(true, shared.timeouts.body);
         let direct = DirectWrite::new(self.fd.as_raw_fd(), encoder, shared.shutdown.clone())
-            .keeping_headers(shared.wants_response_headers())
-            .closing_at_once(fresh);
+            .keeping_headers(shared.wants_response_headers());
         exchange.lend_direct(direct, false);
         if let Some(slot) = slot {
             exchange.mark_lent_inline(slot.clone());
         }
         let request = Request {
             environ,
-            input: Box::new(AppBody::new(Arc::clone(&exchange), Some(0))),
+            // No body: a reader without state or allocation.
+            input: Box::new(EmptyBody),
             output: Box::new(AppOutput::new(Arc::clone(&exchange))),
         };
         self.in_flight = Some((exchange, start));

@@ -5,14 +5,14 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use wsgi_core::{ConnInfo, Environ, Request};
+use wsgi_core::{ConnInfo, EmptyBody, Environ, Request};
 use wsgi_http::ResponseEncoder;
 use wsgi_uwsgi::{Decoder, Event};
 
 use tokio::time::{timeout_at, Instant};
 
 use crate::direct::DirectWrite;
-use crate::exchange::{AppBody, AppOutput, Exchange};
+use crate::exchange::{AppOutput, Exchange};
 use crate::lend::Adoption;
 use crate::linger::{LentSlot, Linger, Next};
 use crate::request::{
@@ -151,7 +151,12 @@ async fn serve_head<S: Transport>(
     let mut write_buf = BytesMut::new();
     // The uwsgi peer is the proxy itself: its variables are believed.
     let conn = conn.with_trusted_proxy(true);
-    let environ = match Environ::from_cgi_vars(head.vars.iter_bytes(), &conn, &shared.environ) {
+    let environ = match Environ::from_cgi_block(
+        head.vars.as_bytes(),
+        head.vars.iter(),
+        &conn,
+        &shared.environ,
+    ) {
         Ok(environ) => Box::new(environ),
         Err(error) => {
             crate::log!(Warning, "uwsgi: unusable request: {error}");
@@ -292,21 +297,23 @@ pub fn serve_fresh_uwsgi(
     shared: &Arc<Shared>,
     adoption: Adoption<UwsgiAdoptee>,
 ) -> Result<(), Box<UwsgiAdoptee>> {
-    let mut adoptee = Box::new(UwsgiAdoptee {
+    // Boxed only when it goes to a task.
+    let mut adoptee = UwsgiAdoptee {
         fd,
         decoder: Decoder::new(shared.uwsgi_limits),
         encoder: None,
         read_buf: BytesMut::new(),
         back: UwsgiBack::Start,
-        conn,
+        // The uwsgi peer is the proxy itself: its variables are believed.
+        conn: conn.with_trusted_proxy(true),
         alive: adoption.alive,
-    });
+    };
     if !allowed(&adoptee.conn, shared) {
         adoptee.back = UwsgiBack::Closed;
-        return Err(adoptee);
+        return Err(Box::new(adoptee));
     }
     let Some(reserved) = shared.queue.try_reserve() else {
-        return Err(adoptee);
+        return Err(Box::new(adoptee));
     };
     match crate::lend::recv_now(
         adoptee.fd.as_raw_fd(),
@@ -314,29 +321,33 @@ pub fn serve_fresh_uwsgi(
         READ_CHUNK / 2,
     ) {
         Ok(true) => {}
-        Ok(false) => return Err(adoptee),
+        Ok(false) => return Err(Box::new(adoptee)),
         Err(()) => {
             adoptee.back = UwsgiBack::Closed;
-            return Err(adoptee);
+            return Err(Box::new(adoptee));
         }
     }
     let head = match adoptee.decoder.decode(&mut adoptee.read_buf) {
         Ok(Some(Event::Head(head))) => head,
-        Ok(None) => return Err(adoptee),
+        Ok(None) => return Err(Box::new(adoptee)),
         Ok(Some(_)) | Err(_) => {
             // The task reports the error (the decoder returns it again).
-            return Err(adoptee);
+            return Err(Box::new(adoptee));
         }
     };
-    let request_conn = adoptee.conn.clone().with_trusted_proxy(true);
     let environ = match (
         head.content_length,
-        Environ::from_cgi_vars(head.vars.iter_bytes(), &request_conn, &shared.environ),
+        Environ::from_cgi_block(
+            head.vars.as_bytes(),
+            head.vars.iter(),
+            &adoptee.conn,
+            &shared.environ,
+        ),
     ) {
         (0, Ok(environ)) => Box::new(environ),
         _ => {
             adoptee.back = UwsgiBack::Head(Box::new(head));
-            return Err(adoptee);
+            return Err(Box::new(adoptee));
         }
     };
     if health_reply(shared, &environ).is_some()
@@ -344,7 +355,7 @@ pub fn serve_fresh_uwsgi(
         || *shared.shutdown.borrow()
     {
         adoptee.back = UwsgiBack::Head(Box::new(head));
-        return Err(adoptee);
+        return Err(Box::new(adoptee));
     }
     drop(head);
     // No body: `End` comes at once.
@@ -353,7 +364,7 @@ pub fn serve_fresh_uwsgi(
         Ok(Some(Event::End))
     ) {
         adoptee.back = UwsgiBack::Closed;
-        return Err(adoptee);
+        return Err(Box::new(adoptee));
     }
     let (encoder, protocol_name) = encoder_for(&environ);
     let start = shared.request_began(&environ, protocol_name);
@@ -363,12 +374,12 @@ pub fn serve_fresh_uwsgi(
         encoder.clone(),
         shared.shutdown.clone(),
     )
-    .keeping_headers(shared.wants_response_headers())
-    .closing_at_once(true);
+    .keeping_headers(shared.wants_response_headers());
     exchange.lend_direct(direct, false);
     let request = Request {
         environ,
-        input: Box::new(AppBody::new(Arc::clone(&exchange), Some(0))),
+        // No body: a reader without state or allocation.
+        input: Box::new(EmptyBody),
         output: Box::new(AppOutput::new(Arc::clone(&exchange))),
     };
     let UwsgiAdoptee {
@@ -378,7 +389,7 @@ pub fn serve_fresh_uwsgi(
         conn,
         alive,
         ..
-    } = *adoptee;
+    } = adoptee;
     let lent = Box::new(LentUwsgi {
         fd,
         protocol: UwsgiProtocol { decoder, encoder },

@@ -8,25 +8,40 @@
 
 use crate::{names, ParseError};
 
-/// The body length announced by the vars.
+/// The body length announced by the vars, gathered var by var while the
+/// vars block is indexed (one pass over the block, not two).
 ///
 /// Absent or empty means 0 (nginx sends `CONTENT_LENGTH` empty for bodiless
 /// requests). Otherwise it must be `1*DIGIT` (RFC 9110 section 8.6) fitting
 /// in `u64`; signs, spaces and hex are refused rather than guessed at. If the
 /// var is repeated, every occurrence must agree: framing differently from a
 /// later reader of the environ is how requests get smuggled.
-pub(crate) fn content_length<'a>(
-    vars: impl Iterator<Item = (&'a [u8], &'a [u8])>,
-) -> Result<u64, ParseError> {
-    let mut found: Option<u64> = None;
-    for (_, value) in vars.filter(|(k, _)| *k == names::CONTENT_LENGTH) {
-        let n = parse_decimal(value)?;
-        if found.is_some_and(|f| f != n) {
+#[derive(Debug, Default)]
+pub(crate) struct ContentLength {
+    found: Option<u64>,
+    invalid: bool,
+}
+
+impl ContentLength {
+    /// Takes in one var (only `CONTENT_LENGTH` counts).
+    pub(crate) fn see(&mut self, key: &[u8], value: &[u8]) {
+        if key != names::CONTENT_LENGTH || self.invalid {
+            return;
+        }
+        match (parse_decimal(value), self.found) {
+            (Ok(n), Some(found)) if n != found => self.invalid = true,
+            (Ok(n), _) => self.found = Some(n),
+            (Err(_), _) => self.invalid = true,
+        }
+    }
+
+    /// The length, once every var was seen.
+    pub(crate) fn result(&self) -> Result<u64, ParseError> {
+        if self.invalid {
             return Err(ParseError::InvalidContentLength);
         }
-        found = Some(n);
+        Ok(self.found.unwrap_or(0))
     }
-    Ok(found.unwrap_or(0))
 }
 
 fn parse_decimal(value: &[u8]) -> Result<u64, ParseError> {

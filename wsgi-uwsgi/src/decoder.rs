@@ -24,7 +24,6 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::body::content_length;
 use crate::packet::{Header, HEADER_LEN, MODIFIER1_WSGI};
 use crate::vars::{self, Vars};
 use crate::{Config, ParseError, RequestHead};
@@ -218,7 +217,7 @@ impl Decoder {
         // leaves `src` as it was.
         let block = &src[HEADER_LEN..packet_len];
         let index = vars::index(block, self.config.max_vars)?;
-        let content_length = content_length(index.pairs(block))?;
+        let content_length = index.content_length()?;
         if let Some(limit) = self.config.max_body_size {
             if content_length > limit {
                 return Err(ParseError::BodyTooLarge {

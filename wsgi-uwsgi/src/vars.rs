@@ -6,6 +6,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
+use crate::body::ContentLength;
 use crate::ParseError;
 
 /// Where one pair sits in the block. Offsets fit in `u16` because the block
@@ -116,21 +117,23 @@ impl Vars {
 }
 
 /// The validated layout of a vars block, before the block is split off the
-/// caller's buffer (so a failing parse consumes nothing).
+/// caller's buffer (so a failing parse consumes nothing), and the body's
+/// length the vars announce.
 #[derive(Debug)]
-pub(crate) struct Index(Vec<Entry>);
+pub(crate) struct Index(Vec<Entry>, ContentLength);
 
 impl Index {
-    /// The `(key, value)` pairs of `block`, which must be the block this
-    /// index was built from.
-    pub(crate) fn pairs<'a>(
-        &'a self,
-        block: &'a [u8],
-    ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
-        self.0
-            .iter()
-            .filter_map(move |e| Some((block.get(e.key())?, block.get(e.value())?)))
+    /// `CONTENT_LENGTH` (see [`ContentLength`]).
+    pub(crate) fn content_length(&self) -> Result<u64, ParseError> {
+        self.1.result()
     }
+}
+
+/// Room for the index of a block of `len` bytes: a var of nginx's
+/// `uwsgi_params` takes 20 to 40 bytes, so one allocation usually holds
+/// them all (growing from empty took three).
+fn entries_for(len: usize, max_vars: usize) -> usize {
+    (len / 16 + 1).min(max_vars)
 }
 
 /// Parses and validates a whole vars block: every pair complete, no empty
@@ -141,7 +144,8 @@ pub(crate) fn index(buf: &[u8], max_vars: usize) -> Result<Index, ParseError> {
     if buf.len() > usize::from(u16::MAX) {
         return Err(ParseError::VarOverrun);
     }
-    let mut entries = Vec::new();
+    let mut entries = Vec::with_capacity(entries_for(buf.len(), max_vars));
+    let mut content_length = ContentLength::default();
     let mut pos = 0;
     while pos < buf.len() {
         if entries.len() >= max_vars {
@@ -154,6 +158,12 @@ pub(crate) fn index(buf: &[u8], max_vars: usize) -> Result<Index, ParseError> {
         }
         let (value_start, value_len) = field(buf, key_start + key_len)?;
         pos = value_start + value_len;
+        if let (Some(key), Some(value)) = (
+            buf.get(key_start..key_start + key_len),
+            buf.get(value_start..pos),
+        ) {
+            content_length.see(key, value);
+        }
         entries.push(Entry {
             // All four are <= buf.len() <= u16::MAX (checked above).
             key_start: key_start as u16,
@@ -162,7 +172,7 @@ pub(crate) fn index(buf: &[u8], max_vars: usize) -> Result<Index, ParseError> {
             value_len: value_len as u16,
         });
     }
-    Ok(Index(entries))
+    Ok(Index(entries, content_length))
 }
 
 /// Reads the u16 LE length at `pos` and checks the bytes it announces are in

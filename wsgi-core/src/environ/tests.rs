@@ -512,6 +512,73 @@ fn nginx_uwsgi_params() {
     assert_eq!(environ.url_scheme, UrlScheme::Https);
 }
 
+/// The block-sharing entry builds the same environ as the owned one, takes
+/// `SERVER_NAME`/`SERVER_PORT` from `Host` when the vars leave them empty,
+/// and a part outside the block is copied, not refused.
+#[test]
+fn cgi_block_matches_cgi_vars() {
+    let pairs = [
+        ("QUERY_STRING", ""),
+        ("REQUEST_METHOD", "GET"),
+        ("CONTENT_TYPE", ""),
+        ("CONTENT_LENGTH", ""),
+        ("REQUEST_URI", "/a?"),
+        ("PATH_INFO", "/a"),
+        ("DOCUMENT_ROOT", "/usr/share/nginx/html"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("REQUEST_SCHEME", "http"),
+        ("HTTPS", "1"),
+        ("REMOTE_ADDR", "192.0.2.7"),
+        ("SERVER_PORT", "8080"),
+        ("SERVER_NAME", ""),
+        ("HTTP_HOST", "h.example:81"),
+        ("HTTP_HOST", "other"),
+        ("HTTP_X_A", "b"),
+        ("UWSGI_FILE", "x"),
+        ("X_OTHER", "y"),
+    ];
+    let block = Bytes::from(
+        pairs
+            .iter()
+            .flat_map(|(key, value)| [key.as_bytes(), value.as_bytes()])
+            .collect::<Vec<_>>()
+            .concat(),
+    );
+    let mut at = 0;
+    let mut slices = Vec::new();
+    for (key, value) in pairs {
+        let key_part = &block[at..at + key.len()];
+        at += key.len();
+        let value_part = &block[at..at + value.len()];
+        at += value.len();
+        slices.push((key_part, value_part));
+    }
+    // One part from elsewhere.
+    slices.push((&b"HTTP_Y"[..], &b"z"[..]));
+    let conn = conn();
+    let options = EnvironOptions::default();
+    let shared = Environ::from_cgi_block(&block, slices.iter().copied(), &conn, &options).unwrap();
+    let mut owned_pairs = vars(&pairs);
+    owned_pairs.push((Bytes::from_static(b"HTTP_Y"), Bytes::from_static(b"z")));
+    let owned = Environ::from_cgi_vars(owned_pairs, &conn, &options).unwrap();
+    assert_eq!(shared, owned);
+    check(
+        &shared,
+        &[
+            "SERVER_NAME=h.example",
+            "SERVER_PORT=8080",
+            "REMOTE_ADDR=192.0.2.7",
+            "REMOTE_PORT=51000",
+            "HTTPS=1",
+            "DOCUMENT_ROOT=/usr/share/nginx/html",
+            "X_OTHER=y",
+            "HTTP_Y=z",
+            "!UWSGI_FILE",
+        ],
+    );
+    assert_eq!(shared.url_scheme, UrlScheme::Https);
+}
+
 #[test]
 fn cgi_vars_minimal_and_missing_method() {
     let conn = conn();
@@ -719,7 +786,7 @@ mod reference {
             url_scheme: conn.scheme,
             ..Environ::default()
         };
-        (environ.remote_addr, environ.remote_port) = conn.remote.clone();
+        (environ.remote_addr, environ.remote_port) = conn.remote().clone();
 
         let mut script_name = options.script_name.clone();
         // From a trusted proxy: `Forwarded` and `X-Forwarded-For`, read

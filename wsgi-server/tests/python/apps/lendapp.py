@@ -4,8 +4,20 @@ thread writes itself, some only the I/O thread can (streamed, large, an
 error, a file)."""
 
 import os
+import time
 
 BIG = b"b" * (1024 * 1024)
+
+
+class SlowClose:
+    """A whole body whose close() takes two seconds: work an application
+    does "after the response"."""
+
+    def __iter__(self):
+        return iter([b"hello"])
+
+    def close(self):
+        time.sleep(2)
 
 
 def application(environ, start_response):
@@ -36,6 +48,9 @@ def application(environ, start_response):
         handle = open(os.path.abspath(__file__), "rb")
         start_response("200 OK", [("Content-Type", "text/plain")])
         return environ["wsgi.file_wrapper"](handle)
+    if path == "/slow-close":
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+        return SlowClose()
     if path == "/error":
         raise RuntimeError("lendapp error 5e1f")
     start_response("404 Not Found", [("Content-Length", "0")])
