@@ -907,15 +907,21 @@ mod tests {
         assert_eq!(data(items.drain()), ["d", "e"]);
     }
 
-    /// `must_wait` says yes once the queue passes the budget, and no again
-    /// once a wait saw the I/O side take the queue.
-    #[test]
-    fn must_wait_follows_the_budget_without_a_lock() {
+    /// An exchange, and its application side with the head given.
+    fn started() -> (Arc<Exchange>, AppOutput) {
         let exchange = Exchange::new(true, Duration::from_secs(1));
         let mut output = AppOutput::new(Arc::clone(&exchange));
         output
             .start(ResponseHead::new(b"200 OK", Vec::new()).unwrap())
             .unwrap();
+        (exchange, output)
+    }
+
+    /// `must_wait` says yes once the queue passes the budget, and no again
+    /// once a wait saw the I/O side take the queue.
+    #[test]
+    fn must_wait_follows_the_budget_without_a_lock() {
+        let (exchange, mut output) = started();
         let chunk = Bytes::from(vec![b'x'; OUTPUT_BUDGET / 2]);
         output.send(chunk.clone()).unwrap();
         assert!(!output.must_wait());
@@ -935,11 +941,7 @@ mod tests {
     /// nothing.
     #[test]
     fn send_last_queues_and_ends_at_once() {
-        let exchange = Exchange::new(true, Duration::from_secs(1));
-        let mut output = AppOutput::new(Arc::clone(&exchange));
-        output
-            .start(ResponseHead::new(b"200 OK", Vec::new()).unwrap())
-            .unwrap();
+        let (exchange, mut output) = started();
         output.send_last(Bytes::from_static(b"whole")).unwrap();
         let mut context = Context::from_waker(std::task::Waker::noop());
         let mut batch = IoBatch::default();
