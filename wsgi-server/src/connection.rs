@@ -200,6 +200,8 @@ fn serve_from<S: Transport>(
         // The connection's one timer (see `Conn::timer`); it is registered
         // only when first awaited.
         let mut timer = std::pin::pin!(tokio::time::sleep_until(far_future()));
+        // The last request's exchange, for the next to reuse.
+        let mut last_exchange = None;
         // This connection as the request path borrows it, for one request.
         macro_rules! conn {
             () => {
@@ -211,6 +213,7 @@ fn serve_from<S: Transport>(
                     shared: &shared,
                     close: false,
                     timer: timer.as_mut(),
+                    exchange: &mut last_exchange,
                 }
             };
         }

@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
-use wsgi_core::{Environ, EnvironOptions, Request};
+use wsgi_core::{BodyReader, EmptyBody, Environ, EnvironOptions, Request};
 
 use crate::record::RequestRecord;
 use wsgi_http::{EncodeError, ResponseEncoder};
@@ -471,6 +471,9 @@ pub struct Conn<'a, S, P> {
     /// wait: a later deadline only updates it (no timer-wheel insertion and
     /// removal per request, as a fresh `sleep_until` costs).
     pub timer: Pin<&'a mut Sleep>,
+    /// The exchange of the connection's last request, for the next one to
+    /// reuse ([`Exchange::renew`]).
+    pub exchange: &'a mut Option<Arc<Exchange>>,
 }
 
 /// How a request ended on its connection.
@@ -557,8 +560,9 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
         shared,
         close,
         timer,
+        exchange: cached,
     } = conn;
-    let exchange = Exchange::new(body.done, shared.timeouts.body);
+    let exchange = Exchange::renew(cached, body.done, shared.timeouts.body);
     // Declared before anything that borrows the socket, so it runs while
     // the socket is still open, whatever ends this function.
     let _disconnect = DisconnectOnDrop(Arc::clone(&exchange));
@@ -608,15 +612,21 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
     } else {
         None
     };
+    let input: Box<dyn BodyReader> = match spool {
+        None if body.in_socket => Box::new(AppBody::in_socket(
+            Arc::clone(&exchange),
+            body.length,
+            stream.as_raw_fd(),
+        )),
+        // Nothing to read, now or later: a reader without state, which
+        // boxes without an allocation.
+        None if body.done && body.received == 0 && !body.failed => Box::new(EmptyBody),
+        None => Box::new(AppBody::new(Arc::clone(&exchange), body.length)),
+        Some(file) => Box::new(AppBody::spooled(Arc::clone(&exchange), body.length, file)),
+    };
     let request = Request {
         environ,
-        input: Box::new(match spool {
-            None if body.in_socket => {
-                AppBody::in_socket(Arc::clone(&exchange), body.length, stream.as_raw_fd())
-            }
-            None => AppBody::new(Arc::clone(&exchange), body.length),
-            Some(file) => AppBody::spooled(Arc::clone(&exchange), body.length, file),
-        }),
+        input,
         output: Box::new(AppOutput::new(Arc::clone(&exchange))),
     };
     let alone = match shared.queue.submit(request).await {
@@ -655,6 +665,7 @@ pub async fn serve_request<S: Transport, P: Framer + BodyDecoder>(
             shared,
             close,
             timer,
+            exchange: cached,
         },
         &exchange,
         body,
@@ -713,6 +724,7 @@ async fn respond<S: Transport, P: Framer + BodyDecoder>(
         shared,
         close,
         mut timer,
+        exchange: _,
     } = conn;
     let mut writer = ResponseWriter {
         head_written: false,
@@ -849,6 +861,7 @@ pub async fn answer_static<S: Transport, P: Framer + BodyDecoder>(
         shared,
         mut close,
         timer: _,
+        exchange: _,
     } = conn;
     if !body.done {
         // An empty body still ends with the codec's `End` event.

@@ -176,6 +176,8 @@ async fn serve_head<S: Transport>(
             shared: &shared,
             close: true,
             timer: std::pin::pin!(tokio::time::sleep_until(crate::connection::far_future())),
+            // One request per connection: nothing to reuse.
+            exchange: &mut None,
         },
         environ,
         &mut body,
@@ -248,6 +250,7 @@ impl UwsgiAdoptee {
                         timer: std::pin::pin!(tokio::time::sleep_until(
                             crate::connection::far_future()
                         )),
+                        exchange: &mut None,
                     },
                     exchange,
                 )
