@@ -53,6 +53,9 @@ pub struct DirectWrite {
     stopping: watch::Receiver<bool>,
     /// The access log reads response headers: keep a copy of them.
     keep_headers: bool,
+    /// The writing thread closes the socket itself as soon as the request
+    /// ends (a connection lent with its first request).
+    closed_by_writer: bool,
 }
 
 /// A response the application thread wrote.
@@ -83,7 +86,15 @@ impl DirectWrite {
             encoder,
             stopping,
             keep_headers: false,
+            closed_by_writer: false,
         }
+    }
+
+    /// Says that the writing thread closes the socket as soon as the
+    /// request ends (see [`write`](Self::write)'s `returning`).
+    pub fn closed_by_writer(mut self, closed: bool) -> Self {
+        self.closed_by_writer = closed;
+        self
     }
 
     /// Keeps a copy of the response's headers in [`Written`] (for an
@@ -96,7 +107,9 @@ impl DirectWrite {
     /// Encodes `head` and `body` (the whole response) and writes them.
     /// `known_length` frames a head without `Content-Length`. `None` when
     /// the encoder refuses the response: the caller leaves it to the I/O
-    /// thread, which reports the error the usual way.
+    /// thread, which reports the error the usual way. `returning`: the
+    /// application has nothing left to run for the request
+    /// ([`ResponseSink::send_last_and_return`](wsgi_core::ResponseSink::send_last_and_return)).
     ///
     /// The caller holds the exchange lock (see the module docs).
     pub fn write(
@@ -104,11 +117,12 @@ impl DirectWrite {
         head: &ResponseHead,
         body: Option<&Bytes>,
         known_length: Option<u64>,
+        returning: bool,
     ) -> Option<Written> {
         SCRATCH.with(move |scratch| {
             let mut buffer = scratch.borrow_mut();
             buffer.clear();
-            let written = self.encode_and_send(head, body, known_length, &mut buffer);
+            let written = self.encode_and_send(head, body, known_length, returning, &mut buffer);
             if buffer.capacity() > SCRATCH_KEEP {
                 *buffer = BytesMut::new();
             }
@@ -121,6 +135,7 @@ impl DirectWrite {
         head: &ResponseHead,
         body: Option<&Bytes>,
         known_length: Option<u64>,
+        returning: bool,
         buffer: &mut BytesMut,
     ) -> Option<Written> {
         // A stop only turns a keep-alive response into a closing one: a
@@ -151,16 +166,20 @@ impl DirectWrite {
         // A response that ends the connection: its data waits in the
         // kernel (`MSG_MORE`) for the shutdown right below, whose FIN then
         // leaves in the same segment, so the peer gets one packet, not two.
-        // The FIN is not left to the socket's close, which comes after the
-        // application's `close()`: work done there "after the response"
-        // must not hold the response back. Data the socket did not take is
-        // written by the I/O thread without the flag, which sends it all.
+        // The FIN is not left to the socket's close when that comes after
+        // the application's `close()` or a hook: work done there "after the
+        // response" must not hold the response back. When nothing follows
+        // and this thread closes the socket, its close(2) right after
+        // sends the data with the FIN, and the shutdown is spared. Data the
+        // socket did not take is written by the I/O thread without the
+        // flag, which sends it all.
         let closing = !self.encoder.keep_alive();
         let (unwritten, error) = match send_now(self.fd, &parts, closing) {
             Ok(sent) => (unsent_parts(&parts, sent, body), None),
             Err(error) => (Vec::new(), Some(error)),
         };
-        if closing && error.is_none() && unwritten.is_empty() {
+        let closed_at_once = returning && self.closed_by_writer;
+        if closing && !closed_at_once && error.is_none() && unwritten.is_empty() {
             // The connection ends with this response: tell the client now.
             // Its owner closes the socket when it next looks.
             // SAFETY: the descriptor is open (see the module docs).
