@@ -311,3 +311,104 @@ pub fn encode_head<F: Framer>(
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+
+    use bytes::Bytes;
+    use tokio::sync::watch;
+    use wsgi_core::ResponseHead;
+    use wsgi_http::ResponseEncoder;
+
+    use super::DirectWrite;
+
+    /// A connected pair on loopback: (the server's end, the client's).
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (server, client)
+    }
+
+    /// `TCP_ESTABLISHED` of the kernel's TCP states (`tcpi_state`).
+    const TCP_ESTABLISHED: u8 = 1;
+
+    /// The kernel's TCP state of a socket.
+    fn tcp_state(socket: &TcpStream) -> u8 {
+        // SAFETY: an all-zero `tcp_info` is valid; the kernel fills at most
+        // `length` bytes of it.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut length = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: `info` has room for `length` bytes; the socket is open.
+        let result = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut length,
+            )
+        };
+        assert_eq!(result, 0);
+        info.tcpi_state
+    }
+
+    /// Writes a whole response that closes its connection (the request
+    /// asked to close) on `server`.
+    fn write_closing(server: &TcpStream, closed_by_writer: bool, returning: bool) {
+        let (_stop, stopping) = watch::channel(false);
+        let encoder = ResponseEncoder::new(http::Version::HTTP_11, false, true);
+        let head = ResponseHead::new(
+            b"200 OK",
+            vec![(
+                Bytes::from_static(b"Content-Length"),
+                Bytes::from_static(b"5"),
+            )],
+        )
+        .unwrap();
+        let written = DirectWrite::new(server.as_raw_fd(), encoder, stopping)
+            .closed_by_writer(closed_by_writer)
+            .write(&head, Some(&Bytes::from_static(b"hello")), None, returning)
+            .unwrap();
+        assert!(written.error.is_none() && written.unwritten.is_empty());
+        assert!(!written.encoder.keep_alive());
+    }
+
+    fn read_to_end(mut client: TcpStream) -> Vec<u8> {
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).unwrap();
+        answer
+    }
+
+    /// The FIN goes with the response at once (`shutdown`), unless the
+    /// writing thread closes the socket right after and nothing runs
+    /// before (then the close sends data and FIN, one system call less).
+    #[test]
+    fn a_closing_response_is_shut_down_unless_its_close_follows() {
+        for (closed_by_writer, returning) in [(false, false), (false, true), (true, false)] {
+            let (server, client) = pair();
+            write_closing(&server, closed_by_writer, returning);
+            // Shut down: FIN_WAIT1 or FIN_WAIT2, whole at the client while
+            // the server's socket is still open.
+            assert_ne!(tcp_state(&server), TCP_ESTABLISHED);
+            let answer = read_to_end(client);
+            assert!(
+                answer.starts_with(b"HTTP/1.1 200 OK\r\n") && answer.ends_with(b"\r\n\r\nhello")
+            );
+            drop(server);
+        }
+        let (server, client) = pair();
+        write_closing(&server, true, true);
+        assert_eq!(tcp_state(&server), TCP_ESTABLISHED);
+        // The close sends it all, with the FIN.
+        drop(server);
+        let answer = read_to_end(client);
+        assert!(answer.starts_with(b"HTTP/1.1 200 OK\r\n") && answer.ends_with(b"\r\n\r\nhello"));
+    }
+}
