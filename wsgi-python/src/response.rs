@@ -237,10 +237,13 @@ impl ResponseState {
 
     /// The whole body in one piece (`[b"..."]`): the head gets a
     /// `Content-Length` if it has none, so the server needs no chunking.
+    /// `returning`: nothing of the request's runs after it (see
+    /// `ResponseSink::send_last_and_return`).
     pub(crate) fn send_whole(
         &self,
         py: Python<'_>,
         body: &Bound<'_, PyBytes>,
+        returning: bool,
     ) -> Result<(), SendError> {
         let mut inner = self.lock(py);
         inner.commit(Some(body.as_bytes().len() as u64))?;
@@ -253,7 +256,12 @@ impl ResponseState {
         }
         // The body and the end in one call: one lock of the exchange and
         // one wake-up of the I/O thread instead of two of each.
-        let result = inner.sink()?.send_last(chunk_bytes(body));
+        let sink = inner.sink()?;
+        let result = if returning {
+            sink.send_last_and_return(chunk_bytes(body))
+        } else {
+            sink.send_last(chunk_bytes(body))
+        };
         inner.note(result)?;
         inner.ended = true;
         inner.wait_if_needed(py)

@@ -300,9 +300,8 @@ impl PyApplication {
                 return;
             }
         };
-        responder
-            .get()
-            .begin(py, output, hooks.is_some_and(RequestHooks::has_post));
+        let post_request = hooks.is_some_and(RequestHooks::has_post);
+        responder.get().begin(py, output, post_request);
         let response = responder.get().state();
         let input = match builder.input(py, input) {
             Ok(input) => input,
@@ -330,7 +329,7 @@ impl PyApplication {
                 hooked = Some((request, Some(dict.clone())));
             }
             match self.app.bind(py).call1((dict, &start_response)) {
-                Ok(iterable) => send_result(py, result.insert(iterable), response),
+                Ok(iterable) => send_result(py, result.insert(iterable), response, !post_request),
                 Err(error) => Outcome::Failed(error),
             }
         }));
@@ -504,10 +503,17 @@ impl PyApplication {
     }
 }
 
-/// Sends what the application returned.
-fn send_result(py: Python<'_>, result: &Bound<'_, PyAny>, response: &ResponseState) -> Outcome {
+/// Sends what the application returned. `no_hook_after`: no
+/// `post_request` hook runs after the response.
+fn send_result(
+    py: Python<'_>,
+    result: &Bound<'_, PyAny>,
+    response: &ResponseState,
+    no_hook_after: bool,
+) -> Outcome {
     let sent = if let Some(body) = single_bytes(result) {
-        response.send_whole(py, &body)
+        // An exact list or tuple: no close() to call (see `close`).
+        response.send_whole(py, &body, no_hook_after)
     } else if let Some(region) = result
         .cast::<PyFileWrapper>()
         .ok()

@@ -283,7 +283,12 @@ async fn read_declared<S: Transport, P: BodyDecoder>(
     let rest = body
         .length
         .map_or(0, |length| length.saturating_sub(body.received));
-    let queued = if P::SKIPS_BODY && rest >= IN_SOCKET_MIN && read_buf.is_empty() {
+    // Asked only when the read that brought the head filled its room (the
+    // body took the rest of the buffer: no spare capacity is left, a split
+    // keeping it as it was). A read that did not found the socket drained,
+    // and the rest of a body this large is then rarely in already.
+    let filled = read_buf.is_empty() && read_buf.capacity() == 0;
+    let queued = if P::SKIPS_BODY && rest >= IN_SOCKET_MIN && filled {
         queued(stream.as_raw_fd()).unwrap_or(0)
     } else {
         0

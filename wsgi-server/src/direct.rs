@@ -53,6 +53,9 @@ pub struct DirectWrite {
     stopping: watch::Receiver<bool>,
     /// The access log reads response headers: keep a copy of them.
     keep_headers: bool,
+    /// The writing thread closes the socket itself as soon as the request
+    /// ends (a connection lent with its first request).
+    closed_by_writer: bool,
 }
 
 /// A response the application thread wrote.
@@ -83,7 +86,15 @@ impl DirectWrite {
             encoder,
             stopping,
             keep_headers: false,
+            closed_by_writer: false,
         }
+    }
+
+    /// Says that the writing thread closes the socket as soon as the
+    /// request ends (see [`write`](Self::write)'s `returning`).
+    pub fn closed_by_writer(mut self, closed: bool) -> Self {
+        self.closed_by_writer = closed;
+        self
     }
 
     /// Keeps a copy of the response's headers in [`Written`] (for an
@@ -96,7 +107,9 @@ impl DirectWrite {
     /// Encodes `head` and `body` (the whole response) and writes them.
     /// `known_length` frames a head without `Content-Length`. `None` when
     /// the encoder refuses the response: the caller leaves it to the I/O
-    /// thread, which reports the error the usual way.
+    /// thread, which reports the error the usual way. `returning`: the
+    /// application has nothing left to run for the request
+    /// ([`ResponseSink::send_last_and_return`](wsgi_core::ResponseSink::send_last_and_return)).
     ///
     /// The caller holds the exchange lock (see the module docs).
     pub fn write(
@@ -104,11 +117,12 @@ impl DirectWrite {
         head: &ResponseHead,
         body: Option<&Bytes>,
         known_length: Option<u64>,
+        returning: bool,
     ) -> Option<Written> {
         SCRATCH.with(move |scratch| {
             let mut buffer = scratch.borrow_mut();
             buffer.clear();
-            let written = self.encode_and_send(head, body, known_length, &mut buffer);
+            let written = self.encode_and_send(head, body, known_length, returning, &mut buffer);
             if buffer.capacity() > SCRATCH_KEEP {
                 *buffer = BytesMut::new();
             }
@@ -121,6 +135,7 @@ impl DirectWrite {
         head: &ResponseHead,
         body: Option<&Bytes>,
         known_length: Option<u64>,
+        returning: bool,
         buffer: &mut BytesMut,
     ) -> Option<Written> {
         // A stop only turns a keep-alive response into a closing one: a
@@ -151,16 +166,20 @@ impl DirectWrite {
         // A response that ends the connection: its data waits in the
         // kernel (`MSG_MORE`) for the shutdown right below, whose FIN then
         // leaves in the same segment, so the peer gets one packet, not two.
-        // The FIN is not left to the socket's close, which comes after the
-        // application's `close()`: work done there "after the response"
-        // must not hold the response back. Data the socket did not take is
-        // written by the I/O thread without the flag, which sends it all.
+        // The FIN is not left to the socket's close when that comes after
+        // the application's `close()` or a hook: work done there "after the
+        // response" must not hold the response back. When nothing follows
+        // and this thread closes the socket, its close(2) right after
+        // sends the data with the FIN, and the shutdown is spared. Data the
+        // socket did not take is written by the I/O thread without the
+        // flag, which sends it all.
         let closing = !self.encoder.keep_alive();
         let (unwritten, error) = match send_now(self.fd, &parts, closing) {
             Ok(sent) => (unsent_parts(&parts, sent, body), None),
             Err(error) => (Vec::new(), Some(error)),
         };
-        if closing && error.is_none() && unwritten.is_empty() {
+        let closed_at_once = returning && self.closed_by_writer;
+        if closing && !closed_at_once && error.is_none() && unwritten.is_empty() {
             // The connection ends with this response: tell the client now.
             // Its owner closes the socket when it next looks.
             // SAFETY: the descriptor is open (see the module docs).
@@ -291,4 +310,105 @@ pub fn encode_head<F: Framer>(
             dst,
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+
+    use bytes::Bytes;
+    use tokio::sync::watch;
+    use wsgi_core::ResponseHead;
+    use wsgi_http::ResponseEncoder;
+
+    use super::DirectWrite;
+
+    /// A connected pair on loopback: (the server's end, the client's).
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (server, client)
+    }
+
+    /// `TCP_ESTABLISHED` of the kernel's TCP states (`tcpi_state`).
+    const TCP_ESTABLISHED: u8 = 1;
+
+    /// The kernel's TCP state of a socket.
+    fn tcp_state(socket: &TcpStream) -> u8 {
+        // SAFETY: an all-zero `tcp_info` is valid; the kernel fills at most
+        // `length` bytes of it.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut length = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: `info` has room for `length` bytes; the socket is open.
+        let result = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut length,
+            )
+        };
+        assert_eq!(result, 0);
+        info.tcpi_state
+    }
+
+    /// Writes a whole response that closes its connection (the request
+    /// asked to close) on `server`.
+    fn write_closing(server: &TcpStream, closed_by_writer: bool, returning: bool) {
+        let (_stop, stopping) = watch::channel(false);
+        let encoder = ResponseEncoder::new(http::Version::HTTP_11, false, true);
+        let head = ResponseHead::new(
+            b"200 OK",
+            vec![(
+                Bytes::from_static(b"Content-Length"),
+                Bytes::from_static(b"5"),
+            )],
+        )
+        .unwrap();
+        let written = DirectWrite::new(server.as_raw_fd(), encoder, stopping)
+            .closed_by_writer(closed_by_writer)
+            .write(&head, Some(&Bytes::from_static(b"hello")), None, returning)
+            .unwrap();
+        assert!(written.error.is_none() && written.unwritten.is_empty());
+        assert!(!written.encoder.keep_alive());
+    }
+
+    fn read_to_end(mut client: TcpStream) -> Vec<u8> {
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).unwrap();
+        answer
+    }
+
+    /// The FIN goes with the response at once (`shutdown`), unless the
+    /// writing thread closes the socket right after and nothing runs
+    /// before (then the close sends data and FIN, one system call less).
+    #[test]
+    fn a_closing_response_is_shut_down_unless_its_close_follows() {
+        for (closed_by_writer, returning) in [(false, false), (false, true), (true, false)] {
+            let (server, client) = pair();
+            write_closing(&server, closed_by_writer, returning);
+            // Shut down: FIN_WAIT1 or FIN_WAIT2, whole at the client while
+            // the server's socket is still open.
+            assert_ne!(tcp_state(&server), TCP_ESTABLISHED);
+            let answer = read_to_end(client);
+            assert!(
+                answer.starts_with(b"HTTP/1.1 200 OK\r\n") && answer.ends_with(b"\r\n\r\nhello")
+            );
+            drop(server);
+        }
+        let (server, client) = pair();
+        write_closing(&server, true, true);
+        assert_eq!(tcp_state(&server), TCP_ESTABLISHED);
+        // The close sends it all, with the FIN.
+        drop(server);
+        let answer = read_to_end(client);
+        assert!(answer.starts_with(b"HTTP/1.1 200 OK\r\n") && answer.ends_with(b"\r\n\r\nhello"));
+    }
 }

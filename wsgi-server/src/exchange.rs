@@ -763,8 +763,14 @@ impl AppOutput {
     }
 
     /// Queues `item`; with `last`, the response ends with it (`finish` in
-    /// the same lock and wake-up).
-    fn push(&mut self, item: OutItem, size: usize, last: bool) -> Result<(), SinkError> {
+    /// the same lock and wake-up); `returning`: see `send_last_and_return`.
+    fn push(
+        &mut self,
+        item: OutItem,
+        size: usize,
+        last: bool,
+        returning: bool,
+    ) -> Result<(), SinkError> {
         if !self.started {
             return Err(SinkError::Misuse("body before the response head"));
         }
@@ -789,7 +795,7 @@ impl AppOutput {
                         .content_length
                         .is_some_and(|length| chunk.len() as u64 >= length) =>
                 {
-                    direct.write(head, Some(chunk), None)
+                    direct.write(head, Some(chunk), None, returning)
                 }
                 _ => None,
             };
@@ -837,7 +843,7 @@ impl ResponseSink for AppOutput {
             return Ok(());
         }
         let size = chunk.len();
-        self.push(OutItem::Data(chunk), size, false)
+        self.push(OutItem::Data(chunk), size, false, false)
     }
 
     fn send_last(&mut self, chunk: Bytes) -> Result<(), SinkError> {
@@ -845,7 +851,15 @@ impl ResponseSink for AppOutput {
             return self.finish();
         }
         let size = chunk.len();
-        self.push(OutItem::Data(chunk), size, true)
+        self.push(OutItem::Data(chunk), size, true, false)
+    }
+
+    fn send_last_and_return(&mut self, chunk: Bytes) -> Result<(), SinkError> {
+        if chunk.is_empty() {
+            return self.finish();
+        }
+        let size = chunk.len();
+        self.push(OutItem::Data(chunk), size, true, true)
     }
 
     fn send_file(&mut self, region: FileRegion) -> Result<(), SinkError> {
@@ -853,7 +867,7 @@ impl ResponseSink for AppOutput {
         // descriptor) and its own offset, and costs no memory: the
         // application need not wait for the I/O thread to take it (one
         // wait and wake-up fewer per file; docs/performance.md).
-        self.push(OutItem::File(region), 0, false)
+        self.push(OutItem::File(region), 0, false, false)
     }
 
     fn must_wait(&self) -> bool {
@@ -896,7 +910,7 @@ impl ResponseSink for AppOutput {
             let written = match &state.head {
                 Some(head) if state.output.is_empty() && !state.disconnected => {
                     let known_length = head.content_length.is_none().then_some(0);
-                    direct.write(head, None, known_length)
+                    direct.write(head, None, known_length, false)
                 }
                 _ => None,
             };

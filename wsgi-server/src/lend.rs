@@ -414,7 +414,9 @@ impl LentHttp {
         let start = shared.request_began(&environ, protocol_name);
         let exchange = Exchange::new(true, shared.timeouts.body);
         let direct = DirectWrite::new(self.fd.as_raw_fd(), encoder, shared.shutdown.clone())
-            .keeping_headers(shared.wants_response_headers());
+            .keeping_headers(shared.wants_response_headers())
+            // A fresh connection is closed by the thread that serves it.
+            .closed_by_writer(fresh);
         exchange.lend_direct(direct, false);
         if let Some(slot) = slot {
             exchange.mark_lent_inline(slot.clone());

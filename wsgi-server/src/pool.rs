@@ -780,6 +780,12 @@ impl ResponseSink for GuardedSink {
         self.with(Err(SinkError::Disconnected), |sink| sink.send_last(chunk))
     }
 
+    fn send_last_and_return(&mut self, chunk: Bytes) -> Result<(), SinkError> {
+        self.with(Err(SinkError::Disconnected), |sink| {
+            sink.send_last_and_return(chunk)
+        })
+    }
+
     fn must_wait(&self) -> bool {
         self.with(false, |sink| sink.must_wait())
     }

@@ -377,7 +377,8 @@ pub fn serve_fresh_uwsgi(
         encoder.clone(),
         shared.shutdown.clone(),
     )
-    .keeping_headers(shared.wants_response_headers());
+    .keeping_headers(shared.wants_response_headers())
+    .closed_by_writer(true);
     exchange.lend_direct(direct, false);
     let request = Request {
         environ,

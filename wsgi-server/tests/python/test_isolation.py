@@ -686,6 +686,68 @@ def test_a_response_and_its_end_do_not_wait_for_the_applications_close(start):
     assert head.startswith("HTTP/1.1 200") and body == b"hello", (head, body)
 
 
+# A post_request hook that holds its request until the test has read the
+# response whole (the marker directory is the query string), with a bound
+# past the client's timeout.
+HOLDING_HOOK = """
+import os
+import time
+
+
+def post_request(worker, req, environ, resp):
+    marker = environ.get("QUERY_STRING")
+    if not marker:
+        return
+    deadline = time.monotonic() + 30
+    while not os.path.exists(os.path.join(marker, "read")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+"""
+
+
+def test_a_response_without_close_ends_its_connection(start, tmp_path):
+    # A body returned as a list (no close() to call, no hook after it): the
+    # response is sent corked (MSG_MORE) and the socket's close right after
+    # sends it with the FIN, without a shutdown of its own. It must still
+    # arrive whole, and the connection end, over HTTP and uwsgi. With a
+    # post_request hook the request goes on after the response: the hook
+    # here waits until the client has read it all, so data left corked
+    # until the close would never arrive.
+    import socket
+
+    port = free_port()
+    config = tmp_path / "hook.conf.py"
+    config.write_text(HOLDING_HOOK)
+    for hooks in ([], ["-c", str(config)]):
+        http = start("--pythonpath", str(TEST_APPS), "lendapp", "-w", "1", "--threads", "2",
+                     *hooks)
+        uwsgi = start("--pythonpath", str(TEST_APPS), "lendapp", "-w", "1", "--threads", "2",
+                      "--socket", f"127.0.0.1:{port}", *hooks)
+        for attempt in range(3):
+            marker = tmp_path / f"marker-{len(hooks)}-{attempt}"
+            marker.mkdir()
+            sock = closing_request(http.port, b"/?" + str(marker).encode(),
+                                   worker=worker_pid(http.pid))
+            try:
+                head, body = read_to_close(sock)
+            finally:
+                (marker / "read").mkdir()
+            assert head.startswith("HTTP/1.1 200") and body == b"hello", (head, body)
+
+            marker = tmp_path / f"umarker-{len(hooks)}-{attempt}"
+            marker.mkdir()
+            with Paused(worker_pid(uwsgi.pid)):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=BOUND)
+                sock.sendall(uwsgi_packet("/?" + str(marker)))
+            try:
+                head, body = read_to_close(sock)
+            finally:
+                (marker / "read").mkdir()
+            assert head.startswith("HTTP/1.1 200") and body == b"hello", (head, body)
+        http.stop()
+        uwsgi.stop()
+        port = free_port()
+
+
 def test_a_stuck_uwsgi_request_still_gets_its_500(start):
     port = free_port()
     server = start("--pythonpath", str(TEST_APPS), "process_app", "-w", "1", "--threads", "2",
