@@ -6,7 +6,9 @@
 //! approach): the copy clones the template's hash table in one `memcpy`. The
 //! template's values for those keys are the ones of the thread's previous
 //! request, so a request only sets what changed (`SERVER_NAME`,
-//! `REMOTE_ADDR`, the method and the protocol rarely do), and then in place.
+//! `REMOTE_ADDR`, the method and the protocol rarely do), and then in place,
+//! with a string remembered from a recent request when the value was seen
+//! lately (`REMOTE_PORT` takes turns among the keep-alive connections).
 //! The template has more than 21 keys, so its table (and every copy's) has
 //! room for about 20 `HTTP_*` keys before CPython resizes it. The template
 //! never leaves this module: applications get copies.
@@ -29,7 +31,7 @@ use wsgi_core::{BodyReader, Environ, SERVER_SOFTWARE};
 use crate::errors::PyErrorStream;
 use crate::file_wrapper::PyFileWrapper;
 use crate::input::PyInput;
-use crate::pyutil::{latin1_interned, latin1_str, refcount};
+use crate::pyutil::{latin1_interned, latin1_str, refcount, same};
 use crate::serve::AppOptions;
 
 /// How many distinct `HTTP_*`/extra keys a thread remembers. Requests with
@@ -73,32 +75,53 @@ impl Hasher for Fnv {
     }
 }
 
-/// Whether two byte strings are equal, without a call to `memcmp` for the
-/// short values a request's fixed keys and repeated headers mostly have.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    let len = a.len();
-    if len != b.len() {
-        return false;
+/// How many strings of fixed keys' recent values a thread remembers besides
+/// the template's: values that take turns among a few (the clients' ports
+/// at 16 keep-alive connections, a handful of routes) are decoded once.
+const RECENT_STRINGS: usize = 64;
+/// Longer values are not remembered there.
+const MAX_RECENT_LEN: usize = 32;
+
+/// A fixed key's value string, remembered by [`recent_string`].
+struct Recent {
+    /// The key's index in [`FIXED_KEYS`].
+    slot: usize,
+    len: usize,
+    bytes: [u8; MAX_RECENT_LEN],
+    string: Py<PyString>,
+}
+
+/// The string of `value` for the fixed key `slot`: one remembered from a
+/// recent request, or a new one (then remembered in place of the entry
+/// whose place it takes).
+fn recent_string<'py>(
+    py: Python<'py>,
+    recent: &mut [Option<Recent>],
+    slot: usize,
+    value: &[u8],
+) -> PyResult<Bound<'py, PyString>> {
+    if value.len() > MAX_RECENT_LEN {
+        return latin1_str(py, value);
     }
-    let word = |bytes: &[u8], at: usize| {
-        let mut buffer = [0u8; 8];
-        buffer.copy_from_slice(&bytes[at..at + 8]);
-        u64::from_ne_bytes(buffer)
-    };
-    let half = |bytes: &[u8], at: usize| {
-        let mut buffer = [0u8; 4];
-        buffer.copy_from_slice(&bytes[at..at + 4]);
-        u32::from_ne_bytes(buffer)
-    };
-    match len {
-        0 => true,
-        // Bytes 0, len/2 and len-1 cover every byte of 1 to 3.
-        1..=3 => a[0] == b[0] && a[len / 2] == b[len / 2] && a[len - 1] == b[len - 1],
-        // Two overlapping loads cover the whole string.
-        4..=7 => half(a, 0) == half(b, 0) && half(a, len - 4) == half(b, len - 4),
-        8..=16 => word(a, 0) == word(b, 0) && word(a, len - 8) == word(b, len - 8),
-        _ => a == b,
+    let mut hash = Fnv::default();
+    hash.write(value);
+    hash.write_usize(slot);
+    let place = &mut recent[hash.finish() as usize % RECENT_STRINGS];
+    if let Some(entry) = place {
+        if entry.slot == slot && same(&entry.bytes[..entry.len], value) {
+            return Ok(entry.string.bind(py).clone());
+        }
     }
+    let string = latin1_str(py, value)?;
+    let mut bytes = [0u8; MAX_RECENT_LEN];
+    bytes[..value.len()].copy_from_slice(value);
+    *place = Some(Recent {
+        slot,
+        len: value.len(),
+        bytes,
+        string: string.clone().unbind(),
+    });
+    Ok(string)
 }
 
 /// The string a key had on the thread's previous request, reused while the
@@ -162,6 +185,8 @@ const FIXED_KEYS: [&str; 12] = [
 pub(crate) struct EnvironBuilder {
     template: Py<PyDict>,
     slots: [Slot; FIXED_KEYS.len()],
+    /// Strings of the fixed keys' recent values (see [`recent_string`]).
+    recent: Box<[Option<Recent>]>,
     keys: HashMap<Bytes, CachedKey, BuildHasherDefault<Fnv>>,
     content_type: LastValue,
     content_length: LastValue,
@@ -205,6 +230,7 @@ impl EnvironBuilder {
         Ok(EnvironBuilder {
             template: template.unbind(),
             slots,
+            recent: (0..RECENT_STRINGS).map(|_| None).collect(),
             keys: HashMap::default(),
             content_type: LastValue::default(),
             content_length: LastValue::default(),
@@ -302,14 +328,14 @@ impl EnvironBuilder {
         // Bring the template up to date first: the copy then carries every
         // fixed value, and a value that repeats costs one comparison.
         let mut previous: Option<(&[u8], Bound<'py, PyString>)> = None;
-        for (slot, value) in self.slots.iter_mut().zip(values) {
+        for (index, (slot, value)) in self.slots.iter_mut().zip(values).enumerate() {
             if same(&slot.bytes, value) {
                 continue;
             }
             // RAW_URI follows REQUEST_URI: one string for both.
             let string = match &previous {
                 Some((bytes, string)) if same(bytes, value) => string.clone(),
-                _ => latin1_str(py, value)?,
+                _ => recent_string(py, &mut self.recent, index, value)?,
             };
             template.set_item(slot.key.bind(py), &string)?;
             slot.bytes.clear();
@@ -329,26 +355,5 @@ impl EnvironBuilder {
             self.set_variable(&dict, name, value)?;
         }
         Ok(dict)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same;
-
-    /// Every length up to 20, equal or differing in any one byte.
-    #[test]
-    fn same_compares_every_byte() {
-        for len in 0..=20usize {
-            let a: Vec<u8> = (0..len as u8).map(|byte| byte.wrapping_mul(37)).collect();
-            assert!(same(&a, &a.clone()));
-            for position in 0..len {
-                let mut b = a.clone();
-                b[position] ^= 0x40;
-                assert!(!same(&a, &b), "{len} {position}");
-            }
-            let longer = [a.as_slice(), b"x"].concat();
-            assert!(!same(&a, &longer));
-        }
     }
 }

@@ -680,6 +680,111 @@ def app(environ, start_response):
     assert_eq!(log.text(), "");
 }
 
+/// The records of `requests` served in order on one thread.
+fn serve_in_order(
+    app: &Arc<wsgi_python::PyApplication>,
+    requests: Vec<wsgi_core::Environ>,
+) -> Vec<Record> {
+    let requests = requests
+        .into_iter()
+        .map(|environ| (environ, vec![], TestSink::new().0))
+        .collect();
+    serve_all(app, requests)
+        .iter()
+        .map(|record| std::mem::take(&mut *record.lock().unwrap()))
+        .collect()
+}
+
+/// The strings of the fixed keys' values are remembered across requests
+/// (ports and paths take turns): each request still sees its own values,
+/// whichever strings share a place in the thread's memory of them.
+#[test]
+fn recent_values_are_each_requests_own() {
+    let (app, log) = app(
+        "t_recent_values",
+        r#"
+def app(environ, start_response):
+    start_response("200 OK", [])
+    keys = ("REMOTE_PORT", "PATH_INFO", "REQUEST_URI", "RAW_URI", "REMOTE_ADDR")
+    return ["|".join(environ[key] for key in keys).encode("latin-1")]
+"#,
+    );
+    let mut environs = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..400usize {
+        let port = (1000 + i * 7919 % 300).to_string();
+        let path = if i % 9 == 0 {
+            format!("/a-path-longer-than-thirty-two-bytes/{}", i % 4)
+        } else {
+            format!("/p{}", i * 31 % 50)
+        };
+        // The same bytes as another key's earlier value, and a latin-1 byte.
+        let addr = if i % 2 == 0 {
+            port.clone()
+        } else {
+            format!("10.0.0.{}\u{e9}", i % 7)
+        };
+        let mut environ = get(&path);
+        environ.remote_port = Bytes::from(port.clone());
+        environ.remote_addr = Bytes::from(addr.chars().map(|c| c as u8).collect::<Vec<u8>>());
+        expected.push(format!("{port}|{path}|{path}|{path}|{addr}"));
+        environs.push(environ);
+    }
+    let records = serve_in_order(&app, environs);
+    for (index, (record, want)) in records.iter().zip(&expected).enumerate() {
+        let got: String = record.body().iter().map(|&byte| char::from(byte)).collect();
+        assert_eq!(&got, want, "request {index}");
+    }
+    assert_eq!(log.text(), "");
+}
+
+/// An application that changes its environ changes its own copy: the next
+/// request on the thread has every key and value of its own.
+#[test]
+fn environ_changes_do_not_reach_the_next_request() {
+    let (app, log) = app(
+        "t_environ_changes",
+        r#"
+def app(environ, start_response):
+    start_response("200 OK", [])
+    seen = repr(sorted((k, v) for k, v in environ.items() if isinstance(v, (str, tuple, bool))))
+    environ["PATH_INFO"] = "/changed"
+    environ["SCRIPT_NAME"] = "/mounted"
+    environ["wsgi.version"] = (9, 9)
+    environ["wsgi.url_scheme"] = "gopher"
+    environ["HTTP_X_ADDED"] = "added"
+    del environ["REMOTE_PORT"]
+    del environ["SERVER_SOFTWARE"]
+    environ.clear() if environ.get("QUERY_STRING") == "clear" else None
+    return [seen.encode()]
+"#,
+    );
+    let requests = vec![
+        get("/same"),
+        get("/same"),
+        get("/same?clear"),
+        get("/same?clear"),
+        get("/same"),
+    ];
+    let records = serve_in_order(&app, requests);
+    let bodies: Vec<String> = records.iter().map(Record::body_str).collect();
+    assert_eq!(bodies[0], bodies[1]);
+    assert_eq!(bodies[2], bodies[3]);
+    assert_eq!(bodies[0], bodies[4]);
+    for needle in [
+        "('PATH_INFO', '/same')",
+        "('SCRIPT_NAME', '')",
+        "('wsgi.version', (1, 0))",
+        "('wsgi.url_scheme', 'http')",
+        "('REMOTE_PORT', '54321')",
+        "('SERVER_SOFTWARE', 'wsgi-server/",
+    ] {
+        assert!(bodies[1].contains(needle), "{needle} not in {}", bodies[1]);
+    }
+    assert!(!bodies[1].contains("HTTP_X_ADDED"), "{}", bodies[1]);
+    assert_eq!(log.text(), "");
+}
+
 #[test]
 fn non_bytes_chunks_abort() {
     let (app, log) = app(
