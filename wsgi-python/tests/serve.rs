@@ -695,6 +695,135 @@ fn serve_in_order(
         .collect()
 }
 
+/// A thread reuses the head of its previous `start_response` when the
+/// arguments have the same bytes: every head that differs from it in one
+/// byte, one header, or only in a type PEP 3333 refuses, must come out as
+/// its own arguments say (or raise as they would alone).
+#[test]
+fn a_head_like_the_previous_one_is_its_own() {
+    let (app, log) = app(
+        "t_head_reuse",
+        r#"
+class S(str):
+    pass
+
+SHARED = [("X", "y")]
+ATTEMPTS = {
+    "valid": ("200 OK", [("X", "y")]),
+    "tuple-list": ("200 OK", (("X", "y"),)),
+    "bytes-value": ("200 OK", [("X", b"y")]),
+    "bytes-name": ("200 OK", [(b"X", "y")]),
+    "bytes-status": (b"200 OK", [("X", "y")]),
+    "triple": ("200 OK", [("X", "y", "z")]),
+    "list-pair": ("200 OK", [["X", "y"]]),
+    "non-latin": ("200 OK", [("X", "\u2603")]),
+    "other-value": ("200 OK", [("X", "z")]),
+    "other-name": ("200 OK", [("Y", "y")]),
+    "other-status": ("201 OK", [("X", "y")]),
+    "other-reason": ("200 Fine", [("X", "y")]),
+    "more": ("200 OK", [("X", "y"), ("X", "y")]),
+    "fewer": ("200 OK", []),
+    "dup-length": ("200 OK", [("Content-Length", "2"), ("Content-Length", "2")]),
+    "subclass": (S("200 OK"), [(S("X"), S("y"))]),
+    "latin": ("200 OK", [("X", "\xe9")]),
+}
+
+def app(environ, start_response):
+    name = environ["PATH_INFO"][1:]
+    if name == "shared":
+        status, headers = "200 OK", SHARED
+    elif name == "shared-changed":
+        SHARED[0] = ("X", "w")
+        status, headers = "200 OK", SHARED
+    else:
+        status, headers = ATTEMPTS[name]
+    try:
+        start_response(status, headers)
+    except (TypeError, ValueError) as error:
+        start_response("200 OK", [("X-Error", type(error).__name__)])
+    return [b"ok"]
+"#,
+    );
+    let mut paths = Vec::new();
+    for name in [
+        "tuple-list",
+        "bytes-value",
+        "bytes-name",
+        "bytes-status",
+        "triple",
+        "list-pair",
+        "non-latin",
+        "other-value",
+        "other-name",
+        "other-status",
+        "other-reason",
+        "more",
+        "fewer",
+        "subclass",
+        "latin",
+    ] {
+        paths.push("valid");
+        paths.push(name);
+    }
+    paths.extend(["dup-length", "dup-length", "shared", "shared-changed"]);
+    let records = serve_in_order(
+        &app,
+        paths.iter().map(|path| get(&format!("/{path}"))).collect(),
+    );
+    let heads: Vec<String> = records
+        .iter()
+        .map(|record| {
+            let head = record.head.as_ref().unwrap();
+            let mut text = format!("{} {}", head.status, String::from_utf8_lossy(&head.reason));
+            for (name, value) in &head.headers {
+                text.push_str(&format!(
+                    "|{}:{}",
+                    String::from_utf8_lossy(name),
+                    // Latin-1 bytes as their code points.
+                    value
+                        .iter()
+                        .map(|&byte| char::from(byte))
+                        .collect::<String>()
+                ));
+            }
+            text
+        })
+        .collect();
+    let valid = "200 OK|X:y|Content-Length:2";
+    let mut expected = Vec::new();
+    for other in [
+        "200 OK|X-Error:TypeError|Content-Length:2",
+        "200 OK|X-Error:TypeError|Content-Length:2",
+        "200 OK|X-Error:TypeError|Content-Length:2",
+        "200 OK|X-Error:TypeError|Content-Length:2",
+        "200 OK|X-Error:TypeError|Content-Length:2",
+        "200 OK|X-Error:TypeError|Content-Length:2",
+        "200 OK|X-Error:UnicodeEncodeError|Content-Length:2",
+        "200 OK|X:z|Content-Length:2",
+        "200 OK|Y:y|Content-Length:2",
+        "201 OK|X:y|Content-Length:2",
+        "200 Fine|X:y|Content-Length:2",
+        "200 OK|X:y|X:y|Content-Length:2",
+        "200 OK|Content-Length:2",
+        valid,
+        "200 OK|X:\u{e9}|Content-Length:2",
+    ] {
+        expected.push(valid.to_owned());
+        expected.push(other.to_owned());
+    }
+    expected.extend([
+        "200 OK|Content-Length:2".to_owned(),
+        "200 OK|Content-Length:2".to_owned(),
+        valid.to_owned(),
+        "200 OK|X:w|Content-Length:2".to_owned(),
+    ]);
+    for (index, (got, want)) in heads.iter().zip(&expected).enumerate() {
+        assert_eq!(got, want, "request {index}: /{}", paths[index]);
+    }
+    assert_eq!(heads.len(), expected.len());
+    assert_eq!(log.text(), "");
+}
+
 /// The strings of the fixed keys' values are remembered across requests
 /// (ports and paths take turns): each request still sees its own values,
 /// whichever strings share a place in the thread's memory of them.
