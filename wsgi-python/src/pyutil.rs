@@ -49,6 +49,7 @@ pub(crate) fn latin1_interned<'py>(
 ///
 /// # Errors
 /// `UnicodeEncodeError` (a `ValueError`) for code points above U+00FF.
+#[inline]
 pub(crate) fn latin1_view<'a>(string: &'a Bound<'_, PyString>) -> PyResult<Cow<'a, [u8]>> {
     #[cfg(not(any(Py_LIMITED_API, PyPy, GraalPy, Py_3_14)))]
     // SAFETY: `string` is a live exact-or-subclass `str` and the GIL is held.

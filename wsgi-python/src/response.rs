@@ -425,7 +425,8 @@ impl LastHead {
         for (item, (name, value)) in list.iter().zip(cached) {
             let pair = item.cast::<PyTuple>().ok().filter(|pair| pair.len() == 2)?;
             for (index, bytes) in [(0, name), (1, value)] {
-                let part = pair.get_borrowed_item(index).ok()?;
+                // SAFETY: `pair` is a tuple of two items (checked above).
+                let part = unsafe { pair.get_borrowed_item_unchecked(index) };
                 let part = part.cast::<PyString>().ok()?;
                 if !same(&latin1_view(&part).ok()?, bytes) {
                     return None;
