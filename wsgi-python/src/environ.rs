@@ -13,10 +13,15 @@
 //! room for about 20 `HTTP_*` keys before CPython resizes it. The template
 //! never leaves this module: applications get copies.
 //!
-//! `HTTP_*` and extra keys come from a bounded per-thread cache, which also
-//! remembers each key's last value string for reuse when the bytes repeat
-//! (`Host`, `User-Agent`, `Accept`). Values are latin-1 strings decoded from
-//! the raw bytes, so no byte is lost. `os.environ` is never merged in.
+//! `HTTP_*` keys are in the template too: it holds the previous request's
+//! headers, so a client that sends the same headers again (they mostly do,
+//! with the same values) costs no insert per header; a header the request
+//! lacks is taken out of the template first. Their keys and extra keys
+//! come from a bounded per-thread cache, which also remembers each key's
+//! last value string for reuse when the bytes repeat (`Host`, `User-Agent`,
+//! `Accept`); a header the cache does not take, and extra keys, are set in
+//! the copy. Values are latin-1 strings decoded from the raw bytes, so no
+//! byte is lost. `os.environ` is never merged in.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -133,6 +138,11 @@ struct LastValue {
 }
 
 impl LastValue {
+    /// Whether the remembered string is the one of `value`.
+    fn holds(&self, value: &[u8]) -> bool {
+        self.string.is_some() && same(&self.bytes, value)
+    }
+
     fn get<'py>(&mut self, py: Python<'py>, value: &[u8]) -> PyResult<Bound<'py, PyString>> {
         if let Some(string) = &self.string {
             if same(&self.bytes, value) {
@@ -155,6 +165,10 @@ impl LastValue {
 struct CachedKey {
     key: Py<PyString>,
     last: LastValue,
+    /// The template holds this `HTTP_*` key, with `last`'s string.
+    in_template: bool,
+    /// The serial of the last request that had it.
+    seen: u64,
 }
 
 /// A key every request sets, with the bytes of the value the template holds.
@@ -187,6 +201,13 @@ pub(crate) struct EnvironBuilder {
     slots: [Slot; FIXED_KEYS.len()],
     /// Strings of the fixed keys' recent values (see [`recent_string`]).
     recent: Box<[Option<Recent>]>,
+    /// The cached `HTTP_*` keys the template holds: the previous request's
+    /// headers (see [`EnvironBuilder::set_header`]).
+    template_headers: Vec<Bytes>,
+    /// Counts requests, for [`CachedKey::seen`].
+    serial: u64,
+    /// How many of `template_headers` the current request sent.
+    headers_seen: usize,
     keys: HashMap<Bytes, CachedKey, BuildHasherDefault<Fnv>>,
     content_type: LastValue,
     content_length: LastValue,
@@ -231,6 +252,9 @@ impl EnvironBuilder {
             template: template.unbind(),
             slots,
             recent: (0..RECENT_STRINGS).map(|_| None).collect(),
+            template_headers: Vec::new(),
+            serial: 0,
+            headers_seen: 0,
             keys: HashMap::default(),
             content_type: LastValue::default(),
             content_length: LastValue::default(),
@@ -274,8 +298,92 @@ impl EnvironBuilder {
         reader
     }
 
-    /// Sets an `HTTP_*`/extra variable, with its key (and value, when it
-    /// repeats) from the cache when possible.
+    /// Puts a header's `HTTP_*` variable in the template, where the
+    /// previous request's headers are: a client sends the same headers
+    /// request after request, mostly with the same values, and then the
+    /// copy carries them at no cost (a dict insert each before). Returns
+    /// `false` for a name the cache does not take (the caller sets it in
+    /// the copy). Headers of the previous request that this one lacks are
+    /// taken out by [`EnvironBuilder::drop_absent_headers`].
+    fn set_header(
+        &mut self,
+        template: &Bound<'_, PyDict>,
+        name: &Bytes,
+        value: &[u8],
+    ) -> PyResult<bool> {
+        let py = template.py();
+        let serial = self.serial;
+        if let Some(cached) = self.keys.get_mut(name) {
+            let repeated = cached.in_template && cached.last.holds(value);
+            if !repeated {
+                let string = cached.last.get(py, value)?;
+                if let Err(error) = template.set_item(cached.key.bind(py), string) {
+                    // The template may hold another value than `last` now.
+                    cached.last = LastValue::default();
+                    return Err(error);
+                }
+                if !cached.in_template {
+                    cached.in_template = true;
+                    self.template_headers.push(name.clone());
+                }
+            }
+            if cached.seen != serial {
+                cached.seen = serial;
+                self.headers_seen += 1;
+            }
+            return Ok(true);
+        }
+        if self.keys.len() >= MAX_CACHED_KEYS || name.len() > MAX_CACHED_KEY_LEN {
+            return Ok(false);
+        }
+        let key = latin1_interned(py, name)?;
+        let mut last = LastValue::default();
+        template.set_item(&key, last.get(py, value)?)?;
+        self.keys.insert(
+            name.clone(),
+            CachedKey {
+                key: key.unbind(),
+                last,
+                in_template: true,
+                seen: serial,
+            },
+        );
+        self.template_headers.push(name.clone());
+        self.headers_seen += 1;
+        Ok(true)
+    }
+
+    /// Takes out of the template the headers of earlier requests that the
+    /// current one (`self.serial`) did not send.
+    fn drop_absent_headers(&mut self, template: &Bound<'_, PyDict>) -> PyResult<()> {
+        if self.headers_seen == self.template_headers.len() {
+            // The same set of headers as before (the usual case).
+            return Ok(());
+        }
+        let serial = self.serial;
+        let keys = &mut self.keys;
+        let mut result = Ok(());
+        self.template_headers.retain(|name| {
+            let Some(cached) = keys.get_mut(name) else {
+                return false;
+            };
+            if cached.seen == serial {
+                return true;
+            }
+            if let Err(error) = template.del_item(cached.key.bind(template.py())) {
+                // Still there: taken out on a later request.
+                result = Err(error);
+                return true;
+            }
+            cached.in_template = false;
+            false
+        });
+        result
+    }
+
+    /// Sets an extra variable (or a header the cache does not take) in the
+    /// request's copy, with its key (and value, when it repeats) from the
+    /// cache when possible.
     fn set_variable(
         &mut self,
         dict: &Bound<'_, PyDict>,
@@ -284,6 +392,10 @@ impl EnvironBuilder {
     ) -> PyResult<()> {
         let py = dict.py();
         if let Some(cached) = self.keys.get_mut(name) {
+            if cached.in_template {
+                // A header's key: its value stays the template's.
+                return dict.set_item(cached.key.bind(py), latin1_str(py, value)?);
+            }
             return dict.set_item(cached.key.bind(py), cached.last.get(py, value)?);
         }
         let key = latin1_interned(py, name)?;
@@ -296,6 +408,8 @@ impl EnvironBuilder {
                 CachedKey {
                     key: key.unbind(),
                     last,
+                    in_template: false,
+                    seen: 0,
                 },
             );
             return Ok(());
@@ -309,7 +423,7 @@ impl EnvironBuilder {
         py: Python<'py>,
         environ: &Environ,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let template = self.template.bind(py);
+        let template = &self.template.bind(py).clone();
         let scheme = environ.url_scheme.as_str().as_bytes();
         let values: [&[u8]; FIXED_KEYS.len()] = [
             &environ.request_method,
@@ -342,6 +456,17 @@ impl EnvironBuilder {
             slot.bytes.extend_from_slice(value);
             previous = Some((value, string));
         }
+        // The headers go into the template too (see `set_header`); any
+        // the cache does not take go into the copy below.
+        self.serial += 1;
+        self.headers_seen = 0;
+        let mut uncached = Vec::new();
+        for (name, value) in &environ.headers {
+            if !name.starts_with(b"HTTP_") || !self.set_header(template, name, value)? {
+                uncached.push((name, value));
+            }
+        }
+        self.drop_absent_headers(template)?;
         let dict = template.copy()?;
         if let Some(content_type) = &environ.content_type {
             let value = self.content_type.get(py, content_type)?;
@@ -351,7 +476,10 @@ impl EnvironBuilder {
             let value = self.content_length.get(py, content_length)?;
             dict.set_item(intern!(py, "CONTENT_LENGTH"), value)?;
         }
-        for (name, value) in environ.headers.iter().chain(environ.extra.iter()) {
+        for (name, value) in uncached
+            .into_iter()
+            .chain(environ.extra.iter().map(|(n, v)| (n, v)))
+        {
             self.set_variable(&dict, name, value)?;
         }
         Ok(dict)

@@ -867,6 +867,69 @@ def app(environ, start_response):
     assert_eq!(log.text(), "");
 }
 
+/// The thread's template holds the previous request's headers: each
+/// request still has exactly its own `HTTP_*` keys and values, whatever
+/// the requests before it sent.
+#[test]
+fn each_request_has_its_own_headers() {
+    let (app, log) = app(
+        "t_own_headers",
+        r#"
+def app(environ, start_response):
+    start_response("200 OK", [])
+    headers = sorted((k, v) for k, v in environ.items() if k.startswith("HTTP_"))
+    environ["HTTP_SET_BY_APP"] = "x"
+    environ.pop("HTTP_HOST", None)
+    return [repr(headers).encode()]
+"#,
+    );
+    let sets: [&[(&str, &str)]; 9] = [
+        &[("HTTP_HOST", "a"), ("HTTP_X_ONE", "1")],
+        &[("HTTP_HOST", "a")],
+        &[("HTTP_X_ONE", "1"), ("HTTP_X_TWO", "2")],
+        &[],
+        &[("HTTP_HOST", "b"), ("HTTP_X_ONE", "1")],
+        &[("HTTP_HOST", "b"), ("HTTP_X_ONE", "one")],
+        &[
+            ("HTTP_X_TWO", "2"),
+            ("HTTP_HOST", "b"),
+            ("HTTP_X_ONE", "one"),
+        ],
+        &[("HTTP_SET_BY_APP", "client"), ("HTTP_HOST", "b")],
+        &[("HTTP_HOST", "b")],
+    ];
+    let requests = sets
+        .iter()
+        .map(|set| {
+            let mut environ = get("/");
+            environ.headers = set
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        Bytes::copy_from_slice(name.as_bytes()),
+                        Bytes::copy_from_slice(value.as_bytes()),
+                    )
+                })
+                .collect();
+            environ
+        })
+        .collect();
+    let records = serve_in_order(&app, requests);
+    for (index, (record, set)) in records.iter().zip(sets).enumerate() {
+        let mut want: Vec<String> = set
+            .iter()
+            .map(|(name, value)| format!("('{name}', '{value}')"))
+            .collect();
+        want.sort();
+        assert_eq!(
+            record.body_str(),
+            format!("[{}]", want.join(", ")),
+            "request {index}"
+        );
+    }
+    assert_eq!(log.text(), "");
+}
+
 /// An application that changes its environ changes its own copy: the next
 /// request on the thread has every key and value of its own.
 #[test]
