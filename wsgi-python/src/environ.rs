@@ -6,15 +6,22 @@
 //! approach): the copy clones the template's hash table in one `memcpy`. The
 //! template's values for those keys are the ones of the thread's previous
 //! request, so a request only sets what changed (`SERVER_NAME`,
-//! `REMOTE_ADDR`, the method and the protocol rarely do), and then in place.
+//! `REMOTE_ADDR`, the method and the protocol rarely do), and then in place,
+//! with a string remembered from a recent request when the value was seen
+//! lately (`REMOTE_PORT` takes turns among the keep-alive connections).
 //! The template has more than 21 keys, so its table (and every copy's) has
 //! room for about 20 `HTTP_*` keys before CPython resizes it. The template
 //! never leaves this module: applications get copies.
 //!
-//! `HTTP_*` and extra keys come from a bounded per-thread cache, which also
-//! remembers each key's last value string for reuse when the bytes repeat
-//! (`Host`, `User-Agent`, `Accept`). Values are latin-1 strings decoded from
-//! the raw bytes, so no byte is lost. `os.environ` is never merged in.
+//! `HTTP_*` keys are in the template too: it holds the previous request's
+//! headers, so a client that sends the same headers again (they mostly do,
+//! with the same values) costs no insert per header; a header the request
+//! lacks is taken out of the template first. Their keys and extra keys
+//! come from a bounded per-thread cache, which also remembers each key's
+//! last value string for reuse when the bytes repeat (`Host`, `User-Agent`,
+//! `Accept`); a header the cache does not take, and extra keys, are set in
+//! the copy. Values are latin-1 strings decoded from the raw bytes, so no
+//! byte is lost. `os.environ` is never merged in.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -29,7 +36,7 @@ use wsgi_core::{BodyReader, Environ, SERVER_SOFTWARE};
 use crate::errors::PyErrorStream;
 use crate::file_wrapper::PyFileWrapper;
 use crate::input::PyInput;
-use crate::pyutil::{latin1_interned, latin1_str, refcount};
+use crate::pyutil::{latin1_interned, latin1_str, refcount, same};
 use crate::serve::AppOptions;
 
 /// How many distinct `HTTP_*`/extra keys a thread remembers. Requests with
@@ -73,32 +80,53 @@ impl Hasher for Fnv {
     }
 }
 
-/// Whether two byte strings are equal, without a call to `memcmp` for the
-/// short values a request's fixed keys and repeated headers mostly have.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    let len = a.len();
-    if len != b.len() {
-        return false;
+/// How many strings of fixed keys' recent values a thread remembers besides
+/// the template's: values that take turns among a few (the clients' ports
+/// at 16 keep-alive connections, a handful of routes) are decoded once.
+const RECENT_STRINGS: usize = 64;
+/// Longer values are not remembered there.
+const MAX_RECENT_LEN: usize = 32;
+
+/// A fixed key's value string, remembered by [`recent_string`].
+struct Recent {
+    /// The key's index in [`FIXED_KEYS`].
+    slot: usize,
+    len: usize,
+    bytes: [u8; MAX_RECENT_LEN],
+    string: Py<PyString>,
+}
+
+/// The string of `value` for the fixed key `slot`: one remembered from a
+/// recent request, or a new one (then remembered in place of the entry
+/// whose place it takes).
+fn recent_string<'py>(
+    py: Python<'py>,
+    recent: &mut [Option<Recent>],
+    slot: usize,
+    value: &[u8],
+) -> PyResult<Bound<'py, PyString>> {
+    if value.len() > MAX_RECENT_LEN {
+        return latin1_str(py, value);
     }
-    let word = |bytes: &[u8], at: usize| {
-        let mut buffer = [0u8; 8];
-        buffer.copy_from_slice(&bytes[at..at + 8]);
-        u64::from_ne_bytes(buffer)
-    };
-    let half = |bytes: &[u8], at: usize| {
-        let mut buffer = [0u8; 4];
-        buffer.copy_from_slice(&bytes[at..at + 4]);
-        u32::from_ne_bytes(buffer)
-    };
-    match len {
-        0 => true,
-        // Bytes 0, len/2 and len-1 cover every byte of 1 to 3.
-        1..=3 => a[0] == b[0] && a[len / 2] == b[len / 2] && a[len - 1] == b[len - 1],
-        // Two overlapping loads cover the whole string.
-        4..=7 => half(a, 0) == half(b, 0) && half(a, len - 4) == half(b, len - 4),
-        8..=16 => word(a, 0) == word(b, 0) && word(a, len - 8) == word(b, len - 8),
-        _ => a == b,
+    let mut hash = Fnv::default();
+    hash.write(value);
+    hash.write_usize(slot);
+    let place = &mut recent[hash.finish() as usize % RECENT_STRINGS];
+    if let Some(entry) = place {
+        if entry.slot == slot && same(&entry.bytes[..entry.len], value) {
+            return Ok(entry.string.bind(py).clone());
+        }
     }
+    let string = latin1_str(py, value)?;
+    let mut bytes = [0u8; MAX_RECENT_LEN];
+    bytes[..value.len()].copy_from_slice(value);
+    *place = Some(Recent {
+        slot,
+        len: value.len(),
+        bytes,
+        string: string.clone().unbind(),
+    });
+    Ok(string)
 }
 
 /// The string a key had on the thread's previous request, reused while the
@@ -110,6 +138,11 @@ struct LastValue {
 }
 
 impl LastValue {
+    /// Whether the remembered string is the one of `value`.
+    fn holds(&self, value: &[u8]) -> bool {
+        self.string.is_some() && same(&self.bytes, value)
+    }
+
     fn get<'py>(&mut self, py: Python<'py>, value: &[u8]) -> PyResult<Bound<'py, PyString>> {
         if let Some(string) = &self.string {
             if same(&self.bytes, value) {
@@ -132,6 +165,10 @@ impl LastValue {
 struct CachedKey {
     key: Py<PyString>,
     last: LastValue,
+    /// The template holds this `HTTP_*` key, with `last`'s string.
+    in_template: bool,
+    /// The serial of the last request that had it.
+    seen: u64,
 }
 
 /// A key every request sets, with the bytes of the value the template holds.
@@ -162,6 +199,15 @@ const FIXED_KEYS: [&str; 12] = [
 pub(crate) struct EnvironBuilder {
     template: Py<PyDict>,
     slots: [Slot; FIXED_KEYS.len()],
+    /// Strings of the fixed keys' recent values (see [`recent_string`]).
+    recent: Box<[Option<Recent>]>,
+    /// The cached `HTTP_*` keys the template holds: the previous request's
+    /// headers (see [`EnvironBuilder::set_header`]).
+    template_headers: Vec<Bytes>,
+    /// Counts requests, for [`CachedKey::seen`].
+    serial: u64,
+    /// How many of `template_headers` the current request sent.
+    headers_seen: usize,
     keys: HashMap<Bytes, CachedKey, BuildHasherDefault<Fnv>>,
     content_type: LastValue,
     content_length: LastValue,
@@ -205,6 +251,10 @@ impl EnvironBuilder {
         Ok(EnvironBuilder {
             template: template.unbind(),
             slots,
+            recent: (0..RECENT_STRINGS).map(|_| None).collect(),
+            template_headers: Vec::new(),
+            serial: 0,
+            headers_seen: 0,
             keys: HashMap::default(),
             content_type: LastValue::default(),
             content_length: LastValue::default(),
@@ -248,8 +298,92 @@ impl EnvironBuilder {
         reader
     }
 
-    /// Sets an `HTTP_*`/extra variable, with its key (and value, when it
-    /// repeats) from the cache when possible.
+    /// Puts a header's `HTTP_*` variable in the template, where the
+    /// previous request's headers are: a client sends the same headers
+    /// request after request, mostly with the same values, and then the
+    /// copy carries them at no cost (a dict insert each before). Returns
+    /// `false` for a name the cache does not take (the caller sets it in
+    /// the copy). Headers of the previous request that this one lacks are
+    /// taken out by [`EnvironBuilder::drop_absent_headers`].
+    fn set_header(
+        &mut self,
+        template: &Bound<'_, PyDict>,
+        name: &Bytes,
+        value: &[u8],
+    ) -> PyResult<bool> {
+        let py = template.py();
+        let serial = self.serial;
+        if let Some(cached) = self.keys.get_mut(name) {
+            let repeated = cached.in_template && cached.last.holds(value);
+            if !repeated {
+                let string = cached.last.get(py, value)?;
+                if let Err(error) = template.set_item(cached.key.bind(py), string) {
+                    // The template may hold another value than `last` now.
+                    cached.last = LastValue::default();
+                    return Err(error);
+                }
+                if !cached.in_template {
+                    cached.in_template = true;
+                    self.template_headers.push(name.clone());
+                }
+            }
+            if cached.seen != serial {
+                cached.seen = serial;
+                self.headers_seen += 1;
+            }
+            return Ok(true);
+        }
+        if self.keys.len() >= MAX_CACHED_KEYS || name.len() > MAX_CACHED_KEY_LEN {
+            return Ok(false);
+        }
+        let key = latin1_interned(py, name)?;
+        let mut last = LastValue::default();
+        template.set_item(&key, last.get(py, value)?)?;
+        self.keys.insert(
+            name.clone(),
+            CachedKey {
+                key: key.unbind(),
+                last,
+                in_template: true,
+                seen: serial,
+            },
+        );
+        self.template_headers.push(name.clone());
+        self.headers_seen += 1;
+        Ok(true)
+    }
+
+    /// Takes out of the template the headers of earlier requests that the
+    /// current one (`self.serial`) did not send.
+    fn drop_absent_headers(&mut self, template: &Bound<'_, PyDict>) -> PyResult<()> {
+        if self.headers_seen == self.template_headers.len() {
+            // The same set of headers as before (the usual case).
+            return Ok(());
+        }
+        let serial = self.serial;
+        let keys = &mut self.keys;
+        let mut result = Ok(());
+        self.template_headers.retain(|name| {
+            let Some(cached) = keys.get_mut(name) else {
+                return false;
+            };
+            if cached.seen == serial {
+                return true;
+            }
+            if let Err(error) = template.del_item(cached.key.bind(template.py())) {
+                // Still there: taken out on a later request.
+                result = Err(error);
+                return true;
+            }
+            cached.in_template = false;
+            false
+        });
+        result
+    }
+
+    /// Sets an extra variable (or a header the cache does not take) in the
+    /// request's copy, with its key (and value, when it repeats) from the
+    /// cache when possible.
     fn set_variable(
         &mut self,
         dict: &Bound<'_, PyDict>,
@@ -258,6 +392,10 @@ impl EnvironBuilder {
     ) -> PyResult<()> {
         let py = dict.py();
         if let Some(cached) = self.keys.get_mut(name) {
+            if cached.in_template {
+                // A header's key: its value stays the template's.
+                return dict.set_item(cached.key.bind(py), latin1_str(py, value)?);
+            }
             return dict.set_item(cached.key.bind(py), cached.last.get(py, value)?);
         }
         let key = latin1_interned(py, name)?;
@@ -270,6 +408,8 @@ impl EnvironBuilder {
                 CachedKey {
                     key: key.unbind(),
                     last,
+                    in_template: false,
+                    seen: 0,
                 },
             );
             return Ok(());
@@ -283,7 +423,7 @@ impl EnvironBuilder {
         py: Python<'py>,
         environ: &Environ,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let template = self.template.bind(py);
+        let template = &self.template.bind(py).clone();
         let scheme = environ.url_scheme.as_str().as_bytes();
         let values: [&[u8]; FIXED_KEYS.len()] = [
             &environ.request_method,
@@ -302,20 +442,31 @@ impl EnvironBuilder {
         // Bring the template up to date first: the copy then carries every
         // fixed value, and a value that repeats costs one comparison.
         let mut previous: Option<(&[u8], Bound<'py, PyString>)> = None;
-        for (slot, value) in self.slots.iter_mut().zip(values) {
+        for (index, (slot, value)) in self.slots.iter_mut().zip(values).enumerate() {
             if same(&slot.bytes, value) {
                 continue;
             }
             // RAW_URI follows REQUEST_URI: one string for both.
             let string = match &previous {
                 Some((bytes, string)) if same(bytes, value) => string.clone(),
-                _ => latin1_str(py, value)?,
+                _ => recent_string(py, &mut self.recent, index, value)?,
             };
             template.set_item(slot.key.bind(py), &string)?;
             slot.bytes.clear();
             slot.bytes.extend_from_slice(value);
             previous = Some((value, string));
         }
+        // The headers go into the template too (see `set_header`); any
+        // the cache does not take go into the copy below.
+        self.serial += 1;
+        self.headers_seen = 0;
+        let mut uncached = Vec::new();
+        for (name, value) in &environ.headers {
+            if !name.starts_with(b"HTTP_") || !self.set_header(template, name, value)? {
+                uncached.push((name, value));
+            }
+        }
+        self.drop_absent_headers(template)?;
         let dict = template.copy()?;
         if let Some(content_type) = &environ.content_type {
             let value = self.content_type.get(py, content_type)?;
@@ -325,30 +476,12 @@ impl EnvironBuilder {
             let value = self.content_length.get(py, content_length)?;
             dict.set_item(intern!(py, "CONTENT_LENGTH"), value)?;
         }
-        for (name, value) in environ.headers.iter().chain(environ.extra.iter()) {
+        for (name, value) in uncached
+            .into_iter()
+            .chain(environ.extra.iter().map(|(n, v)| (n, v)))
+        {
             self.set_variable(&dict, name, value)?;
         }
         Ok(dict)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::same;
-
-    /// Every length up to 20, equal or differing in any one byte.
-    #[test]
-    fn same_compares_every_byte() {
-        for len in 0..=20usize {
-            let a: Vec<u8> = (0..len as u8).map(|byte| byte.wrapping_mul(37)).collect();
-            assert!(same(&a, &a.clone()));
-            for position in 0..len {
-                let mut b = a.clone();
-                b[position] ^= 0x40;
-                assert!(!same(&a, &b), "{len} {position}");
-            }
-            let longer = [a.as_slice(), b"x"].concat();
-            assert!(!same(&a, &longer));
-        }
     }
 }

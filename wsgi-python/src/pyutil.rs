@@ -49,6 +49,7 @@ pub(crate) fn latin1_interned<'py>(
 ///
 /// # Errors
 /// `UnicodeEncodeError` (a `ValueError`) for code points above U+00FF.
+#[inline]
 pub(crate) fn latin1_view<'a>(string: &'a Bound<'_, PyString>) -> PyResult<Cow<'a, [u8]>> {
     #[cfg(not(any(Py_LIMITED_API, PyPy, GraalPy, Py_3_14)))]
     // SAFETY: `string` is a live exact-or-subclass `str` and the GIL is held.
@@ -153,4 +154,53 @@ pub(crate) fn chunk_bytes(chunk: &Bound<'_, PyBytes>) -> Bytes {
         len: data.len(),
         _object: chunk.clone().unbind(),
     })
+}
+
+/// Whether two byte strings are equal, without a call to `memcmp` for the
+/// short values a request's fixed keys and repeated headers mostly have.
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
+    let len = a.len();
+    if len != b.len() {
+        return false;
+    }
+    let word = |bytes: &[u8], at: usize| {
+        let mut buffer = [0u8; 8];
+        buffer.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_ne_bytes(buffer)
+    };
+    let half = |bytes: &[u8], at: usize| {
+        let mut buffer = [0u8; 4];
+        buffer.copy_from_slice(&bytes[at..at + 4]);
+        u32::from_ne_bytes(buffer)
+    };
+    match len {
+        0 => true,
+        // Bytes 0, len/2 and len-1 cover every byte of 1 to 3.
+        1..=3 => a[0] == b[0] && a[len / 2] == b[len / 2] && a[len - 1] == b[len - 1],
+        // Two overlapping loads cover the whole string.
+        4..=7 => half(a, 0) == half(b, 0) && half(a, len - 4) == half(b, len - 4),
+        8..=16 => word(a, 0) == word(b, 0) && word(a, len - 8) == word(b, len - 8),
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same;
+
+    /// Every length up to 20, equal or differing in any one byte.
+    #[test]
+    fn same_compares_every_byte() {
+        for len in 0..=20usize {
+            let a: Vec<u8> = (0..len as u8).map(|byte| byte.wrapping_mul(37)).collect();
+            assert!(same(&a, &a.clone()));
+            for position in 0..len {
+                let mut b = a.clone();
+                b[position] ^= 0x40;
+                assert!(!same(&a, &b), "{len} {position}");
+            }
+            let longer = [a.as_slice(), b"x"].concat();
+            assert!(!same(&a, &longer));
+        }
+    }
 }

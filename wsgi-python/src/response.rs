@@ -24,7 +24,7 @@ use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use wsgi_core::{AppError, FileRegion, ResponseHead, ResponseSink, SinkError};
 
 use crate::hooks::SeenResponse;
-use crate::pyutil::{chunk_bytes, latin1_view, type_name};
+use crate::pyutil::{chunk_bytes, latin1_view, same, type_name};
 
 /// Why a response could not go on.
 #[derive(Debug)]
@@ -337,8 +337,15 @@ fn reraise(exc_info: &Bound<'_, PyAny>) -> PyErr {
 }
 
 /// Converts `start_response`'s arguments with PEP 3333's type rules: a `str`
-/// status, a `list` of `(str, str)` tuples, latin-1 encodable.
-fn convert_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<ResponseHead> {
+/// status, a `list` of `(str, str)` tuples, latin-1 encodable. The bytes go
+/// into `block`, which the heads of a thread's requests share (see
+/// [`HEAD_BLOCK_CAPACITY`]).
+/// Returns the status line (the cache's key) with the head.
+fn convert_head(
+    status: &Bound<'_, PyAny>,
+    headers: &Bound<'_, PyAny>,
+    block: &mut BytesMut,
+) -> PyResult<(Bytes, ResponseHead)> {
     let status = status.cast::<PyString>().map_err(|_| {
         PyTypeError::new_err(format!("status must be a str, not {}", type_name(status)))
     })?;
@@ -350,9 +357,18 @@ fn convert_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResu
         ))
     })?;
     // The status and every name and value are copied into one buffer and
-    // handed out as slices of it: one allocation per head rather than two
-    // per header.
-    let mut block = BytesMut::with_capacity(HEAD_BLOCK_CAPACITY);
+    // handed out as slices of it. The buffer outlives the head: heads are
+    // cut from it until it is full (then `reserve` starts over at its
+    // beginning if no head cut from it is alive any more, or takes a new
+    // one), so a head costs no allocation but its vector (each cost two
+    // more before: the buffer and its shared count, freed on the I/O
+    // thread).
+    if block.capacity() < HEAD_BLOCK_CAPACITY / 8 || block.capacity() > HEAD_BLOCK_LIMIT {
+        if block.capacity() > HEAD_BLOCK_LIMIT {
+            *block = BytesMut::new();
+        }
+        block.reserve(HEAD_BLOCK_CAPACITY);
+    }
     block.extend_from_slice(&status);
     let status = block.split().freeze();
     // Room for the Content-Length the server may add.
@@ -383,13 +399,114 @@ fn convert_head(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResu
         let name = text(0)?;
         converted.push((name, text(1)?));
     }
-    ResponseHead::from_shared(&status, converted)
-        .map_err(|error| PyValueError::new_err(error.to_string()))
+    let head = ResponseHead::from_shared(&status, converted)
+        .map_err(|error| PyValueError::new_err(error.to_string()))?;
+    Ok((status, head))
 }
 
-/// Bytes reserved for a head's names and values (a typical head fits; a
-/// larger one grows the buffer).
-const HEAD_BLOCK_CAPACITY: usize = 256;
+/// The head `start_response` last converted on a thread, for the next call
+/// with the same bytes: an application answers most requests with a few
+/// heads, and one rebuilt from the last skips the copies and the checks
+/// (the conversion is a function of the bytes alone).
+#[derive(Debug)]
+struct LastHead {
+    status_line: Bytes,
+    head: ResponseHead,
+}
+
+impl LastHead {
+    /// The last head again, if `status` and `headers` are of the types
+    /// PEP 3333 asks for and have its very bytes; `None` sends the caller
+    /// to the full conversion (which raises what is wrong).
+    fn reuse(&self, status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> Option<ResponseHead> {
+        let status = status.cast::<PyString>().ok()?;
+        if !same(&latin1_view(status).ok()?, &self.status_line) {
+            return None;
+        }
+        let list = headers.cast::<PyList>().ok()?;
+        let cached = &self.head.headers;
+        // A head whose duplicate Content-Length was dropped has fewer
+        // headers than its list, and is never reused.
+        if list.len() != cached.len() {
+            return None;
+        }
+        for (item, (name, value)) in list.iter().zip(cached) {
+            let pair = item.cast::<PyTuple>().ok().filter(|pair| pair.len() == 2)?;
+            for (index, bytes) in [(0, name), (1, value)] {
+                // SAFETY: `pair` is a tuple of two items (checked above).
+                let part = unsafe { pair.get_borrowed_item_unchecked(index) };
+                let part = part.cast::<PyString>().ok()?;
+                if !same(&latin1_view(&part).ok()?, bytes) {
+                    return None;
+                }
+            }
+        }
+        // Room for the Content-Length the server may add.
+        let mut headers = Vec::with_capacity(cached.len() + 1);
+        headers.extend(cached.iter().cloned());
+        Some(ResponseHead {
+            status: self.head.status,
+            reason: self.head.reason.clone(),
+            headers,
+            content_length: self.head.content_length,
+        })
+    }
+
+    /// Remembers `head`, in place of the last one (its vector reused).
+    fn remember(last: &mut Option<LastHead>, status_line: Bytes, head: &ResponseHead) {
+        match last {
+            Some(last) => {
+                last.status_line = status_line;
+                last.head.status = head.status;
+                last.head.reason = head.reason.clone();
+                last.head.headers.clone_from(&head.headers);
+                last.head.content_length = head.content_length;
+            }
+            None => {
+                *last = Some(LastHead {
+                    status_line,
+                    head: head.clone(),
+                })
+            }
+        }
+    }
+}
+
+/// What a thread's `start_response` keeps between requests.
+#[derive(Debug, Default)]
+struct HeadCache {
+    /// The buffer the heads' bytes are copied into (see [`convert_head`]).
+    block: BytesMut,
+    last: Option<LastHead>,
+}
+
+impl HeadCache {
+    /// The head of `start_response`'s arguments.
+    fn head(
+        &mut self,
+        status: &Bound<'_, PyAny>,
+        headers: &Bound<'_, PyAny>,
+    ) -> PyResult<ResponseHead> {
+        if let Some(head) = self
+            .last
+            .as_ref()
+            .and_then(|last| last.reuse(status, headers))
+        {
+            return Ok(head);
+        }
+        let (status_line, head) = convert_head(status, headers, &mut self.block)?;
+        LastHead::remember(&mut self.last, status_line, &head);
+        Ok(head)
+    }
+}
+
+/// Bytes of the buffer a thread's response heads are cut from (about 60
+/// typical heads; a larger head grows it).
+const HEAD_BLOCK_CAPACITY: usize = 4096;
+
+/// A buffer left with more room than this after a head (one that grew for
+/// a very large head) is let go rather than kept for the thread's life.
+const HEAD_BLOCK_LIMIT: usize = 16 * 1024;
 
 /// The response side of a thread's requests, reused from one request to
 /// the next while nothing else holds it (see `serve::Reused`). The
@@ -400,6 +517,8 @@ const HEAD_BLOCK_CAPACITY: usize = 256;
 #[derive(Debug)]
 pub struct PyResponse {
     state: ResponseState,
+    /// Apart from the state, so the conversion runs outside its lock.
+    heads: Mutex<HeadCache>,
 }
 
 impl PyResponse {
@@ -410,6 +529,7 @@ impl PyResponse {
             py,
             PyResponse {
                 state: ResponseState::idle(),
+                heads: Mutex::new(HeadCache::default()),
             },
         )?;
         let write = response.getattr(pyo3::intern!(py, "write"))?;
@@ -461,7 +581,14 @@ impl PyResponse {
         // Converted outside the lock (an error message may run Python
         // code); the state's errors below still come first, as PEP 3333
         // orders them, then the conversion's.
-        let head = convert_head(status, response_headers);
+        let head = match self.heads.try_lock() {
+            Ok(mut heads) => heads.head(status, response_headers),
+            // Held: this call comes from Python code that an error message
+            // of an outer conversion ran (a header's `repr`).
+            Err(_) => {
+                convert_head(status, response_headers, &mut BytesMut::new()).map(|(_, head)| head)
+            }
+        };
         let mut inner = self.state.lock(py);
         if let Some(exc_info) = exc_info {
             // PEP 3333: "if exc_info is provided, and the HTTP headers have

@@ -680,6 +680,303 @@ def app(environ, start_response):
     assert_eq!(log.text(), "");
 }
 
+/// The records of `requests` served in order on one thread.
+fn serve_in_order(
+    app: &Arc<wsgi_python::PyApplication>,
+    requests: Vec<wsgi_core::Environ>,
+) -> Vec<Record> {
+    let requests = requests
+        .into_iter()
+        .map(|environ| (environ, vec![], TestSink::new().0))
+        .collect();
+    serve_all(app, requests)
+        .iter()
+        .map(|record| std::mem::take(&mut *record.lock().unwrap()))
+        .collect()
+}
+
+/// A thread reuses the head of its previous `start_response` when the
+/// arguments have the same bytes: every head that differs from it in one
+/// byte, one header, or only in a type PEP 3333 refuses, must come out as
+/// its own arguments say (or raise as they would alone).
+#[test]
+fn a_head_like_the_previous_one_is_its_own() {
+    let (app, log) = app(
+        "t_head_reuse",
+        r#"
+class S(str):
+    pass
+
+SHARED = [("X", "y")]
+ATTEMPTS = {
+    "valid": ("200 OK", [("X", "y")]),
+    "tuple-list": ("200 OK", (("X", "y"),)),
+    "bytes-value": ("200 OK", [("X", b"y")]),
+    "bytes-name": ("200 OK", [(b"X", "y")]),
+    "bytes-status": (b"200 OK", [("X", "y")]),
+    "triple": ("200 OK", [("X", "y", "z")]),
+    "list-pair": ("200 OK", [["X", "y"]]),
+    "non-latin": ("200 OK", [("X", "\u2603")]),
+    "other-value": ("200 OK", [("X", "z")]),
+    "other-name": ("200 OK", [("Y", "y")]),
+    "other-status": ("201 OK", [("X", "y")]),
+    "other-reason": ("200 Fine", [("X", "y")]),
+    "more": ("200 OK", [("X", "y"), ("X", "y")]),
+    "fewer": ("200 OK", []),
+    "dup-length": ("200 OK", [("Content-Length", "2"), ("Content-Length", "2")]),
+    "subclass": (S("200 OK"), [(S("X"), S("y"))]),
+    "latin": ("200 OK", [("X", "\xe9")]),
+}
+
+def app(environ, start_response):
+    name = environ["PATH_INFO"][1:]
+    if name == "shared":
+        status, headers = "200 OK", SHARED
+    elif name == "shared-changed":
+        SHARED[0] = ("X", "w")
+        status, headers = "200 OK", SHARED
+    else:
+        status, headers = ATTEMPTS[name]
+    try:
+        start_response(status, headers)
+    except (TypeError, ValueError) as error:
+        start_response("200 OK", [("X-Error", type(error).__name__)])
+    return [b"ok"]
+"#,
+    );
+    let mut paths = Vec::new();
+    for name in [
+        "tuple-list",
+        "bytes-value",
+        "bytes-name",
+        "bytes-status",
+        "triple",
+        "list-pair",
+        "non-latin",
+        "other-value",
+        "other-name",
+        "other-status",
+        "other-reason",
+        "more",
+        "fewer",
+        "subclass",
+        "latin",
+    ] {
+        paths.push("valid");
+        paths.push(name);
+    }
+    paths.extend(["dup-length", "dup-length", "shared", "shared-changed"]);
+    let records = serve_in_order(
+        &app,
+        paths.iter().map(|path| get(&format!("/{path}"))).collect(),
+    );
+    let heads: Vec<String> = records
+        .iter()
+        .map(|record| {
+            let head = record.head.as_ref().unwrap();
+            let mut text = format!("{} {}", head.status, String::from_utf8_lossy(&head.reason));
+            for (name, value) in &head.headers {
+                text.push_str(&format!(
+                    "|{}:{}",
+                    String::from_utf8_lossy(name),
+                    // Latin-1 bytes as their code points.
+                    value
+                        .iter()
+                        .map(|&byte| char::from(byte))
+                        .collect::<String>()
+                ));
+            }
+            text
+        })
+        .collect();
+    let valid = "200 OK|X:y|Content-Length:2";
+    let mut expected = Vec::new();
+    for other in [
+        "200 OK|X-Error:TypeError|Content-Length:2",
+        "200 OK|X-Error:TypeError|Content-Length:2",
+        "200 OK|X-Error:TypeError|Content-Length:2",
+        "200 OK|X-Error:TypeError|Content-Length:2",
+        "200 OK|X-Error:TypeError|Content-Length:2",
+        "200 OK|X-Error:TypeError|Content-Length:2",
+        "200 OK|X-Error:UnicodeEncodeError|Content-Length:2",
+        "200 OK|X:z|Content-Length:2",
+        "200 OK|Y:y|Content-Length:2",
+        "201 OK|X:y|Content-Length:2",
+        "200 Fine|X:y|Content-Length:2",
+        "200 OK|X:y|X:y|Content-Length:2",
+        "200 OK|Content-Length:2",
+        valid,
+        "200 OK|X:\u{e9}|Content-Length:2",
+    ] {
+        expected.push(valid.to_owned());
+        expected.push(other.to_owned());
+    }
+    expected.extend([
+        "200 OK|Content-Length:2".to_owned(),
+        "200 OK|Content-Length:2".to_owned(),
+        valid.to_owned(),
+        "200 OK|X:w|Content-Length:2".to_owned(),
+    ]);
+    for (index, (got, want)) in heads.iter().zip(&expected).enumerate() {
+        assert_eq!(got, want, "request {index}: /{}", paths[index]);
+    }
+    assert_eq!(heads.len(), expected.len());
+    assert_eq!(log.text(), "");
+}
+
+/// The strings of the fixed keys' values are remembered across requests
+/// (ports and paths take turns): each request still sees its own values,
+/// whichever strings share a place in the thread's memory of them.
+#[test]
+fn recent_values_are_each_requests_own() {
+    let (app, log) = app(
+        "t_recent_values",
+        r#"
+def app(environ, start_response):
+    start_response("200 OK", [])
+    keys = ("REMOTE_PORT", "PATH_INFO", "REQUEST_URI", "RAW_URI", "REMOTE_ADDR")
+    return ["|".join(environ[key] for key in keys).encode("latin-1")]
+"#,
+    );
+    let mut environs = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..400usize {
+        let port = (1000 + i * 7919 % 300).to_string();
+        let path = if i % 9 == 0 {
+            format!("/a-path-longer-than-thirty-two-bytes/{}", i % 4)
+        } else {
+            format!("/p{}", i * 31 % 50)
+        };
+        // The same bytes as another key's earlier value, and a latin-1 byte.
+        let addr = if i % 2 == 0 {
+            port.clone()
+        } else {
+            format!("10.0.0.{}\u{e9}", i % 7)
+        };
+        let mut environ = get(&path);
+        environ.remote_port = Bytes::from(port.clone());
+        environ.remote_addr = Bytes::from(addr.chars().map(|c| c as u8).collect::<Vec<u8>>());
+        expected.push(format!("{port}|{path}|{path}|{path}|{addr}"));
+        environs.push(environ);
+    }
+    let records = serve_in_order(&app, environs);
+    for (index, (record, want)) in records.iter().zip(&expected).enumerate() {
+        let got: String = record.body().iter().map(|&byte| char::from(byte)).collect();
+        assert_eq!(&got, want, "request {index}");
+    }
+    assert_eq!(log.text(), "");
+}
+
+/// The thread's template holds the previous request's headers: each
+/// request still has exactly its own `HTTP_*` keys and values, whatever
+/// the requests before it sent.
+#[test]
+fn each_request_has_its_own_headers() {
+    let (app, log) = app(
+        "t_own_headers",
+        r#"
+def app(environ, start_response):
+    start_response("200 OK", [])
+    headers = sorted((k, v) for k, v in environ.items() if k.startswith("HTTP_"))
+    environ["HTTP_SET_BY_APP"] = "x"
+    environ.pop("HTTP_HOST", None)
+    return [repr(headers).encode()]
+"#,
+    );
+    let sets: [&[(&str, &str)]; 9] = [
+        &[("HTTP_HOST", "a"), ("HTTP_X_ONE", "1")],
+        &[("HTTP_HOST", "a")],
+        &[("HTTP_X_ONE", "1"), ("HTTP_X_TWO", "2")],
+        &[],
+        &[("HTTP_HOST", "b"), ("HTTP_X_ONE", "1")],
+        &[("HTTP_HOST", "b"), ("HTTP_X_ONE", "one")],
+        &[
+            ("HTTP_X_TWO", "2"),
+            ("HTTP_HOST", "b"),
+            ("HTTP_X_ONE", "one"),
+        ],
+        &[("HTTP_SET_BY_APP", "client"), ("HTTP_HOST", "b")],
+        &[("HTTP_HOST", "b")],
+    ];
+    let requests = sets
+        .iter()
+        .map(|set| {
+            let mut environ = get("/");
+            environ.headers = set
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        Bytes::copy_from_slice(name.as_bytes()),
+                        Bytes::copy_from_slice(value.as_bytes()),
+                    )
+                })
+                .collect();
+            environ
+        })
+        .collect();
+    let records = serve_in_order(&app, requests);
+    for (index, (record, set)) in records.iter().zip(sets).enumerate() {
+        let mut want: Vec<String> = set
+            .iter()
+            .map(|(name, value)| format!("('{name}', '{value}')"))
+            .collect();
+        want.sort();
+        assert_eq!(
+            record.body_str(),
+            format!("[{}]", want.join(", ")),
+            "request {index}"
+        );
+    }
+    assert_eq!(log.text(), "");
+}
+
+/// An application that changes its environ changes its own copy: the next
+/// request on the thread has every key and value of its own.
+#[test]
+fn environ_changes_do_not_reach_the_next_request() {
+    let (app, log) = app(
+        "t_environ_changes",
+        r#"
+def app(environ, start_response):
+    start_response("200 OK", [])
+    seen = repr(sorted((k, v) for k, v in environ.items() if isinstance(v, (str, tuple, bool))))
+    environ["PATH_INFO"] = "/changed"
+    environ["SCRIPT_NAME"] = "/mounted"
+    environ["wsgi.version"] = (9, 9)
+    environ["wsgi.url_scheme"] = "gopher"
+    environ["HTTP_X_ADDED"] = "added"
+    del environ["REMOTE_PORT"]
+    del environ["SERVER_SOFTWARE"]
+    environ.clear() if environ.get("QUERY_STRING") == "clear" else None
+    return [seen.encode()]
+"#,
+    );
+    let requests = vec![
+        get("/same"),
+        get("/same"),
+        get("/same?clear"),
+        get("/same?clear"),
+        get("/same"),
+    ];
+    let records = serve_in_order(&app, requests);
+    let bodies: Vec<String> = records.iter().map(Record::body_str).collect();
+    assert_eq!(bodies[0], bodies[1]);
+    assert_eq!(bodies[2], bodies[3]);
+    assert_eq!(bodies[0], bodies[4]);
+    for needle in [
+        "('PATH_INFO', '/same')",
+        "('SCRIPT_NAME', '')",
+        "('wsgi.version', (1, 0))",
+        "('wsgi.url_scheme', 'http')",
+        "('REMOTE_PORT', '54321')",
+        "('SERVER_SOFTWARE', 'wsgi-server/",
+    ] {
+        assert!(bodies[1].contains(needle), "{needle} not in {}", bodies[1]);
+    }
+    assert!(!bodies[1].contains("HTTP_X_ADDED"), "{}", bodies[1]);
+    assert_eq!(log.text(), "");
+}
+
 #[test]
 fn non_bytes_chunks_abort() {
     let (app, log) = app(
