@@ -600,15 +600,20 @@ def uwsgi_packet(path, method="GET", body=b"", version="HTTP/1.1"):
     return struct.pack("<BHB", 0, len(block), 0) + block + body
 
 
-def uwsgi_exchange(port, path, worker, method="GET", body=b""):
-    """One uwsgi request sent while the worker is paused (so it is whole
-    when the worker accepts it); the answer read to the close."""
+def uwsgi_send(port, path, worker, method="GET", body=b""):
+    """A connection with one uwsgi request sent while the worker is paused
+    (so it is whole when the worker accepts it)."""
     import socket
 
     with Paused(worker):
         sock = socket.create_connection(("127.0.0.1", port), timeout=BOUND)
         sock.sendall(uwsgi_packet(path, method, body))
-    return read_to_close(sock)
+    return sock
+
+
+def uwsgi_exchange(port, path, worker, method="GET", body=b""):
+    """One uwsgi request (`uwsgi_send`); the answer read to the close."""
+    return read_to_close(uwsgi_send(port, path, worker, method, body))
 
 
 def test_a_uwsgi_request_is_served_without_the_poller(start, tmp_path):
@@ -617,8 +622,6 @@ def test_a_uwsgi_request_is_served_without_the_poller(start, tmp_path):
     # the application thread answers and closes; its socket is never
     # polled. Then every kind of response: those the thread cannot write
     # alone get a task. The same for a stuck request's 500.
-    import socket
-
     port = free_port()
     server = start("--pythonpath", str(TEST_APPS), "lendapp", "-w", "1", "--threads", "2",
                    "--socket", f"127.0.0.1:{port}")
@@ -645,9 +648,7 @@ def test_a_uwsgi_request_is_served_without_the_poller(start, tmp_path):
     held_server = start("--pythonpath", str(TEST_APPS), "reportapp", "-w", "1", "--threads", "2",
                         "--socket", f"127.0.0.1:{held_port}")
     held_worker = worker_pid(held_server.pid)
-    with Paused(held_worker):
-        sock = socket.create_connection(("127.0.0.1", held_port), timeout=BOUND)
-        sock.sendall(uwsgi_packet("/hold?" + str(marker)))
+    sock = uwsgi_send(held_port, "/hold?" + str(marker), held_worker)
     try:
         wait_until("the request inside the application", lambda: any(marker.glob("entered-*")))
         inode = server_socket_inode(held_port, sock.getsockname()[1])
@@ -664,15 +665,10 @@ def test_a_response_and_its_end_do_not_wait_for_the_applications_close(start):
     # segment), not when the socket is closed, which comes after the
     # iterable's close(), two seconds here. Over uwsgi and over HTTP with
     # `Connection: close`.
-    import socket
-
     port = free_port()
     server = start("--pythonpath", str(TEST_APPS), "lendapp", "-w", "1", "--threads", "2",
                    "--socket", f"127.0.0.1:{port}")
-    worker = worker_pid(server.pid)
-    with Paused(worker):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=BOUND)
-        sock.sendall(uwsgi_packet("/slow-close"))
+    sock = uwsgi_send(port, "/slow-close", worker_pid(server.pid))
     started = time.monotonic()
     head, body = read_to_close(sock)
     assert time.monotonic() - started < 1.5, "the end waited for close()"
@@ -712,8 +708,6 @@ def test_a_response_without_close_ends_its_connection(start, tmp_path):
     # post_request hook the request goes on after the response: the hook
     # here waits until the client has read it all, so data left corked
     # until the close would never arrive.
-    import socket
-
     port = free_port()
     config = tmp_path / "hook.conf.py"
     config.write_text(HOLDING_HOOK)
@@ -723,26 +717,22 @@ def test_a_response_without_close_ends_its_connection(start, tmp_path):
         uwsgi = start("--pythonpath", str(TEST_APPS), "lendapp", "-w", "1", "--threads", "2",
                       "--socket", f"127.0.0.1:{port}", *hooks)
         for attempt in range(3):
-            marker = tmp_path / f"marker-{len(hooks)}-{attempt}"
-            marker.mkdir()
-            sock = closing_request(http.port, b"/?" + str(marker).encode(),
-                                   worker=worker_pid(http.pid))
-            try:
-                head, body = read_to_close(sock)
-            finally:
-                (marker / "read").mkdir()
-            assert head.startswith("HTTP/1.1 200") and body == b"hello", (head, body)
-
-            marker = tmp_path / f"umarker-{len(hooks)}-{attempt}"
-            marker.mkdir()
-            with Paused(worker_pid(uwsgi.pid)):
-                sock = socket.create_connection(("127.0.0.1", port), timeout=BOUND)
-                sock.sendall(uwsgi_packet("/?" + str(marker)))
-            try:
-                head, body = read_to_close(sock)
-            finally:
-                (marker / "read").mkdir()
-            assert head.startswith("HTTP/1.1 200") and body == b"hello", (head, body)
+            sends = {
+                "http": lambda marker: closing_request(
+                    http.port, b"/?" + str(marker).encode(), worker=worker_pid(http.pid)),
+                "uwsgi": lambda marker: uwsgi_send(port, "/?" + str(marker),
+                                                   worker_pid(uwsgi.pid)),
+            }
+            for protocol, send in sends.items():
+                marker = tmp_path / f"{protocol}-{len(hooks)}-{attempt}"
+                marker.mkdir()
+                sock = send(marker)
+                try:
+                    head, body = read_to_close(sock)
+                finally:
+                    # Lets the hook (if any) end the request.
+                    (marker / "read").mkdir()
+                assert head.startswith("HTTP/1.1 200") and body == b"hello", (protocol, head, body)
         http.stop()
         uwsgi.stop()
         port = free_port()
